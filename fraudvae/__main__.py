@@ -1,0 +1,5 @@
+import sys
+
+from fraudvae.cli import main
+
+sys.exit(main())

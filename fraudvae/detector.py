@@ -1,0 +1,258 @@
+"""`FraudVAE`: the estimator users call (pandas in, pandas out).
+
+Score direction, once for all: a row's score is its negative ELBO in nats (reconstruction negative
+log-likelihood plus KL divergence, evaluated at the posterior mean), and higher = more suspicious.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fraudvae.errors import ConfigError, DataError, NotFittedError
+from fraudvae.model import VAE, ModelConfig
+from fraudvae.preprocess import Encoded, PreprocessConfig, Preprocessor
+from fraudvae.schema import Schema, infer_schema, to_binary_label
+from fraudvae.threshold import Threshold, calibrate
+from fraudvae.train import TrainConfig, resolve_device, to_tensors, train
+
+log = logging.getLogger(__name__)
+MIN_NORMAL_ROWS = 20
+SCORE_BATCH = 16384
+
+
+class FraudVAE:
+    """A variational autoencoder trained on normal transactions; scores rows by negative ELBO.
+
+    Parameters
+    ----------
+    hidden, latent_dim : network sizes; ``None`` derives them from the number of input features.
+    beta : weight of the KL term in training (the score always uses the plain ELBO).
+    epochs, batch_size, lr, patience : training; ``None`` sizes are derived from the row count.
+    validation_fraction : share of normal rows held out for early stopping and the threshold.
+    target_fpr, alert_rate : how the threshold is set on validation normals (see `calibrate`).
+    seed, device : reproducibility and where to run (``auto`` picks CUDA when available).
+    label_column, id_column, drop, categorical : schema options (see `fraudvae.schema`).
+    top_k : how many contributing columns `score` reports per row.
+    """
+
+    def __init__(self, *, hidden: tuple[int, ...] | None = None, latent_dim: int | None = None,
+                 beta: float = 1.0, epochs: int | None = None, batch_size: int | None = None,
+                 lr: float = 2e-3, patience: int = 15, validation_fraction: float = 0.2,
+                 target_fpr: float | None = 0.01, alert_rate: float | None = None, seed: int = 0,
+                 device: str = "auto", label_column: str | None = None, id_column: str | None = None,
+                 drop: tuple[str, ...] = (), categorical: tuple[str, ...] = (),
+                 min_category_count: int = 5, top_k: int = 3) -> None:
+        self.hidden = hidden
+        self.latent_dim = latent_dim
+        self.beta = beta
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.target_fpr = target_fpr
+        self.alert_rate = alert_rate
+        self.seed = seed
+        self.device = device
+        self.label_column = label_column
+        self.id_column = id_column
+        self.drop = tuple(drop)
+        self.categorical = tuple(categorical)
+        self.min_category_count = min_category_count
+        self.top_k = top_k
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, df: pd.DataFrame, progress: Callable[[int, int, dict], None] | None = None) -> FraudVAE:
+        """Learn normal rows of `df` (rows labelled fraud are kept out), then set the threshold.
+
+        Returns self."""
+        if not 0.05 <= self.validation_fraction <= 0.5:
+            raise ConfigError(f"validation_fraction={self.validation_fraction!r} is not allowed (must be in [0.05, 0.5])")
+        if self.min_category_count < 1 or self.top_k < 0:
+            raise ConfigError("min_category_count must be >= 1 and top_k >= 0")
+        train_config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
+                                   patience=self.patience, seed=self.seed, device=self.device)
+        train_config.validate()
+        device = resolve_device(self.device)
+        if len(df) == 0:
+            raise DataError("the data has no rows")
+        schema = infer_schema(df, self.label_column, self.id_column, self.drop, self.categorical)
+        labels = (to_binary_label(df[self.label_column], self.label_column) if self.label_column
+                  else np.zeros(len(df), dtype=np.int64))
+        normal = df[labels == 0].reset_index(drop=True)
+        frauds = df[labels == 1].reset_index(drop=True)
+        if len(normal) < MIN_NORMAL_ROWS:
+            raise DataError(f"training needs at least {MIN_NORMAL_ROWS} normal rows, got {len(normal)}")
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(normal))
+        n_val = max(2, int(round(self.validation_fraction * len(normal))))
+        train_rows, val_rows = normal.iloc[order[n_val:]], normal.iloc[order[:n_val]]
+
+        pre = Preprocessor.fit(train_rows, schema, PreprocessConfig(min_category_count=self.min_category_count))
+        model_config = ModelConfig.default(pre.n_numeric, len(pre.binary_owners), tuple(pre.cardinalities),
+                                           self.hidden, self.latent_dim)
+        torch.manual_seed(self.seed)
+        model = VAE(model_config).to(device)
+        history = train(model, pre.transform(train_rows), pre.transform(val_rows), train_config, progress)
+
+        self.schema_, self.preprocessor_, self.model_ = schema, pre, model
+        self.model_config_, self.train_config_ = model_config, train_config
+        self.device_ = device
+        val_terms, val_kl = self._terms(pre.transform(val_rows))
+        val_scores = val_terms.sum(1) + val_kl
+        self.baseline_ = np.median(self._by_column(val_terms), axis=0)
+        self.threshold_ = calibrate(val_scores, self.target_fpr, self.alert_rate)
+        self.metrics_ = {
+            "rows": len(df), "normal_rows": len(normal), "fraud_rows": len(frauds),
+            "train_rows": len(train_rows), "validation_rows": len(val_rows),
+            "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
+            "stop": history["stop"], "batch_size": history["batch_size"],
+            "validation_loss": history["best_val_loss"],
+            "history": {"train_loss": history["train_loss"], "val_loss": history["val_loss"]},
+        }
+        if len(frauds):
+            from fraudvae.metrics import metrics_at
+
+            fraud_scores = self.score_samples_(frauds)
+            y = np.r_[np.zeros(len(val_scores)), np.ones(len(fraud_scores))]
+            self.metrics_["at_threshold"] = metrics_at(np.r_[val_scores, fraud_scores], y, self.threshold_.value)
+            self.metrics_["at_threshold"]["evaluated_on"] = "validation normals + labelled frauds"
+        return self
+
+    def calibrate(self, df: pd.DataFrame | None = None, target_fpr: float | None = None,
+                  alert_rate: float | None = None) -> FraudVAE:
+        """Reset the threshold from normal rows `df` the model did not train on (default: the
+        stored validation scores). Returns self."""
+        self._check_fitted()
+        scores = self.score_samples_(df) if df is not None else np.asarray(self.threshold_.validation_scores)
+        self.threshold_ = calibrate(scores, target_fpr, alert_rate)
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def score_samples_(self, df: pd.DataFrame) -> np.ndarray:
+        """(n,) scores only (negative ELBO in nats, higher = more suspicious)."""
+        terms, kl = self._terms(self._encode(df))
+        return terms.sum(1) + kl
+
+    def score(self, df: pd.DataFrame) -> pd.DataFrame:
+        """One row per input row, in order: ``score`` (negative ELBO, nats; higher = more
+        suspicious), ``flag`` (score > threshold), ``p_value`` (conformal, against validation
+        normals), ``top_features`` (the columns furthest above their typical contribution) and the
+        id column when the model has one."""
+        self._check_fitted()
+        terms, kl = self._terms(self._encode(df))
+        scores = terms.sum(1) + kl
+        out = pd.DataFrame(index=df.index)
+        if self.schema_.id_column and self.schema_.id_column in df.columns:
+            out[self.schema_.id_column] = df[self.schema_.id_column]
+        out["score"] = scores
+        out["flag"] = scores > self.threshold_.value
+        out["p_value"] = self.threshold_.p_values(scores)
+        if self.top_k:
+            excess = self._by_column(terms) - self.baseline_
+            names = np.array(self._columns())
+            top = np.argsort(-excess, axis=1, kind="stable")[:, : self.top_k]
+            out["top_features"] = [list(names[r]) for r in top]
+        return out
+
+    def explain(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Per-column contributions (nats) to each row's score, plus the ``latent`` KL term.
+
+        Columns sum to the score. Compare with `baseline_` (the validation median) to see what
+        is unusual."""
+        self._check_fitted()
+        terms, kl = self._terms(self._encode(df))
+        out = pd.DataFrame(self._by_column(terms), columns=self._columns(), index=df.index)
+        out["latent"] = kl
+        return out
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """(n,) bool: score > threshold."""
+        return self.score_samples_(df) > self.threshold_.value
+
+    def latent(self, df: pd.DataFrame) -> np.ndarray:
+        """(n, latent_dim) posterior means."""
+        self._check_fitted()
+        enc = self._encode(df)
+        with torch.no_grad():
+            x = self.model_.encode_input(*(t for i, t in enumerate(to_tensors(enc, self.device_)) if i != 1))
+            return self.model_.encode(x)[0].cpu().numpy()
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the model directory (atomically). Returns its path."""
+        from fraudvae.persist import save_model
+
+        self._check_fitted()
+        return save_model(self, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> FraudVAE:
+        """Read a model directory written by `save`, verifying its checksums. Never unpickles."""
+        from fraudvae.persist import load_model
+
+        return load_model(cls, Path(path), device)
+
+    def get_params(self) -> dict:
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
+    def set_device(self, device: str) -> FraudVAE:
+        self._check_fitted()
+        self.device_ = resolve_device(device)
+        self.model_.to(self.device_)
+        self.train_config_ = replace(self.train_config_, device=device)
+        return self
+
+    # ------------------------------------------------------------------ internals
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("this FraudVAE is not fitted yet: call fit() or FraudVAE.load() first")
+
+    def _encode(self, df: pd.DataFrame) -> Encoded:
+        self._check_fitted()
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
+        return self.preprocessor_.transform(df)
+
+    def _columns(self) -> list[str]:
+        return self.schema_.names()
+
+    def _by_column(self, terms: np.ndarray) -> np.ndarray:
+        """(n, n_terms) -> (n, n_columns): a column's terms summed (value and missing indicator)."""
+        owners = self.preprocessor_.feature_owners()
+        cols = self._columns()
+        pos = {c: i for i, c in enumerate(cols)}
+        out = np.zeros((len(terms), len(cols)))
+        for j, owner in enumerate(owners):
+            out[:, pos[owner]] += terms[:, j]
+        return out
+
+    @torch.no_grad()
+    def _terms(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature NLL (n, n_terms) and KL (n,) at the posterior mean, float64."""
+        self.model_.eval()
+        terms, kls = [], []
+        for i in range(0, len(enc), SCORE_BATCH):
+            part = to_tensors(enc.take(slice(i, i + SCORE_BATCH)), self.device_)
+            nll, kl = self.model_(*part, sample=False)
+            terms.append(nll.double().cpu().numpy())
+            kls.append(kl.double().cpu().numpy())
+        if not terms:
+            return np.zeros((0, self.model_config_.n_terms)), np.zeros(0)
+        return np.concatenate(terms), np.concatenate(kls)
+
+    def describe(self) -> dict:
+        """A JSON-ready summary: schema, threshold, metrics, configs."""
+        self._check_fitted()
+        return {"schema": self.schema_.to_dict(), "threshold": self.threshold_.value,
+                "threshold_method": self.threshold_.method, "threshold_target": self.threshold_.target,
+                "validation_quantiles": self.threshold_.quantiles(),
+                "model_config": asdict(self.model_config_), "train_config": asdict(self.train_config_),
+                "metrics": {k: v for k, v in self.metrics_.items() if k != "history"}}

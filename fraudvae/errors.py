@@ -1,0 +1,27 @@
+"""The library's exceptions: one small hierarchy, so callers (the CLI, the service) map them in one place."""
+
+from __future__ import annotations
+
+
+class FraudVAEError(Exception):
+    """Base class of every error fraudvae raises on purpose."""
+
+
+class ConfigError(FraudVAEError, ValueError):
+    """A parameter is out of its allowed range."""
+
+
+class DataError(FraudVAEError, ValueError):
+    """Input data cannot be used: unreadable, empty, no usable column, a bad label column."""
+
+
+class SchemaError(DataError):
+    """Scoring data does not match the schema the model was trained on (names the column/row)."""
+
+
+class ModelFileError(FraudVAEError):
+    """A saved model directory is missing, incomplete, tampered with or from an unknown format."""
+
+
+class NotFittedError(FraudVAEError, AttributeError):
+    """An inference method was called before `fit` (or `load`)."""

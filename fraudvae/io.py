@@ -1,0 +1,69 @@
+"""Reading tables (CSV, or Parquet by extension) with errors a user can act on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from fraudvae.errors import DataError
+
+CHUNK_ROWS = 50_000
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"file not found: {str(path)!r}")
+    if not path.is_file():
+        raise DataError(f"not a file: {str(path)!r}")
+    if path.stat().st_size == 0:
+        raise DataError(f"file is empty: {str(path)!r}")
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """The whole file as a frame. Raises `DataError` for a missing, empty or unreadable file."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        df = pd.read_parquet(path) if _is_parquet(path) else pd.read_csv(path, encoding="utf-8-sig")
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise DataError(f"cannot read {str(path)!r}: {str(e).splitlines()[0]}") from None
+    if df.shape[1] == 0 or len(df) == 0:
+        raise DataError(f"file has no data rows: {str(path)!r}")
+    return df
+
+
+def iter_table(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """The file in chunks of at most `chunk_rows` rows; each chunk's index continues the previous
+    one's, so row numbers in error messages count from the start of the file (0 = first data row)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        if _is_parquet(path):
+            import pyarrow.parquet as pq
+
+            start = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+                df = batch.to_pandas()
+                df.index = pd.RangeIndex(start, start + len(df))
+                start += len(df)
+                yield df
+            return
+        reader = pd.read_csv(path, encoding="utf-8-sig", chunksize=chunk_rows)
+        first = True
+        for df in reader:
+            if first and df.shape[1] == 0:
+                raise DataError(f"file has no columns: {str(path)!r}")
+            first = False
+            yield df
+        if first:
+            raise DataError(f"file has no data rows: {str(path)!r}")
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"cannot read {str(path)!r}: {str(e).splitlines()[0]}") from None

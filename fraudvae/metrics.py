@@ -1,0 +1,25 @@
+"""Detection metrics for labelled rows (scikit-learn's, imported lazily: it is slow to import)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def metrics_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | int]:
+    """Precision, recall, F1, false-positive rate and confusion counts of ``score > threshold``,
+    plus the threshold-free AUC-ROC and average precision when both classes are present."""
+    from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels).astype(int)
+    s = np.asarray(scores, dtype=float)
+    flag = (s > threshold).astype(int)
+    tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, flag, labels=[0, 1]).ravel())
+    p, r, f1, _ = precision_recall_fscore_support(y, flag, average="binary", zero_division=0)
+    out: dict[str, float | int] = {"precision": float(p), "recall": float(r), "f1": float(f1),
+                                   "fpr": fp / (fp + tn) if fp + tn else 0.0,
+                                   "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    if 0 < y.sum() < len(y):
+        out["auc_roc"] = float(roc_auc_score(y, s))
+        out["average_precision"] = float(average_precision_score(y, s))
+    return out

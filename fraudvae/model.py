@@ -1,0 +1,127 @@
+"""The tabular VAE and its loss (torch only: no pandas, no files).
+
+Inputs come in three groups: scaled numbers (Gaussian likelihood with a learned per-feature
+variance), 0/1 features (Bernoulli: binary columns and missing indicators) and category indices
+(softmax over each column's vocabulary, one-hot encoded on the way in).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOGVAR_MIN, LOGVAR_MAX = -8.0, 8.0  # latent log-variance clamp: keeps exp() finite, training NaN-free
+DEC_LOGVAR_MIN, DEC_LOGVAR_MAX = -4.0, 4.0  # decoder (numeric feature) log-variance clamp
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network's shape. Stored with the weights so loading rebuilds exactly this network."""
+
+    n_numeric: int
+    n_binary: int
+    cardinalities: tuple[int, ...]
+    hidden: tuple[int, ...]
+    latent_dim: int
+
+    @property
+    def n_input(self) -> int:
+        return self.n_numeric + self.n_binary + sum(self.cardinalities)
+
+    @property
+    def n_terms(self) -> int:
+        """Number of per-feature likelihood terms (one per numeric, binary and categorical feature)."""
+        return self.n_numeric + self.n_binary + len(self.cardinalities)
+
+    @classmethod
+    def default(cls, n_numeric: int, n_binary: int, cardinalities: tuple[int, ...],
+                hidden: tuple[int, ...] | None = None, latent_dim: int | None = None) -> ModelConfig:
+        """Sizes derived from the input width: wide enough to model the joint structure, small enough
+        to train in seconds on a CPU."""
+        d = n_numeric + n_binary + sum(cardinalities)
+        if hidden is None:
+            width = int(min(256, max(64, 2 ** math.ceil(math.log2(2 * d)))))
+            hidden = (width, width // 2)
+        if latent_dim is None:
+            latent_dim = int(min(16, max(2, math.ceil(d / 4))))
+        return cls(n_numeric, n_binary, tuple(cardinalities), tuple(hidden), latent_dim)
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.SiLU()]
+    return nn.Sequential(*layers)
+
+
+class VAE(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.encoder = _mlp([c.n_input, *c.hidden])
+        self.to_mu = nn.Linear(c.hidden[-1], c.latent_dim)
+        self.to_logvar = nn.Linear(c.hidden[-1], c.latent_dim)
+        self.decoder = _mlp([c.latent_dim, *reversed(c.hidden)])
+        self.to_out = nn.Linear(c.hidden[0], c.n_numeric + c.n_binary + sum(c.cardinalities))
+        self.numeric_logvar = nn.Parameter(torch.zeros(c.n_numeric))
+        self.register_buffer("cat_offsets", torch.tensor([0, *c.cardinalities[:-1]]).cumsum(0)
+                             if c.cardinalities else torch.zeros(0, dtype=torch.long), persistent=False)
+
+    def encode_input(self, numeric: torch.Tensor, binary: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        """(n, n_input) network input: numbers, flags, then one-hot categories."""
+        parts = [numeric, binary]
+        if self.config.cardinalities:
+            onehot = torch.zeros(len(categorical), sum(self.config.cardinalities), device=categorical.device)
+            onehot.scatter_(1, categorical + self.cat_offsets, 1.0)
+            parts.append(onehot)
+        return torch.cat(parts, dim=1)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        return self.to_mu(h), self.to_logvar(h).clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.to_out(self.decoder(z))
+
+    def forward(self, numeric: torch.Tensor, numeric_observed: torch.Tensor, binary: torch.Tensor,
+                categorical: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature negative log-likelihood (n, n_terms) and KL (n,), in nats.
+
+        With ``sample`` the latent is drawn by reparameterisation (training); without, the
+        posterior mean is decoded, so the result is deterministic (scoring)."""
+        mu, logvar = self.encode(self.encode_input(numeric, binary, categorical))
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        out = self.decode(z)
+        return reconstruction_nll(self, out, numeric, numeric_observed, binary, categorical), kl_divergence(mu, logvar)
+
+
+def reconstruction_nll(model: VAE, out: torch.Tensor, numeric: torch.Tensor, numeric_observed: torch.Tensor,
+                       binary: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+    """(n, n_terms) negative log-likelihood of each feature under the decoder output ``out``."""
+    c = model.config
+    terms = []
+    if c.n_numeric:
+        mean = out[:, : c.n_numeric]
+        logvar = model.numeric_logvar.clamp(DEC_LOGVAR_MIN, DEC_LOGVAR_MAX)
+        nll = 0.5 * (LOG_2PI + logvar + (numeric - mean) ** 2 * torch.exp(-logvar))
+        terms.append(nll * numeric_observed)  # an imputed number is not evidence; its indicator is
+    if c.n_binary:
+        logits = out[:, c.n_numeric: c.n_numeric + c.n_binary]
+        terms.append(F.binary_cross_entropy_with_logits(logits, binary, reduction="none"))
+    start = c.n_numeric + c.n_binary
+    for j, k in enumerate(c.cardinalities):
+        logits = out[:, start: start + k]
+        terms.append(F.cross_entropy(logits, categorical[:, j], reduction="none").unsqueeze(1))
+        start += k
+    return torch.cat(terms, dim=1)
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """(n,) KL(q(z|x) || N(0, I))."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)

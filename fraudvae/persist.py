@@ -1,0 +1,142 @@
+"""Save and load a model directory: data, not code.
+
+Layout: ``weights.safetensors`` (the network), ``model.json`` (schema, preprocessing state,
+configs, threshold with validation scores, training metrics, library versions) and
+``manifest.json`` (sha256 of both, verified on load). Writes go to a temporary sibling directory
+that is renamed into place, so a crash never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from fraudvae.errors import ModelFileError
+from fraudvae.model import VAE, ModelConfig
+from fraudvae.preprocess import Preprocessor
+from fraudvae.schema import Schema
+from fraudvae.threshold import Threshold
+from fraudvae.train import TrainConfig, resolve_device
+
+if TYPE_CHECKING:
+    from fraudvae.detector import FraudVAE
+
+FORMAT = "fraudvae-model/1"
+WEIGHTS, META, MANIFEST = "weights.safetensors", "model.json", "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import pandas
+    import safetensors
+
+    from fraudvae import __version__
+    return {"fraudvae": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "pandas": pandas.__version__, "safetensors": safetensors.__version__,
+            "python": platform.python_version()}
+
+
+def save_model(det: FraudVAE, path: Path) -> Path:
+    path = path.resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        weights = {k: v.detach().cpu().contiguous() for k, v in det.model_.state_dict().items()}
+        save_file(weights, str(tmp / WEIGHTS))
+        meta = {
+            "format": FORMAT,
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in det.get_params().items()},
+            "schema": det.schema_.to_dict(),
+            "preprocessing": det.preprocessor_.to_dict(),
+            "model_config": asdict(det.model_config_),
+            "train_config": asdict(det.train_config_),
+            "threshold": det.threshold_.to_dict(),
+            "validation_quantiles": det.threshold_.quantiles(),
+            "baseline_contributions": [float(x) for x in det.baseline_],
+            "metrics": det.metrics_,
+            "versions": _versions(),
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=1, allow_nan=False))
+        manifest = {"format": FORMAT, "files": {name: _sha256(tmp / name) for name in (WEIGHTS, META)}}
+        # The model version is the digest of its contents: the same model, the same version.
+        version = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:12]
+        manifest["version"] = version
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        os.chmod(tmp, 0o755)
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.rename(path, old / "m")
+        os.rename(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    det.version_ = version
+    return path
+
+
+def read_manifest(path: Path) -> dict:
+    """Check a model directory's files against its manifest; returns the manifest."""
+    if not path.is_dir():
+        raise ModelFileError(f"model directory {str(path)!r} does not exist")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelFileError(f"model directory {str(path)!r} has no readable {MANIFEST} ({e.__class__.__name__})") from None
+    if manifest.get("format") != FORMAT or set(files) != {WEIGHTS, META}:
+        raise ModelFileError(f"{path / MANIFEST} is not a {FORMAT} manifest")
+    for name, digest in files.items():
+        f = path / name
+        if not f.is_file():
+            raise ModelFileError(f"model file {str(f)!r} is missing")
+        if _sha256(f) != digest:
+            raise ModelFileError(f"model file {str(f)!r} fails its sha256 check (modified or corrupted)")
+    return manifest
+
+
+def load_model(cls: type[FraudVAE], path: Path, device: str = "auto") -> FraudVAE:
+    manifest = read_manifest(path)
+    try:
+        meta = json.loads((path / META).read_text())
+        params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
+        det = cls(**params)
+        det.schema_ = Schema.from_dict(meta["schema"])
+        det.preprocessor_ = Preprocessor.from_dict(det.schema_, meta["preprocessing"])
+        mc = meta["model_config"]
+        det.model_config_ = ModelConfig(**{**mc, "cardinalities": tuple(mc["cardinalities"]),
+                                           "hidden": tuple(mc["hidden"])})
+        det.train_config_ = TrainConfig(**meta["train_config"])
+        det.threshold_ = Threshold.from_dict(meta["threshold"])
+        det.baseline_ = np.asarray(meta["baseline_contributions"], dtype=float)
+        det.metrics_ = meta["metrics"]
+        det.versions_ = meta["versions"]
+        model = VAE(det.model_config_)
+        model.load_state_dict(load_file(str(path / WEIGHTS)))
+    except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
+        raise ModelFileError(f"model directory {str(path)!r} cannot be loaded: {e}") from None
+    det.version_ = manifest["version"]
+    det.device_ = resolve_device(device)
+    det.model_ = model.to(det.device_).eval()
+    return det

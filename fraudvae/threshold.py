@@ -1,0 +1,70 @@
+"""Thresholds and p-values from validation scores of normal rows (numpy only).
+
+Scores point one way everywhere: higher = more suspicious. A row is flagged when its score is
+strictly above the threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from fraudvae.errors import ConfigError, DataError
+
+QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A calibrated cut on the score, with the validation scores it came from."""
+
+    value: float
+    method: str  # "target_fpr" or "alert_rate"
+    target: float  # the false-positive rate (or share of rows alerted) asked for
+    validation_scores: tuple[float, ...]  # sorted, normal rows only
+
+    @property
+    def expected_fpr(self) -> float:
+        """Share of validation normals above the threshold."""
+        v = np.asarray(self.validation_scores)
+        return float((v > self.value).mean())
+
+    def quantiles(self) -> dict[str, float]:
+        v = np.asarray(self.validation_scores)
+        return {f"q{q:g}": float(np.quantile(v, q)) for q in QUANTILES}
+
+    def p_values(self, scores: np.ndarray) -> np.ndarray:
+        """Conformal p-value of each score: (1 + #validation scores >= it) / (1 + #validation).
+
+        Small means unusual among normal rows; never exactly 0."""
+        v = np.asarray(self.validation_scores)
+        at_or_above = len(v) - np.searchsorted(v, np.asarray(scores), side="left")
+        return (1.0 + at_or_above) / (1.0 + len(v))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Threshold:
+        return cls(float(d["value"]), d["method"], float(d["target"]), tuple(map(float, d["validation_scores"])))
+
+
+def calibrate(validation_scores: np.ndarray, target_fpr: float | None = None,
+              alert_rate: float | None = None) -> Threshold:
+    """The score above which a share `target_fpr` of validation normals falls (default 1%).
+
+    `alert_rate` is the same cut read as a budget: the share of traffic the team can review
+    (with frauds rare, nearly all traffic is normal). Give one or the other."""
+    if target_fpr is not None and alert_rate is not None:
+        raise ConfigError("give target_fpr or alert_rate, not both")
+    method, target = ("alert_rate", alert_rate) if alert_rate is not None else ("target_fpr", target_fpr or 0.01)
+    if not 0 < target < 1:
+        raise ConfigError(f"{method}={target!r} is not allowed (must be in (0, 1))")
+    v = np.sort(np.asarray(validation_scores, dtype=np.float64))
+    if len(v) == 0 or not np.isfinite(v).all():
+        raise DataError("calibration needs at least one finite validation score")
+    # Linear interpolation between order statistics: unbiased enough on small validation sets.
+    value = float(np.quantile(v, 1.0 - target))
+    return Threshold(value, method, float(target), tuple(float(x) for x in v))
+

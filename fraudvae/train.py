@@ -1,0 +1,139 @@
+"""The training loop: seeding, device choice, KL warm-up and early stopping on validation loss."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fraudvae.errors import ConfigError
+from fraudvae.model import VAE
+from fraudvae.preprocess import Encoded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. ``None`` sizes are derived from the number of training rows."""
+
+    epochs: int | None = None  # at most this many; early stopping usually ends sooner
+    batch_size: int | None = None
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    beta: float = 1.0  # weight of the KL term
+    warmup_epochs: int = 10  # the KL weight rises linearly from 0 to beta over these epochs
+    patience: int = 15  # epochs without a better validation loss before stopping
+    target_steps: int = 3000  # optimizer steps the derived epoch count aims at
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> None:
+        checks = [("epochs", self.epochs, lambda v: v is None or v >= 1, ">= 1"),
+                  ("batch_size", self.batch_size, lambda v: v is None or v >= 1, ">= 1"),
+                  ("lr", self.lr, lambda v: 0 < v < 1, "in (0, 1)"),
+                  ("beta", self.beta, lambda v: 0 < v <= 100, "in (0, 100]"),
+                  ("warmup_epochs", self.warmup_epochs, lambda v: v >= 0, ">= 0"),
+                  ("patience", self.patience, lambda v: v >= 1, ">= 1"),
+                  ("device", self.device, lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
+                   "auto, cpu or cuda")]
+        for name, value, ok, allowed in checks:
+            if not ok(value):
+                raise ConfigError(f"{name}={value!r} is not allowed (must be {allowed})")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} was asked for but CUDA is not available (use auto or cpu)")
+    return torch.device(device)
+
+
+def derived_sizes(n_rows: int, config: TrainConfig) -> tuple[int, int]:
+    """(batch size, maximum epochs): batches grow with the data, epochs shrink, so that small and
+    large training sets get a similar number of optimizer steps."""
+    batch = config.batch_size or int(min(512, max(32, 2 ** round(math.log2(max(n_rows, 1) / 40)))))
+    steps_per_epoch = math.ceil(n_rows / batch)
+    epochs = config.epochs or int(min(300, max(30, math.ceil(config.target_steps / steps_per_epoch))))
+    return batch, epochs
+
+
+def to_tensors(data: Encoded, device: torch.device) -> tuple[torch.Tensor, ...]:
+    return (torch.from_numpy(data.numeric).to(device), torch.from_numpy(data.numeric_observed).to(device),
+            torch.from_numpy(data.binary).to(device), torch.from_numpy(data.categorical).to(device))
+
+
+@torch.no_grad()
+def negative_elbo(model: VAE, tensors: tuple[torch.Tensor, ...], batch: int = 8192) -> torch.Tensor:
+    """(n,) negative ELBO at the posterior mean: deterministic, used for validation and scoring."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(tensors[0]), batch):
+        nll, kl = model(*(t[i: i + batch] for t in tensors), sample=False)
+        out.append(nll.sum(1) + kl)
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfig,
+          progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Fit `model` in place; returns the history (loss per epoch, best epoch, stop reason).
+
+    The weights of the epoch with the lowest validation negative ELBO are kept."""
+    device = next(model.parameters()).device
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    batch, epochs = derived_sizes(len(train_data), config)
+    tr = to_tensors(train_data, device)
+    va = to_tensors(val_data, device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    history: dict = {"train_loss": [], "val_loss": [], "batch_size": batch, "max_epochs": epochs}
+    best, best_state, best_epoch, stale = math.inf, copy.deepcopy(model.state_dict()), 0, 0
+    n = len(train_data)
+    model.train()
+    for epoch in range(1, epochs + 1):
+        beta = config.beta * min(1.0, epoch / config.warmup_epochs) if config.warmup_epochs else config.beta
+        perm = torch.randperm(n, generator=gen).to(device)
+        total = 0.0
+        for i in range(0, n, batch):
+            idx = perm[i: i + batch]
+            nll, kl = model(*(t[idx] for t in tr), sample=True)
+            loss = (nll.sum(1) + beta * kl).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            total += float(loss) * len(idx)
+        train_loss = total / n
+        val_loss = float(negative_elbo(model, va).mean())
+        history["train_loss"].append(train_loss)
+        history["val_loss"].append(val_loss)
+        if not np.isfinite(train_loss):
+            history["stop"] = f"non-finite training loss at epoch {epoch}"
+            log.warning(history["stop"])
+            break
+        if val_loss < best:
+            if val_loss < best - 1e-4 * abs(best):
+                stale = 0
+            best, best_epoch = val_loss, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if epoch > config.warmup_epochs and best_epoch != epoch:
+            stale += 1
+        if progress:
+            progress(epoch, epochs, {"train": train_loss, "val": val_loss})
+        if stale >= config.patience:
+            history["stop"] = f"early stopping: no better validation loss for {config.patience} epochs"
+            break
+    else:
+        history["stop"] = f"reached max epochs ({epochs})"
+    model.load_state_dict(best_state)
+    model.eval()
+    history.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=len(history["val_loss"]))
+    return history
