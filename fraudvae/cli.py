@@ -49,7 +49,8 @@ def _fit(a: argparse.Namespace) -> int:
         print(f"  {role:<12} {', '.join(names)}")
     for name, reason in det.schema_.dropped.items():
         print(f"  {'left out':<12} {name}: {reason}")
-    print(f"epochs: {m['epochs_run']} (best {m['best_epoch']}; {m['stop']}); validation loss {m['validation_loss']:.4f} nats")
+    print(f"epochs: {m['epochs_run']} (best {m['best_epoch']}; {m['stop']}); "
+          f"validation loss {m['validation_loss']:.4f} nats")
     t = det.threshold_
     print(f"threshold: {t.value:.4f} ({t.method} {t.target:g} on {len(t.validation_scores)} validation normals)")
     if "at_threshold" in m:

@@ -18,8 +18,8 @@ import torch
 from fraudvae.errors import ConfigError, DataError, NotFittedError
 from fraudvae.model import VAE, ModelConfig
 from fraudvae.preprocess import Encoded, PreprocessConfig, Preprocessor
-from fraudvae.schema import Schema, infer_schema, to_binary_label
-from fraudvae.threshold import Threshold, calibrate
+from fraudvae.schema import infer_schema, to_binary_label
+from fraudvae.threshold import calibrate
 from fraudvae.train import TrainConfig, resolve_device, to_tensors, train
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ class FraudVAE:
 
     def __init__(self, *, hidden: tuple[int, ...] | None = None, latent_dim: int | None = None,
                  beta: float = 1.0, epochs: int | None = None, batch_size: int | None = None,
-                 lr: float = 2e-3, patience: int = 15, validation_fraction: float = 0.2,
+                 lr: float = 2e-3, patience: int = 10, validation_fraction: float = 0.3,
+                 validation: str = "tail",
                  target_fpr: float | None = 0.01, alert_rate: float | None = None, seed: int = 0,
                  device: str = "auto", label_column: str | None = None, id_column: str | None = None,
                  drop: tuple[str, ...] = (), categorical: tuple[str, ...] = (),
@@ -57,6 +58,7 @@ class FraudVAE:
         self.lr = lr
         self.patience = patience
         self.validation_fraction = validation_fraction
+        self.validation = validation
         self.target_fpr = target_fpr
         self.alert_rate = alert_rate
         self.seed = seed
@@ -74,7 +76,10 @@ class FraudVAE:
 
         Returns self."""
         if not 0.05 <= self.validation_fraction <= 0.5:
-            raise ConfigError(f"validation_fraction={self.validation_fraction!r} is not allowed (must be in [0.05, 0.5])")
+            raise ConfigError(f"validation_fraction={self.validation_fraction!r} is not allowed "
+                              "(must be in [0.05, 0.5])")
+        if self.validation not in ("tail", "random"):
+            raise ConfigError(f"validation={self.validation!r} is not allowed (must be 'tail' or 'random')")
         if self.min_category_count < 1 or self.top_k < 0:
             raise ConfigError("min_category_count must be >= 1 and top_k >= 0")
         train_config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
@@ -90,10 +95,12 @@ class FraudVAE:
         frauds = df[labels == 1].reset_index(drop=True)
         if len(normal) < MIN_NORMAL_ROWS:
             raise DataError(f"training needs at least {MIN_NORMAL_ROWS} normal rows, got {len(normal)}")
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(len(normal))
         n_val = max(2, int(round(self.validation_fraction * len(normal))))
-        train_rows, val_rows = normal.iloc[order[n_val:]], normal.iloc[order[:n_val]]
+        if self.validation == "tail":  # out-of-time: the last rows of the file, as drift would have it
+            order = np.arange(len(normal))[::-1]
+        else:
+            order = np.random.default_rng(self.seed).permutation(len(normal))
+        train_rows, val_rows = normal.iloc[np.sort(order[n_val:])], normal.iloc[np.sort(order[:n_val])]
 
         pre = Preprocessor.fit(train_rows, schema, PreprocessConfig(min_category_count=self.min_category_count))
         model_config = ModelConfig.default(pre.n_numeric, len(pre.binary_owners), tuple(pre.cardinalities),

@@ -8,8 +8,12 @@ import numpy as np
 def metrics_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | int]:
     """Precision, recall, F1, false-positive rate and confusion counts of ``score > threshold``,
     plus the threshold-free AUC-ROC and average precision when both classes are present."""
-    from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import (
+        average_precision_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     y = np.asarray(labels).astype(int)
     s = np.asarray(scores, dtype=float)

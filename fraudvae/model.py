@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 LOGVAR_MIN, LOGVAR_MAX = -8.0, 8.0  # latent log-variance clamp: keeps exp() finite, training NaN-free
-DEC_LOGVAR_MIN, DEC_LOGVAR_MAX = -4.0, 4.0  # decoder (numeric feature) log-variance clamp
+DEC_LOGVAR_MIN, DEC_LOGVAR_MAX = -1.2, 4.0  # decoder variance of scaled numbers >= 0.3 (robust to drift)
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -54,7 +54,7 @@ class ModelConfig:
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(a, b), nn.SiLU()]
     return nn.Sequential(*layers)
 

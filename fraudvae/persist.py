@@ -104,7 +104,8 @@ def read_manifest(path: Path) -> dict:
         manifest = json.loads((path / MANIFEST).read_text())
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelFileError(f"model directory {str(path)!r} has no readable {MANIFEST} ({e.__class__.__name__})") from None
+        reason = e.__class__.__name__
+        raise ModelFileError(f"model directory {str(path)!r} has no readable {MANIFEST} ({reason})") from None
     if manifest.get("format") != FORMAT or set(files) != {WEIGHTS, META}:
         raise ModelFileError(f"{path / MANIFEST} is not a {FORMAT} manifest")
     for name, digest in files.items():

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fraudvae.errors import SchemaError
-from fraudvae.schema import FALSE_STRINGS, TRUE_STRINGS, Schema
+from fraudvae.schema import FALSE_STRINGS, TRUE_STRINGS, Schema, show
 
 OTHER, MISSING = 0, 1  # reserved category indices; the training vocabulary starts at 2
 CLIP = 1e3  # scaled numbers are clipped here so that any finite input gives a finite score
@@ -73,7 +73,7 @@ class Preprocessor:
             ok = x[~np.isnan(x)]
             binary[name] = {**spec, "fill": float(np.round(ok.mean())), "indicator": bool(np.isnan(x).any())}
         for name in schema.names("categorical"):
-            counts = pd.Series(_keys(df[name])).value_counts(dropna=True)
+            counts = _keys(df[name]).value_counts(dropna=True)
             kept = counts[counts >= config.min_category_count].index[: config.max_categories]
             categorical[name] = {"vocabulary": [str(k) for k in kept]}
         return cls(schema, {"numeric": numeric, "binary": binary, "categorical": categorical})
@@ -131,9 +131,11 @@ class Preprocessor:
         binary = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
         cat = np.zeros((n, len(self.state["categorical"])), dtype=np.int64)
         for j, (name, s) in enumerate(self.state["categorical"].items()):
-            index = {k: i + 2 for i, k in enumerate(s["vocabulary"])}
             keys = _keys(df[name])
-            cat[:, j] = [MISSING if k is None else index.get(k, OTHER) for k in keys]
+            idx = pd.Index(s["vocabulary"], dtype=object).get_indexer(keys) + 2
+            idx[idx == 1] = OTHER  # get_indexer's -1: a category not in the vocabulary
+            idx[keys.isna().to_numpy()] = MISSING
+            cat[:, j] = idx
         return Encoded(num, observed, binary, cat)
 
     def inverse_numeric(self, name: str, scaled: np.ndarray) -> np.ndarray:
@@ -152,7 +154,7 @@ class Preprocessor:
 
 def _bad_row(s: pd.Series, bad: np.ndarray) -> str:
     i = int(np.flatnonzero(bad)[0])
-    return f"row {s.index[i]}: {s.iloc[i]!r}"
+    return f"row {s.index[i]}: {show(s.iloc[i])}"
 
 
 def _numeric(s: pd.Series, name: str) -> np.ndarray:
@@ -205,9 +207,19 @@ def _key(v: object) -> str | None:
     return str(v).strip()
 
 
-def _keys(s: pd.Series) -> list[str | None]:
-    """Category keys that agree however the column was parsed (1, 1.0 and "1" are one category)."""
-    return [_key(v) for v in s.tolist()]
+def _keys(s: pd.Series) -> pd.Series:
+    """Category keys (strings, None for gaps) that agree however the column was parsed: 1, 1.0 and
+    "1" are one category. Vectorised for the common column types, value by value otherwise."""
+    if pd.api.types.is_bool_dtype(s):
+        return s.map({True: "True", False: "False"}).astype(object)
+    if pd.api.types.is_numeric_dtype(s):
+        x = s.to_numpy(dtype=float, na_value=np.nan)
+        integral = np.isfinite(x) & (np.mod(x, 1) == 0) & (np.abs(x) < 2**53)
+        out = np.where(integral, np.where(integral, x, 0).astype(np.int64).astype(str), x.astype(str))
+        return pd.Series(np.where(np.isnan(x), None, out), index=s.index, dtype=object)
+    if pd.api.types.infer_dtype(s, skipna=True) == "string":
+        return s.str.strip().astype(object).where(s.notna(), None)
+    return s.map(_key).astype(object)
 
 
 def _skew(x: np.ndarray) -> float:

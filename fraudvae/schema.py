@@ -123,6 +123,11 @@ def _role(s: pd.Series, force_categorical: bool) -> tuple[str | None, str]:
     return "categorical", ""
 
 
+def show(value: object) -> str:
+    """A value as a user wrote it (numpy scalars shown as plain Python values)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _is_bool_like(values: pd.Series) -> bool:
     """A column of Python booleans (object dtype, e.g. booleans with gaps)."""
     return values.dtype == object and values.map(lambda v: isinstance(v, (bool, np.bool_))).all()
@@ -138,7 +143,7 @@ def to_binary_label(s: pd.Series, name: str) -> np.ndarray:
         bad = ~s.isin([0, 1])
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"label column {name!r} is not binary: value {s.iloc[i]!r} in row {i} "
+            raise DataError(f"label column {name!r} is not binary: value {show(s.iloc[i])} in row {i} "
                             "(allowed: 0/1, true/false, yes/no, fraud/normal)")
         return s.to_numpy(dtype=np.int64)
     text = s.astype(str).str.strip().str.lower()
@@ -146,6 +151,6 @@ def to_binary_label(s: pd.Series, name: str) -> np.ndarray:
     bad = ~(pos | neg)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"label column {name!r} is not binary: value {s.iloc[i]!r} in row {i} "
+        raise DataError(f"label column {name!r} is not binary: value {show(s.iloc[i])} in row {i} "
                         "(allowed: 0/1, true/false, yes/no, fraud/normal)")
     return pos.to_numpy(dtype=np.int64)

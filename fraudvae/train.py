@@ -28,8 +28,8 @@ class TrainConfig:
     weight_decay: float = 1e-5
     beta: float = 1.0  # weight of the KL term
     warmup_epochs: int = 10  # the KL weight rises linearly from 0 to beta over these epochs
-    patience: int = 15  # epochs without a better validation loss before stopping
-    target_steps: int = 3000  # optimizer steps the derived epoch count aims at
+    patience: int = 10  # epochs without a better validation loss before stopping
+    target_steps: int = 1500  # optimizer steps the derived epoch count aims at
     seed: int = 0
     device: str = "auto"
 
@@ -110,7 +110,7 @@ def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfi
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         train_loss = total / n
         val_loss = float(negative_elbo(model, va).mean())
         history["train_loss"].append(train_loss)

@@ -1,0 +1,126 @@
+"""Detection quality, side by side: fraudvae and its peers on the same one-class splits.
+
+The protocol is ../shared/PROTOCOL.md (DTE's one-class protocol): at most 50,000 rows (seeded
+subsample), the first half of the normal rows in file order for training, the other normals plus
+every anomaly for testing. Peers get standardized features (string columns one-hot encoded
+first); fraudvae gets the raw columns and its defaults, nothing tuned per dataset.
+
+Usage:
+    python bench/quality.py PATH.npz|PATH.csv [...] [--seeds 0,1,2,3,4] [--methods fraudvae,knn,...]
+A CSV needs a 0/1 column named by --label (default ``label``). Prints one line per run, then
+per-dataset and overall means of AUC-ROC and AP, and fraudvae's realised FPR/recall at its threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from fraudvae import FraudVAE
+
+MAX_ROWS = 50_000
+
+
+def load(path: Path, label: str) -> tuple[pd.DataFrame, np.ndarray]:
+    if path.suffix == ".npz":
+        d = np.load(path, allow_pickle=False)
+        X = d["X"].astype(np.float64)
+        return pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])]), d["y"].astype(int)
+    df = pd.read_csv(path, encoding="utf-8-sig")
+    y = df.pop(label).astype(int).to_numpy()
+    return df, y
+
+
+def split(X: pd.DataFrame, y: np.ndarray, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    if len(y) > MAX_ROWS:
+        np.random.seed(seed)
+        idx = np.random.choice(np.arange(len(y)), MAX_ROWS, replace=False)
+        X, y = X.iloc[idx].reset_index(drop=True), y[idx]
+    normal, anomaly = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
+    n_train = round(0.5 * normal.size)
+    test = np.append(normal[n_train:], anomaly)
+    return X.iloc[normal[:n_train]].reset_index(drop=True), X.iloc[test].reset_index(drop=True), y[test]
+
+
+def standardize(Xtr: pd.DataFrame, Xte: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.preprocessing import StandardScaler
+
+    both = pd.get_dummies(pd.concat([Xtr, Xte]), dtype=float).fillna(0.0)
+    a, b = both.iloc[: len(Xtr)].to_numpy(), both.iloc[len(Xtr):].to_numpy()
+    sc = StandardScaler().fit(a)
+    return sc.transform(a), sc.transform(b)
+
+
+def peer(name: str, seed: int):
+    if name == "knn":
+        from pyod.models.knn import KNN
+        return KNN(n_neighbors=5)
+    if name == "iforest":
+        from pyod.models.iforest import IForest
+        return IForest(random_state=seed)
+    if name == "ecod":
+        from pyod.models.ecod import ECOD
+        return ECOD()
+    if name == "pyod_vae":
+        from pyod.models.vae import VAE
+        return VAE(random_state=seed, verbose=0)
+    raise ValueError(name)
+
+
+def run(method: str, Xtr: pd.DataFrame, Xte: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scores for the test rows (higher = more anomalous) and, for fraudvae, its flags."""
+    if method == "fraudvae":
+        det = FraudVAE(seed=seed).fit(Xtr)
+        out = det.score(Xte)
+        return out["score"].to_numpy(), out["flag"].to_numpy()
+    a, b = standardize(Xtr, Xte)
+    if method == "mahalanobis":
+        from sklearn.covariance import LedoitWolf
+        return LedoitWolf().fit(a).mahalanobis(b), None
+    return peer(method, seed).fit(a).decision_function(b), None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("datasets", nargs="+", type=Path)
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--methods", default="fraudvae,knn,iforest,mahalanobis,ecod,pyod_vae")
+    ap.add_argument("--label", default="label")
+    a = ap.parse_args()
+    rows = []
+    print("dataset,method,seed,auc_roc,ap,fpr_at_threshold,recall_at_threshold,seconds", flush=True)
+    for path in a.datasets:
+        X, y = load(path, a.label)
+        for seed in map(int, a.seeds.split(",")):
+            Xtr, Xte, yte = split(X, y, seed)
+            for method in a.methods.split(","):
+                t = time.perf_counter()
+                scores, flags = run(method, Xtr, Xte, seed)
+                r = {"dataset": path.stem, "method": method, "seed": seed,
+                     "auc_roc": roc_auc_score(yte, scores), "ap": average_precision_score(yte, scores),
+                     "fpr": flags[yte == 0].mean() if flags is not None else np.nan,
+                     "recall": flags[yte == 1].mean() if flags is not None else np.nan,
+                     "seconds": time.perf_counter() - t}
+                rows.append(r)
+                print(",".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()), flush=True)
+    d = pd.DataFrame(rows)
+    print("\nmean over seeds, AUC-ROC / AP:")
+    table = d.groupby(["dataset", "method"])[["auc_roc", "ap"]].mean().unstack("method")
+    print(table.round(3).to_string())
+    print("\nmean over datasets:")
+    print(d.groupby("method")[["auc_roc", "ap"]].mean().round(4).sort_values("ap", ascending=False).to_string())
+    ours = d[d.method == "fraudvae"]
+    if len(ours):
+        print("\nfraudvae at its threshold (1% target FPR): realised test FPR and recall, mean over seeds")
+        print(ours.groupby("dataset")[["fpr", "recall"]].agg(["mean", "min", "max"]).round(4).to_string())
+    print(f"\nreproduce: python {' '.join(sys.argv)}")
+
+
+if __name__ == "__main__":
+    main()

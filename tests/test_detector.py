@@ -1,0 +1,114 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from fraudvae import FraudVAE, ModelFileError, NotFittedError, SchemaError, example_transactions
+
+
+def test_planted_frauds_are_found(fitted):
+    test = example_transactions(rows=2000, fraud_rate=0.05, seed=99)
+    out = fitted.score(test)
+    assert roc_auc_score(test["is_fraud"], out["score"]) > 0.9
+    normal_flag_rate = out["flag"][test["is_fraud"] == 0].mean()
+    assert 0.0 < normal_flag_rate < 0.04
+
+
+def test_frauds_are_kept_out_of_training(fitted, data):
+    m = fitted.metrics_
+    assert m["fraud_rows"] == int(data["is_fraud"].sum())
+    assert m["train_rows"] + m["validation_rows"] == m["normal_rows"] == len(data) - m["fraud_rows"]
+    assert {"precision", "recall", "f1"} <= set(m["at_threshold"])
+
+
+def test_score_contract(fitted, data):
+    out = fitted.score(data.head(50))
+    assert list(out.columns) == ["transaction_id", "score", "flag", "p_value", "top_features"]
+    assert (out["flag"] == (out["score"] > fitted.threshold_.value)).all()
+    assert np.isfinite(out["score"]).all() and out["p_value"].between(0, 1).all()
+    assert all(len(t) == 3 and set(t) <= set(fitted.schema_.names()) for t in out["top_features"])
+
+
+def test_scores_are_deterministic_and_order_free(fitted, data):
+    a = fitted.score_samples_(data.head(300))
+    b = fitted.score_samples_(data.head(300).iloc[::-1])[::-1]
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_array_equal(a, fitted.score_samples_(data.head(300)))
+
+
+def test_explain_sums_to_the_score(fitted, data):
+    ex = fitted.explain(data.head(20))
+    np.testing.assert_allclose(ex.sum(axis=1), fitted.score_samples_(data.head(20)), rtol=1e-9)
+
+
+def test_messy_rows_score_finitely(fitted, data):
+    messy = data.head(4).copy()
+    messy.loc[0, "amount"] = np.nan
+    messy.loc[1, "merchant_category"] = "casino"
+    messy.loc[2, "card_present"] = None
+    messy.loc[3, "country"] = "ZZ"
+    assert np.isfinite(fitted.score_samples_(messy)).all()
+
+
+def test_extra_columns_are_ignored_and_missing_ones_named(fitted, data):
+    extra = data.head(5).assign(something_else=1)
+    np.testing.assert_array_equal(fitted.score_samples_(extra), fitted.score_samples_(data.head(5)))
+    with pytest.raises(SchemaError, match="'amount'"):
+        fitted.score(data.drop(columns=["amount"]))
+
+
+def test_not_fitted():
+    with pytest.raises(NotFittedError):
+        FraudVAE().score(pd.DataFrame({"a": [1.0]}))
+
+
+def test_calibrate_moves_the_threshold(model_dir):
+    det = FraudVAE.load(model_dir)
+    before = det.threshold_.value
+    det.calibrate(target_fpr=0.2)
+    assert det.threshold_.value < before
+    det.calibrate(target_fpr=0.01)
+    assert det.threshold_.value == pytest.approx(before)
+
+
+def test_same_seed_same_model(data):
+    small = data.head(600)
+    a = FraudVAE(label_column="is_fraud", epochs=3, seed=3).fit(small).score_samples_(small)
+    b = FraudVAE(label_column="is_fraud", epochs=3, seed=3).fit(small).score_samples_(small)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_round_trip(fitted, model_dir, data):
+    loaded = FraudVAE.load(model_dir)
+    np.testing.assert_array_equal(loaded.score_samples_(data), fitted.score_samples_(data))
+    assert loaded.threshold_ == fitted.threshold_
+    assert loaded.version_ == fitted.version_
+    assert sorted(p.name for p in model_dir.iterdir()) == ["manifest.json", "model.json", "weights.safetensors"]
+
+
+def test_tampered_model_is_refused(model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir, copy)
+    meta = json.loads((copy / "model.json").read_text())
+    meta["threshold"]["value"] = 1e9
+    (copy / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="sha256"):
+        FraudVAE.load(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(ModelFileError, match="manifest.json"):
+        FraudVAE.load(copy)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        FraudVAE.load(tmp_path / "nowhere")
+
+
+def test_saving_over_a_model_replaces_it_whole(fitted, tmp_path):
+    path = tmp_path / "m"
+    fitted.save(path)
+    (path / "stray.txt").write_text("x")
+    fitted.save(path)
+    assert not (path / "stray.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]

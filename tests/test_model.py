@@ -1,0 +1,37 @@
+import torch
+
+from fraudvae.model import VAE, ModelConfig, kl_divergence
+
+
+def _batch(n=8):
+    cfg = ModelConfig(3, 2, (4, 5), (16, 8), 2)
+    g = torch.Generator().manual_seed(0)
+    return cfg, (torch.randn(n, cfg.n_numeric, generator=g), torch.ones(n, cfg.n_numeric),
+                 torch.randint(0, 2, (n, cfg.n_binary), generator=g).float(),
+                 torch.stack([torch.randint(0, k, (n,), generator=g) for k in cfg.cardinalities], 1))
+
+
+def test_shapes_and_determinism_at_the_mean():
+    cfg, batch = _batch()
+    torch.manual_seed(0)
+    model = VAE(cfg).eval()
+    nll, kl = model(*batch, sample=False)
+    assert nll.shape == (8, cfg.n_terms) and kl.shape == (8,)
+    nll2, kl2 = model(*batch, sample=False)
+    assert torch.equal(nll, nll2) and torch.equal(kl, kl2)
+
+
+def test_extreme_inputs_stay_finite():
+    cfg, (num, obs, b, c) = _batch()
+    model = VAE(cfg)
+    nll, kl = model(num * 1e3, obs, b, c, sample=True)
+    assert torch.isfinite(nll).all() and torch.isfinite(kl).all()
+
+
+def test_kl_is_zero_at_the_prior():
+    assert torch.allclose(kl_divergence(torch.zeros(3, 4), torch.zeros(3, 4)), torch.zeros(3))
+
+
+def test_default_sizes_grow_with_inputs():
+    small, big = ModelConfig.default(3, 0, ()), ModelConfig.default(100, 10, (20, 30))
+    assert small.latent_dim <= big.latent_dim and small.hidden[0] <= big.hidden[0]

@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from fraudvae.errors import ConfigError
+from fraudvae.threshold import Threshold, calibrate
+
+
+def test_fpr_threshold_flags_the_target_share():
+    v = np.random.default_rng(0).normal(size=10_000)
+    t = calibrate(v, target_fpr=0.05)
+    assert abs(t.expected_fpr - 0.05) < 0.001
+    fresh = np.random.default_rng(1).normal(size=100_000)
+    assert abs((fresh > t.value).mean() - 0.05) < 0.005
+
+
+def test_p_values_are_conformal():
+    t = calibrate(np.arange(1.0, 100.0), target_fpr=0.1)
+    p = t.p_values(np.array([0.0, 50.0, 1000.0]))
+    assert p[0] == 1.0
+    assert p[1] == pytest.approx((1 + 50) / 100)
+    assert p[2] == pytest.approx(1 / 100)
+
+
+def test_round_trip():
+    t = calibrate(np.linspace(0, 1, 50), alert_rate=0.02)
+    assert Threshold.from_dict(t.to_dict()) == t and t.method == "alert_rate"
+
+
+@pytest.mark.parametrize("kw", [{"target_fpr": 0.0}, {"target_fpr": 1.5}, {"target_fpr": 0.1, "alert_rate": 0.1}])
+def test_bad_targets(kw):
+    with pytest.raises(ConfigError):
+        calibrate(np.arange(10.0), **kw)
