@@ -58,7 +58,10 @@ def calibrate(validation_scores: np.ndarray, target_fpr: float | None = None,
     (with frauds rare, nearly all traffic is normal). Give one or the other."""
     if target_fpr is not None and alert_rate is not None:
         raise ConfigError("give target_fpr or alert_rate, not both")
-    method, target = ("alert_rate", alert_rate) if alert_rate is not None else ("target_fpr", target_fpr or 0.01)
+    if alert_rate is not None:
+        method, target = "alert_rate", alert_rate
+    else:
+        method, target = "target_fpr", 0.01 if target_fpr is None else target_fpr
     if not 0 < target < 1:
         raise ConfigError(f"{method}={target!r} is not allowed (must be in (0, 1))")
     v = np.sort(np.asarray(validation_scores, dtype=np.float64))

@@ -47,6 +47,7 @@ def test_messy_rows_score_finitely(fitted, data):
     messy = data.head(4).copy()
     messy.loc[0, "amount"] = np.nan
     messy.loc[1, "merchant_category"] = "casino"
+    messy["card_present"] = messy["card_present"].astype(object)
     messy.loc[2, "card_present"] = None
     messy.loc[3, "country"] = "ZZ"
     assert np.isfinite(fitted.score_samples_(messy)).all()

@@ -9,4 +9,4 @@ def test_example_data_is_seeded_and_mixed():
     assert len(a) == 1000 and a["is_fraud"].sum() == 100
     assert a["transaction_id"].is_unique
     assert a["device_trust"].isna().any() and a["customer_age"].isna().any()
-    assert a["card_present"].dtype == bool and a["merchant_category"].dtype == object
+    assert a["card_present"].dtype == bool and pd.api.types.is_string_dtype(a["merchant_category"])
