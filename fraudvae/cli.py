@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--epochs", type=_positive, help="maximum epochs (default: derived from the row count)")
     f.add_argument("--batch-size", type=_positive)
     f.add_argument("--beta", type=float, default=1.0, help="KL weight (default 1)")
-    f.add_argument("--validation-fraction", type=float, default=0.2)
+    f.add_argument("--validation-fraction", type=float, default=0.3, help="share of normal rows held out (default 0.3)")
     f.add_argument("--device", default="auto", help="auto, cpu or cuda")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(run=_fit)

@@ -164,9 +164,9 @@ class FraudVAE:
         out["p_value"] = self.threshold_.p_values(scores)
         if self.top_k:
             excess = self._by_column(terms) - self.baseline_
-            names = np.array(self._columns())
+            names = np.array(self._columns(), dtype=object)
             top = np.argsort(-excess, axis=1, kind="stable")[:, : self.top_k]
-            out["top_features"] = [list(names[r]) for r in top]
+            out["top_features"] = names[top].tolist()
         return out
 
     def explain(self, df: pd.DataFrame) -> pd.DataFrame:

@@ -29,7 +29,7 @@ class TrainConfig:
     beta: float = 1.0  # weight of the KL term
     warmup_epochs: int = 10  # the KL weight rises linearly from 0 to beta over these epochs
     patience: int = 10  # epochs without a better validation loss before stopping
-    target_steps: int = 1500  # optimizer steps the derived epoch count aims at
+    target_steps: int = 3000  # optimizer steps the derived epoch count aims at
     seed: int = 0
     device: str = "auto"
 
@@ -80,6 +80,24 @@ def negative_elbo(model: VAE, tensors: tuple[torch.Tensor, ...], batch: int = 81
         out.append(nll.sum(1) + kl)
     model.train(was_training)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def fit_decoder_variance(model: VAE, tensors: tuple[torch.Tensor, ...]) -> None:
+    """Re-estimate each numeric feature's decoder variance on held-out rows.
+
+    Trained by gradient descent, the variances shrink to the training residuals, which are too
+    small for rows the model has not memorised: scores then blow up on unseen normal rows and a
+    few over-confident features dominate. The maximum-likelihood variance of held-out residuals
+    (at the posterior mean, as scoring uses) is the honest one."""
+    c = model.config
+    if not c.n_numeric:
+        return
+    numeric, observed, binary, categorical = tensors
+    mu, _ = model.encode(model.encode_input(numeric, binary, categorical))
+    mean = model.decode(mu)[:, : c.n_numeric]
+    sq = ((numeric - mean) ** 2 * observed).sum(0) / observed.sum(0).clamp_min(1.0)
+    model.numeric_logvar.copy_(torch.log(sq.clamp_min(1e-6)))
 
 
 def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfig,
@@ -135,5 +153,6 @@ def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfi
         history["stop"] = f"reached max epochs ({epochs})"
     model.load_state_dict(best_state)
     model.eval()
+    fit_decoder_variance(model, va)
     history.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=len(history["val_loss"]))
     return history

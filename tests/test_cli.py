@@ -122,3 +122,14 @@ def test_python_dash_m_and_no_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fraudvae", "example-data", str(tmp_path / "x.csv"), "--rows", "50"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and len(pd.read_csv(tmp_path / "x.csv")) == 50
+
+
+def test_parquet_and_alert_rate(csvs, tmp_path, capsys):
+    pd.read_csv(csvs / "train.csv").to_parquet(tmp_path / "train.parquet")
+    pd.read_csv(csvs / "new.csv").to_parquet(tmp_path / "new.parquet")
+    assert main(["fit", str(tmp_path / "train.parquet"), "--model", str(tmp_path / "m"), "--label-column",
+                 "is_fraud", "--alert-rate", "0.05", "--epochs", "3", "--quiet"]) == 0
+    assert "alert_rate 0.05" in capsys.readouterr().out
+    assert main(["score", str(tmp_path / "new.parquet"), "--model", str(tmp_path / "m"), "--output",
+                 str(tmp_path / "o.csv"), "--chunk-rows", "128", "--quiet"]) == 0
+    assert len(pd.read_csv(tmp_path / "o.csv")) == 400
