@@ -33,6 +33,7 @@ class FraudVAE:
     Parameters
     ----------
     hidden, latent_dim : network sizes; ``None`` derives them from the number of input features.
+    members : independent VAEs trained together; the score is the mean of their negative ELBOs.
     beta : weight of the KL term in training (the score always uses the plain ELBO).
     epochs, batch_size, lr, patience : training; ``None`` sizes are derived from the row count.
     validation_fraction : share of normal rows held out for early stopping and the threshold.
@@ -42,9 +43,9 @@ class FraudVAE:
     top_k : how many contributing columns `score` reports per row.
     """
 
-    def __init__(self, *, hidden: tuple[int, ...] | None = None, latent_dim: int | None = None,
+    def __init__(self, *, hidden: tuple[int, ...] | None = None, latent_dim: int | None = None, members: int = 1,
                  beta: float = 1.0, epochs: int | None = None, batch_size: int | None = None,
-                 lr: float = 2e-3, patience: int = 10, validation_fraction: float = 0.3,
+                 lr: float | None = None, patience: int = 10, validation_fraction: float = 0.3,
                  validation: str = "tail",
                  target_fpr: float | None = 0.01, alert_rate: float | None = None, seed: int = 0,
                  device: str = "auto", label_column: str | None = None, id_column: str | None = None,
@@ -52,6 +53,7 @@ class FraudVAE:
                  min_category_count: int = 5, top_k: int = 3) -> None:
         self.hidden = hidden
         self.latent_dim = latent_dim
+        self.members = members
         self.beta = beta
         self.epochs = epochs
         self.batch_size = batch_size
@@ -80,8 +82,9 @@ class FraudVAE:
                               "(must be in [0.05, 0.5])")
         if self.validation not in ("tail", "random"):
             raise ConfigError(f"validation={self.validation!r} is not allowed (must be 'tail' or 'random')")
-        if self.min_category_count < 1 or self.top_k < 0:
-            raise ConfigError("min_category_count must be >= 1 and top_k >= 0")
+        if self.min_category_count < 1 or self.top_k < 0 or not 1 <= self.members <= 64:
+            raise ConfigError(f"min_category_count={self.min_category_count}, top_k={self.top_k}, "
+                              f"members={self.members}: need min_category_count >= 1, top_k >= 0, 1 <= members <= 64")
         train_config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
                                    patience=self.patience, seed=self.seed, device=self.device)
         train_config.validate()
@@ -104,7 +107,7 @@ class FraudVAE:
 
         pre = Preprocessor.fit(train_rows, schema, PreprocessConfig(min_category_count=self.min_category_count))
         model_config = ModelConfig.default(pre.n_numeric, len(pre.binary_owners), tuple(pre.cardinalities),
-                                           self.hidden, self.latent_dim)
+                                           self.hidden, self.latent_dim, self.members)
         torch.manual_seed(self.seed)
         model = VAE(model_config).to(device)
         history = train(model, pre.transform(train_rows), pre.transform(val_rows), train_config, progress)
@@ -185,12 +188,14 @@ class FraudVAE:
         return self.score_samples_(df) > self.threshold_.value
 
     def latent(self, df: pd.DataFrame) -> np.ndarray:
-        """(n, latent_dim) posterior means."""
+        """(n, latent_dim) posterior means (of the first ensemble member: members' latent spaces
+        are not aligned with one another)."""
         self._check_fitted()
         enc = self._encode(df)
+        numeric, _, binary, categorical = to_tensors(enc, self.device_)
         with torch.no_grad():
-            x = self.model_.encode_input(*(t for i, t in enumerate(to_tensors(enc, self.device_)) if i != 1))
-            return self.model_.encode(x)[0].cpu().numpy()
+            x = self.model_.encode_input(numeric, binary, categorical)
+            return self.model_.encode(x)[0][0].cpu().numpy()
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -243,14 +248,15 @@ class FraudVAE:
 
     @torch.no_grad()
     def _terms(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
-        """Per-feature NLL (n, n_terms) and KL (n,) at the posterior mean, float64."""
+        """Per-feature NLL (n, n_terms) and KL (n,) at the posterior mean, averaged over ensemble
+        members, float64."""
         self.model_.eval()
         terms, kls = [], []
         for i in range(0, len(enc), SCORE_BATCH):
             part = to_tensors(enc.take(slice(i, i + SCORE_BATCH)), self.device_)
-            nll, kl = self.model_(*part, sample=False)
-            terms.append(nll.double().cpu().numpy())
-            kls.append(kl.double().cpu().numpy())
+            nll, kl = self.model_(*part, sample=False)  # (members, n, n_terms), (members, n)
+            terms.append(nll.double().mean(0).cpu().numpy())
+            kls.append(kl.double().mean(0).cpu().numpy())
         if not terms:
             return np.zeros((0, self.model_config_.n_terms)), np.zeros(0)
         return np.concatenate(terms), np.concatenate(kls)

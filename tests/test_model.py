@@ -3,8 +3,8 @@ import torch
 from fraudvae.model import VAE, ModelConfig, kl_divergence
 
 
-def _batch(n=8):
-    cfg = ModelConfig(3, 2, (4, 5), (16, 8), 2)
+def _batch(n=8, members=3):
+    cfg = ModelConfig(3, 2, (4, 5), (16, 8), 2, members)
     g = torch.Generator().manual_seed(0)
     return cfg, (torch.randn(n, cfg.n_numeric, generator=g), torch.ones(n, cfg.n_numeric),
                  torch.randint(0, 2, (n, cfg.n_binary), generator=g).float(),
@@ -16,9 +16,30 @@ def test_shapes_and_determinism_at_the_mean():
     torch.manual_seed(0)
     model = VAE(cfg).eval()
     nll, kl = model(*batch, sample=False)
-    assert nll.shape == (8, cfg.n_terms) and kl.shape == (8,)
+    assert nll.shape == (3, 8, cfg.n_terms) and kl.shape == (3, 8)
     nll2, kl2 = model(*batch, sample=False)
     assert torch.equal(nll, nll2) and torch.equal(kl, kl2)
+
+
+def test_members_are_independent():
+    """Changing one member's weights changes only that member's output."""
+    cfg, batch = _batch()
+    torch.manual_seed(0)
+    model = VAE(cfg).eval()
+    before, _ = model(*batch, sample=False)
+    with torch.no_grad():
+        model.to_out.weight[1] += 1.0
+    after, _ = model(*batch, sample=False)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[2], after[2])
+    assert not torch.equal(before[1], after[1])
+
+
+def test_no_mask_equals_all_observed():
+    cfg, (num, obs, b, c) = _batch()
+    model = VAE(cfg).eval()
+    a, _ = model(num, obs, b, c, sample=False)
+    n, _ = model(num, None, b, c, sample=False)
+    assert torch.equal(a, n)
 
 
 def test_extreme_inputs_stay_finite():
@@ -29,7 +50,7 @@ def test_extreme_inputs_stay_finite():
 
 
 def test_kl_is_zero_at_the_prior():
-    assert torch.allclose(kl_divergence(torch.zeros(3, 4), torch.zeros(3, 4)), torch.zeros(3))
+    assert torch.allclose(kl_divergence(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)), torch.zeros(2, 3))
 
 
 def test_default_sizes_grow_with_inputs():
