@@ -16,7 +16,7 @@ EXIT_BAD_INPUT = 2
 
 
 def _fit(a: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from fraudvae.detector import FraudVAE
     from fraudvae.io import read_table
@@ -63,7 +63,7 @@ def _fit(a: argparse.Namespace) -> int:
 
 def _score(a: argparse.Namespace) -> int:
     import pandas as pd
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from fraudvae.detector import FraudVAE
     from fraudvae.io import iter_table
