@@ -81,8 +81,6 @@ def _score(a: argparse.Namespace) -> int:
             for chunk in iter_table(a.data, a.chunk_rows):
                 res = det.score(chunk)
                 res["flag"] = res["flag"].astype(int)
-                if "top_features" in res:
-                    res["top_features"] = res["top_features"].map(";".join)
                 res.to_csv(tmp, mode="a", header=n == 0, index=False)
                 n += len(res)
                 flagged += int(res["flag"].sum())

@@ -154,7 +154,8 @@ class FraudVAE:
     def score(self, df: pd.DataFrame) -> pd.DataFrame:
         """One row per input row, in order: ``score`` (negative ELBO, nats; higher = more
         suspicious), ``flag`` (score > threshold), ``p_value`` (conformal, against validation
-        normals), ``top_features`` (the columns furthest above their typical contribution) and the
+        normals), ``top_features`` (the `top_k` columns furthest above their typical contribution, most
+        unusual first, joined by ";") and the
         id column when the model has one."""
         self._check_fitted()
         terms, kl = self._terms(self._encode(df))
@@ -168,8 +169,11 @@ class FraudVAE:
         if self.top_k:
             excess = self._by_column(terms) - self.baseline_
             names = np.array(self._columns(), dtype=object)
-            top = np.argsort(-excess, axis=1, kind="stable")[:, : self.top_k]
-            out["top_features"] = names[top].tolist()
+            top = names[np.argsort(-excess, axis=1, kind="stable")[:, : self.top_k]]
+            joined = top[:, 0]
+            for j in range(1, top.shape[1]):  # column-wise joins: no per-row Python containers
+                joined = joined + ";" + top[:, j]
+            out["top_features"] = joined
         return out
 
     def explain(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -238,13 +242,12 @@ class FraudVAE:
 
     def _by_column(self, terms: np.ndarray) -> np.ndarray:
         """(n, n_terms) -> (n, n_columns): a column's terms summed (value and missing indicator)."""
-        owners = self.preprocessor_.feature_owners()
         cols = self._columns()
         pos = {c: i for i, c in enumerate(cols)}
-        out = np.zeros((len(terms), len(cols)))
-        for j, owner in enumerate(owners):
-            out[:, pos[owner]] += terms[:, j]
-        return out
+        assign = np.zeros((terms.shape[1], len(cols)))
+        for j, owner in enumerate(self.preprocessor_.feature_owners()):
+            assign[j, pos[owner]] = 1.0
+        return terms @ assign
 
     @torch.no_grad()
     def _terms(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:

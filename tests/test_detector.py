@@ -28,7 +28,8 @@ def test_score_contract(fitted, data):
     assert list(out.columns) == ["transaction_id", "score", "flag", "p_value", "top_features"]
     assert (out["flag"] == (out["score"] > fitted.threshold_.value)).all()
     assert np.isfinite(out["score"]).all() and out["p_value"].between(0, 1).all()
-    assert all(len(t) == 3 and set(t) <= set(fitted.schema_.names()) for t in out["top_features"])
+    tops = out["top_features"].str.split(";")
+    assert all(len(t) == 3 and set(t) <= set(fitted.schema_.names()) for t in tops)
 
 
 def test_scores_are_deterministic_and_order_free(fitted, data):
