@@ -57,6 +57,8 @@ class Preprocessor:
         for name in schema.names("numeric"):
             x = _numeric(df[name], name)
             ok = x[np.isfinite(x)]
+            if ok.size == 0:  # the schema saw values, but not among the training normals
+                ok = np.zeros(1)
             log = bool(ok.min() >= 0 and _skew(ok) > config.log_skew)
             t = np.log1p(ok) if log else ok
             center = float(np.mean(t))
@@ -71,7 +73,8 @@ class Preprocessor:
                 spec = {"low": float(vals[0]), "high": float(vals[-1])}
             x = _binary(s, name, spec)
             ok = x[~np.isnan(x)]
-            binary[name] = {**spec, "fill": float(np.round(ok.mean())), "indicator": bool(np.isnan(x).any())}
+            fill = float(np.round(ok.mean())) if ok.size else 0.0
+            binary[name] = {**spec, "fill": fill, "indicator": bool(np.isnan(x).any())}
         for name in schema.names("categorical"):
             counts = _keys(df[name]).value_counts(dropna=True)
             kept = counts[counts >= config.min_category_count].index[: config.max_categories]
@@ -179,7 +182,10 @@ def _binary(s: pd.Series, name: str, spec: dict) -> np.ndarray:
     """A binary column as 0/1 floats with NaN for gaps."""
     if spec.get("low") is not None:
         x = _numeric(s, name)
-        return np.clip((x - spec["low"]) / (spec["high"] - spec["low"]), 0.0, 1.0)
+        low, high = spec["low"], spec["high"]
+        if high == low:  # one level among the training normals: any other value is the other level
+            return np.where(np.isnan(x), np.nan, (x != low).astype(float))
+        return np.clip((x - low) / (high - low), 0.0, 1.0)
     if pd.api.types.is_bool_dtype(s):
         return s.to_numpy(dtype=float)
     text = s.map(lambda v: None if _isna(v) else str(v).strip().lower())

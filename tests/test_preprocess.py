@@ -72,3 +72,14 @@ def test_extreme_values_are_clipped(mixed):
     probe["amount"] = [1e300, -1e300]
     enc = pre.transform(probe)
     assert np.isfinite(enc.numeric).all()
+
+
+def test_levels_missing_from_training_rows_stay_finite():
+    """The schema is inferred on the whole file; training normals may lack a level or all values."""
+    full = pd.DataFrame({"b": [0.0, 1.0] * 50, "x": np.arange(100.0), "only_fraud": [np.nan] * 98 + [1.0, 2.0]})
+    schema = infer_schema(full)
+    pre = Preprocessor.fit(full[full["b"] == 0], schema)  # training rows: b constant, only_fraud empty
+    enc = pre.transform(full)
+    assert np.isfinite(enc.numeric).all() and np.isfinite(enc.binary).all()
+    j = list(pre.state["binary"]).index("b")
+    assert set(enc.binary[:, j]) == {0.0, 1.0}
