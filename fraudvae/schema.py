@@ -5,8 +5,9 @@ Roles:
 - ``binary``: booleans and two-valued numbers, modelled with a Bernoulli likelihood;
 - ``categorical``: strings and low-cardinality integer codes, modelled with a softmax over a
   training vocabulary (plus "other" and "missing" buckets).
-Columns that carry no usable signal (row ids, constants, free text, empty columns) are left out
-with a reason, so the user can see and override the choice.
+Columns that carry no usable signal (row ids, clocks and counters that only move one way along
+the file, constants, free text, empty columns) are left out with a reason, so the user can see and
+override the choice (``categorical=`` forces a column in).
 """
 
 from __future__ import annotations
@@ -103,17 +104,19 @@ def _role(s: pd.Series, force_categorical: bool) -> tuple[str | None, str]:
         return "categorical", ""
     if n_unique == 1:
         return None, "constant"
+    if n >= 20 and (values.is_monotonic_increasing or values.is_monotonic_decreasing):
+        # A value that only moves one way along the file is a clock or a counter: every later
+        # row lies outside what training saw, so modelling it flags the passage of time.
+        if n_unique == n:
+            return None, "row id (unique, monotonic along the file)"
+        return None, "time or sequence column (monotonic along the file)"
     if pd.api.types.is_bool_dtype(s) or _is_bool_like(values):
         return "binary", ""
     if pd.api.types.is_numeric_dtype(s):
         if n_unique == 2:
             return "binary", ""
-        is_integer = pd.api.types.is_integer_dtype(s) or bool(np.all(np.mod(values, 1) == 0))
-        if is_integer and pd.api.types.is_integer_dtype(s) and n_unique <= MAX_CODE_LEVELS:
+        if pd.api.types.is_integer_dtype(s) and n_unique <= MAX_CODE_LEVELS:
             return "categorical", ""
-        if is_integer and n >= 20 and n_unique == n and (values.is_monotonic_increasing
-                                                        or values.is_monotonic_decreasing):
-            return None, "row id (unique, monotonic integers)"
         return "numeric", ""
     as_text = values.astype(str)
     if n >= 20 and n_unique >= 0.5 * n:

@@ -17,6 +17,13 @@ def test_roles_are_inferred(mixed):
     assert "label" not in s.names()
 
 
+def test_clock_columns_are_left_out(mixed):
+    df = mixed.assign(year=np.repeat([2021, 2022, 2023, 2024], 50))
+    s = infer_schema(df, label_column="label")
+    assert s.dropped["year"].startswith("time or sequence column")
+    assert "year" in infer_schema(df, label_column="label", categorical=("year",)).names("categorical")
+
+
 def test_overrides(mixed):
     s = infer_schema(mixed, label_column="label", id_column="ref", drop=("city",), categorical=("const",))
     assert "city" not in s.names() and s.dropped["city"] == "dropped on request"
