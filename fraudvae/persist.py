@@ -99,7 +99,8 @@ def save_model(det: FraudVAE, path: Path) -> Path:
 def read_manifest(path: Path) -> dict:
     """Check a model directory's files against its manifest; returns the manifest."""
     if not path.is_dir():
-        raise ModelFileError(f"model directory {str(path)!r} does not exist")
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise ModelFileError(f"model directory {str(path)!r} {what}")
     try:
         manifest = json.loads((path / MANIFEST).read_text())
         files = manifest["files"]

@@ -105,6 +105,8 @@ def test_tampered_model_is_refused(model_dir, tmp_path):
         FraudVAE.load(copy)
     with pytest.raises(ModelFileError, match="does not exist"):
         FraudVAE.load(tmp_path / "nowhere")
+    with pytest.raises(ModelFileError, match="is not a directory"):
+        FraudVAE.load(copy / "model.json")
 
 
 def test_saving_over_a_model_replaces_it_whole(fitted, tmp_path):
