@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 LOGVAR_MIN, LOGVAR_MAX = -8.0, 8.0  # latent log-variance clamp: keeps exp() finite, training NaN-free
-DEC_LOGVAR_MIN, DEC_LOGVAR_MAX = 0.0, 4.0  # decoder variance of scaled numbers >= 1: no feature over-confident
+DEC_LOGVAR_MIN, DEC_LOGVAR_MAX = -1.2, 4.0  # decoder variance of scaled numbers >= 0.3 (robust to drift)
 LOG_2PI = math.log(2 * math.pi)
 
 
