@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -218,13 +218,6 @@ class FraudVAE:
 
     def get_params(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.endswith("_")}
-
-    def set_device(self, device: str) -> FraudVAE:
-        self._check_fitted()
-        self.device_ = resolve_device(device)
-        self.model_.to(self.device_)
-        self.train_config_ = replace(self.train_config_, device=device)
-        return self
 
     # ------------------------------------------------------------------ internals
     def _check_fitted(self) -> None:

@@ -141,12 +141,6 @@ class Preprocessor:
             cat[:, j] = idx
         return Encoded(num, observed, binary, cat)
 
-    def inverse_numeric(self, name: str, scaled: np.ndarray) -> np.ndarray:
-        """Map scaled values of a numeric column back to original units."""
-        s = self.state["numeric"][name]
-        t = scaled * s["scale"] + s["center"]
-        return np.expm1(t) if s["log"] else t
-
     def to_dict(self) -> dict:
         return self.state
 

@@ -116,3 +116,10 @@ def test_saving_over_a_model_replaces_it_whole(fitted, tmp_path):
     fitted.save(path)
     assert not (path / "stray.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_describe_is_json_ready(fitted):
+    d = json.loads(json.dumps(fitted.describe()))
+    assert d["threshold"] == fitted.threshold_.value
+    assert d["schema"]["id_column"] == "transaction_id"
+    assert d["metrics"]["fraud_rows"] > 0 and "history" not in d["metrics"]
