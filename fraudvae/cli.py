@@ -25,7 +25,8 @@ def _fit(a: argparse.Namespace) -> int:
     det = FraudVAE(label_column=a.label_column, id_column=a.id_column, drop=tuple(a.drop),
                    categorical=tuple(a.categorical), target_fpr=None if a.alert_rate else a.target_fpr,
                    alert_rate=a.alert_rate, seed=a.seed, epochs=a.epochs, batch_size=a.batch_size,
-                   beta=a.beta, device=a.device, validation_fraction=a.validation_fraction)
+                   beta=a.beta, device=a.device,
+                   **({} if a.validation_fraction is None else {"validation_fraction": a.validation_fraction}))
     bar = tqdm(desc="training", unit="epoch", disable=a.quiet or None, leave=False)
 
     def progress(epoch: int, total: int, losses: dict) -> None:
@@ -141,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--epochs", type=_positive, help="maximum epochs (default: derived from the row count)")
     f.add_argument("--batch-size", type=_positive)
     f.add_argument("--beta", type=float, default=1.0, help="KL weight (default 1)")
-    f.add_argument("--validation-fraction", type=float, default=0.3, help="share of normal rows held out (default 0.3)")
+    f.add_argument("--validation-fraction", type=float,
+                   help="share of normal rows held out, the last ones in the file (default: the library's, 0.3)")
     f.add_argument("--device", default="auto", help="auto, cpu or cuda")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(run=_fit)

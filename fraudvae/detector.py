@@ -110,12 +110,13 @@ class FraudVAE:
                                            self.hidden, self.latent_dim, self.members)
         torch.manual_seed(self.seed)
         model = VAE(model_config).to(device)
-        history = train(model, pre.transform(train_rows), pre.transform(val_rows), train_config, progress)
+        val_data = pre.transform(val_rows)
+        history = train(model, pre.transform(train_rows), val_data, train_config, progress)
 
         self.schema_, self.preprocessor_, self.model_ = schema, pre, model
         self.model_config_, self.train_config_ = model_config, train_config
         self.device_ = device
-        val_terms, val_kl = self._terms(pre.transform(val_rows))
+        val_terms, val_kl = self._terms(val_data)
         val_scores = val_terms.sum(1) + val_kl
         self.baseline_ = np.median(self._by_column(val_terms), axis=0)
         self.threshold_ = calibrate(val_scores, self.target_fpr, self.alert_rate)
@@ -124,7 +125,9 @@ class FraudVAE:
             "train_rows": len(train_rows), "validation_rows": len(val_rows),
             "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "stop": history["stop"], "batch_size": history["batch_size"],
-            "validation_loss": history["best_val_loss"],
+            # the mean of the scores the threshold comes from (decoder variances re-fitted after
+            # early stopping, so it differs from the best epoch's loss in the history)
+            "validation_loss": float(val_scores.mean()),
             "history": {"train_loss": history["train_loss"], "val_loss": history["val_loss"]},
         }
         if len(frauds):
