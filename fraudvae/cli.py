@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from fraudvae.errors import FraudVAEError
@@ -163,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fraud-rate", type=float, default=0.02)
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(run=_example)
+
+    # commands of other installed packages (the service registers `serve`): the library never
+    # imports them by name
+    for ep in entry_points(group="fraudvae.commands"):
+        try:
+            ep.load()(sub)
+        except ImportError as exc:  # a plugin whose own dependencies are missing
+            logging.getLogger(__name__).debug("command plugin %s unavailable: %s", ep.name, exc)
     return p
 
 

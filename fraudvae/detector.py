@@ -7,8 +7,8 @@ log-likelihood plus KL divergence, evaluated at the posterior mean), and higher 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,22 @@ from fraudvae.train import TrainConfig, resolve_device, to_tensors, train
 log = logging.getLogger(__name__)
 MIN_NORMAL_ROWS = 20
 SCORE_BATCH = 16384
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What scoring gives for n rows, as arrays (see `FraudVAE.score` for their meaning)."""
+
+    score: np.ndarray  # (n,) float64
+    flag: np.ndarray  # (n,) bool, score > threshold
+    p_value: np.ndarray  # (n,) float64
+    top_features: np.ndarray  # (n, top_k) column names, most unusual first
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def take(self, idx: slice) -> Scores:
+        return Scores(self.score[idx], self.flag[idx], self.p_value[idx], self.top_features[idx])
 
 
 class FraudVAE:
@@ -160,24 +176,40 @@ class FraudVAE:
         normals), ``top_features`` (the `top_k` columns furthest above their typical contribution, most
         unusual first, joined by ";") and the
         id column when the model has one."""
-        self._check_fitted()
-        terms, kl = self._terms(self._encode(df))
-        scores = terms.sum(1) + kl
+        scored = self.score_encoded(self._encode(df))
         out = pd.DataFrame(index=df.index)
         if self.schema_.id_column and self.schema_.id_column in df.columns:
             out[self.schema_.id_column] = df[self.schema_.id_column]
-        out["score"] = scores
-        out["flag"] = scores > self.threshold_.value
-        out["p_value"] = self.threshold_.p_values(scores)
+        out["score"] = scored.score
+        out["flag"] = scored.flag
+        out["p_value"] = scored.p_value
         if self.top_k:
-            excess = self._by_column(terms) - self.baseline_
-            names = np.array(self._columns(), dtype=object)
-            top = names[np.argsort(-excess, axis=1, kind="stable")[:, : self.top_k]]
+            top = scored.top_features
             joined = top[:, 0]
             for j in range(1, top.shape[1]):  # column-wise joins: no per-row Python containers
                 joined = joined + ";" + top[:, j]
             out["top_features"] = joined
         return out
+
+    def encode_records(self, records: Sequence[Mapping[str, object]]) -> Encoded:
+        """Check and encode JSON-like records (see `Preprocessor.transform_records`): the first half
+        of `score_records`, apart so a server can encode each request and score many at once."""
+        self._check_fitted()
+        return self.preprocessor_.transform_records(records)
+
+    def score_encoded(self, encoded: Encoded) -> Scores:
+        """Scores, flags, p-values and top features of encoded rows (the second half)."""
+        self._check_fitted()
+        terms, kl = self._terms(encoded)
+        scores = terms.sum(1) + kl
+        names = np.array(self._columns(), dtype=object)
+        excess = self._by_column(terms) - self.baseline_
+        top = names[np.argsort(-excess, axis=1, kind="stable")[:, : self.top_k]]
+        return Scores(scores, scores > self.threshold_.value, self.threshold_.p_values(scores), top)
+
+    def score_records(self, records: Sequence[Mapping[str, object]]) -> Scores:
+        """`score` for JSON-like records, without pandas: what the service calls."""
+        return self.score_encoded(self.encode_records(records))
 
     def explain(self, df: pd.DataFrame) -> pd.DataFrame:
         """Per-column contributions (nats) to each row's score, plus the ``latent`` KL term.
@@ -249,7 +281,8 @@ class FraudVAE:
     def _terms(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature NLL (n, n_terms) and KL (n,) at the posterior mean, averaged over ensemble
         members, float64."""
-        self.model_.eval()
+        if self.model_.training:  # eval() walks every submodule: not on each small batch
+            self.model_.eval()
         terms, kls = [], []
         for i in range(0, len(enc), SCORE_BATCH):
             part = to_tensors(enc.take(slice(i, i + SCORE_BATCH)), self.device_)

@@ -12,7 +12,15 @@ class ConfigError(FraudVAEError, ValueError):
 
 
 class DataError(FraudVAEError, ValueError):
-    """Input data cannot be used: unreadable, empty, no usable column, a bad label column."""
+    """Input data cannot be used: unreadable, empty, no usable column, a bad label column.
+
+    ``row`` and ``column`` name the offending place when there is one (row: 0-based position or
+    index label; column: the field name), so a caller can point at it without parsing the text."""
+
+    def __init__(self, message: str, *, row: object = None, column: str | None = None) -> None:
+        super().__init__(message)
+        self.row = row
+        self.column = column
 
 
 class SchemaError(DataError):

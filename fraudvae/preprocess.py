@@ -8,6 +8,7 @@ training categories and categories never seen in training share one "other" buck
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,8 +40,16 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.numeric)
 
-    def take(self, idx: np.ndarray) -> Encoded:
+    def take(self, idx: np.ndarray | slice) -> Encoded:
         return Encoded(self.numeric[idx], self.numeric_observed[idx], self.binary[idx], self.categorical[idx])
+
+    @staticmethod
+    def concat(parts: Sequence[Encoded]) -> Encoded:
+        """Rows of several encodings (of one preprocessor) in order: how requests are batched."""
+        if len(parts) == 1:
+            return parts[0]
+        return Encoded(*(np.concatenate([getattr(p, f) for p in parts])
+                         for f in ("numeric", "numeric_observed", "binary", "categorical")))
 
 
 class Preprocessor:
@@ -110,36 +119,88 @@ class Preprocessor:
         """Encode `df` (extra columns ignored). Raises `SchemaError` naming a missing column or
         a value of the wrong type with its row."""
         self.schema.check(df)
-        n = len(df)
-        num = np.zeros((n, self.n_numeric), dtype=np.float32)
-        observed = np.ones_like(num)
-        indicators = []
-        for j, (name, s) in enumerate(self.state["numeric"].items()):
-            x = _numeric(df[name], name)
-            gap = np.isnan(x)
-            t = np.log1p(np.maximum(x, 0.0)) if s["log"] else x
-            t = np.where(gap, s["fill"], t)
-            num[:, j] = np.clip((t - s["center"]) / s["scale"], -CLIP, CLIP)
-            if s["indicator"]:
-                observed[:, j] = ~gap
-                indicators.append(gap)
+        return self._assemble(
+            len(df),
+            {name: _numeric(df[name], name) for name in self.state["numeric"]},
+            {name: _binary(df[name], name, s) for name, s in self.state["binary"].items()},
+            {name: _keys(df[name]) for name in self.state["categorical"]},
+        )
+
+    def transform_records(self, records: Sequence[Mapping[str, object]]) -> Encoded:
+        """Encode JSON-like records (one mapping per row, keyed by column name; extra keys ignored).
+
+        Stricter than `transform`, as befits typed input: numbers must be JSON numbers (not text,
+        not booleans) and finite; ``None`` is a missing value. Raises `SchemaError` with ``row``
+        (the record's position) and ``column`` set at the first bad value."""
+        if not all(type(r) is dict for r in records):  # fast path for parsed JSON; any Mapping is fine
+            for i, r in enumerate(records):
+                if not isinstance(r, Mapping):
+                    raise SchemaError(f"record {i} must be an object of column: value, got {_json_type(r)}",
+                                      row=i)
+        columns = {}
+        for name in self.schema.names():
+            values = [r.get(name, _ABSENT) for r in records]
+            if _Absent in set(map(type, values)):
+                i = next(i for i, v in enumerate(values) if v is _ABSENT)
+                raise SchemaError(f"record {i} lacks column {name!r} (use null for a missing value)",
+                                  row=i, column=name)
+            columns[name] = values
+        return self._assemble(
+            len(records),
+            {name: _numbers(columns[name], name) for name in self.state["numeric"]},
+            {name: _flags(columns[name], name, s) for name, s in self.state["binary"].items()},
+            {name: _record_keys(columns[name], name) for name in self.state["categorical"]},
+        )
+
+    def _assemble(self, n: int, numeric: dict[str, np.ndarray], binary: dict[str, np.ndarray],
+                  keys: dict[str, pd.Series | list[str | None]]) -> Encoded:
+        """Scale, impute and index per-column values (floats with NaN gaps; category keys with None)."""
+        p = self._numeric_params()
+        x = np.stack([numeric[name] for name in self.state["numeric"]], axis=1) if p["names"] else np.zeros((n, 0))
+        gap = np.isnan(x)
+        with np.errstate(invalid="ignore"):
+            t = np.where(p["log"], np.log1p(np.maximum(x, 0.0)), x)
+        t = np.where(gap, p["fill"], t)
+        num = np.clip((t - p["center"]) / p["scale"], -CLIP, CLIP).astype(np.float32)
+        observed = (~(gap & p["indicator"])).astype(np.float32)
+        indicators = list(gap[:, p["indicator"]].T)
         bins, bin_indicators = [], []
         for name, s in self.state["binary"].items():
-            x = _binary(df[name], name, s)
+            x = binary[name]
             gap = np.isnan(x)
             bins.append(np.where(gap, s["fill"], x))
             if s["indicator"]:
                 bin_indicators.append(gap)
         cols = bins + indicators + bin_indicators
-        binary = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
+        flags = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
         cat = np.zeros((n, len(self.state["categorical"])), dtype=np.int64)
         for j, (name, s) in enumerate(self.state["categorical"].items()):
-            keys = _keys(df[name])
-            idx = pd.Index(s["vocabulary"], dtype=object).get_indexer(keys) + 2
-            idx[idx == 1] = OTHER  # get_indexer's -1: a category not in the vocabulary
-            idx[keys.isna().to_numpy()] = MISSING
-            cat[:, j] = idx
-        return Encoded(num, observed, binary, cat)
+            k = keys[name]
+            if isinstance(k, pd.Series):  # a frame's column: vectorised lookup
+                idx = pd.Index(s["vocabulary"], dtype=object).get_indexer(k) + 2
+                idx[idx == 1] = OTHER  # get_indexer's -1: a category not in the vocabulary
+                idx[k.isna().to_numpy()] = MISSING
+                cat[:, j] = idx
+            else:
+                index = self._index(name)
+                cat[:, j] = [MISSING if v is None else index.get(v, OTHER) for v in k]
+        return Encoded(num, observed, flags, cat)
+
+    def _numeric_params(self) -> dict:
+        """Per-column numeric parameters as vectors (the arithmetic runs on all columns at once)."""
+        if "_numeric" not in self.__dict__:
+            specs = self.state["numeric"].values()
+            self._numeric = {"names": list(self.state["numeric"]),
+                             **{k: np.array([s[k] for s in specs], dtype=bool if k in ("log", "indicator") else float)
+                                for k in ("log", "center", "scale", "fill", "indicator")}}
+        return self._numeric
+
+    def _index(self, name: str) -> dict[str, int]:
+        """Category key -> model index for one column (the vocabulary starts at 2), built once."""
+        cache = self.__dict__.setdefault("_indices", {})
+        if name not in cache:
+            cache[name] = {k: i + 2 for i, k in enumerate(self.state["categorical"][name]["vocabulary"])}
+        return cache[name]
 
     def to_dict(self) -> dict:
         return self.state
@@ -149,9 +210,9 @@ class Preprocessor:
         return cls(schema, d)
 
 
-def _bad_row(s: pd.Series, bad: np.ndarray) -> str:
+def _bad_row(s: pd.Series, bad: np.ndarray) -> tuple[str, object]:
     i = int(np.flatnonzero(bad)[0])
-    return f"row {s.index[i]}: {show(s.iloc[i])}"
+    return f"row {s.index[i]}: {show(s.iloc[i])}", s.index[i]
 
 
 def _numeric(s: pd.Series, name: str) -> np.ndarray:
@@ -164,11 +225,13 @@ def _numeric(s: pd.Series, name: str) -> np.ndarray:
         coerced = pd.to_numeric(s, errors="coerce")
         bad = (coerced.isna() & s.notna()).to_numpy()
         if bad.any():
-            raise SchemaError(f"column {name!r} must be numeric, got {_bad_row(s, bad)}")
+            where, row = _bad_row(s, bad)
+            raise SchemaError(f"column {name!r} must be numeric, got {where}", row=row, column=name)
         x = coerced.to_numpy(dtype=float, na_value=np.nan)
     inf = np.isinf(x)
     if inf.any():
-        raise SchemaError(f"column {name!r} must be finite, got {_bad_row(s, inf)}")
+        where, row = _bad_row(s, inf)
+        raise SchemaError(f"column {name!r} must be finite, got {where}", row=row, column=name)
     return x
 
 
@@ -187,7 +250,8 @@ def _binary(s: pd.Series, name: str, spec: dict) -> np.ndarray:
     gap = text.isna().to_numpy()
     bad = ~(pos | neg | gap)
     if bad.any():
-        raise SchemaError(f"column {name!r} must be true/false, got {_bad_row(s, bad)}")
+        where, row = _bad_row(s, bad)
+        raise SchemaError(f"column {name!r} must be true/false, got {where}", row=row, column=name)
     return np.where(gap, np.nan, pos.astype(float))
 
 
@@ -220,6 +284,79 @@ def _keys(s: pd.Series) -> pd.Series:
     if pd.api.types.infer_dtype(s, skipna=True) == "string":
         return s.str.strip().astype(object).where(s.notna(), None)
     return s.map(_key).astype(object)
+
+
+class _Absent:
+    """Marks a column a record lacks (distinct from None, which is a missing value)."""
+
+
+_ABSENT = _Absent()
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+_FLAG_VALUES = {True: 1.0, False: 0.0}  # 1 and 0 hash equal to True and False, so they map too
+_KEY_TYPES = (str, int, float, bool)
+
+
+def _json_type(v: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(v), type(v).__name__)
+
+
+def _record_error(values: list, i: int, name: str, want: str) -> SchemaError:
+    v = values[i]
+    shown = show(v) if isinstance(v, (str, int, float, bool)) else _json_type(v)
+    return SchemaError(f"record {i}, column {name!r}: must be {want}, got {shown}", row=i, column=name)
+
+
+def _numbers(values: list, name: str) -> np.ndarray:
+    """Record values of a numeric column as float64 with NaN for None; anything else refused."""
+    if set(map(type, values)) <= _NUMBER_TYPES:
+        try:
+            x = np.array(values, dtype=np.float64)  # None -> NaN
+        except OverflowError:  # an integer beyond the double range: found below
+            x = np.full(len(values), np.inf)
+        gap = np.fromiter((v is None for v in values), bool, len(values))
+        bad = ~np.isfinite(x) & ~gap
+        if not bad.any():
+            return x
+        raise _record_error(values, int(np.flatnonzero(bad)[0]), name, "a finite number or null")
+    for i, v in enumerate(values):
+        if type(v) not in _NUMBER_TYPES:
+            raise _record_error(values, i, name, "a finite number or null")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _flags(values: list, name: str, spec: dict) -> np.ndarray:
+    """Record values of a binary column as 0/1 floats with NaN for None."""
+    if spec.get("low") is not None:  # trained on a two-valued number: the same arithmetic as frames
+        x = _numbers(values, name)
+        low, high = spec["low"], spec["high"]
+        if high == low:
+            return np.where(np.isnan(x), np.nan, (x != low).astype(float))
+        return np.clip((x - low) / (high - low), 0.0, 1.0)
+    out = np.empty(len(values))
+    for i, v in enumerate(values):
+        if v is None:
+            out[i] = np.nan
+        elif type(v) in (bool, int) and v in _FLAG_VALUES:
+            out[i] = _FLAG_VALUES[v]
+        elif type(v) is str and v.strip().lower() in TRUE_STRINGS | FALSE_STRINGS:
+            out[i] = float(v.strip().lower() in TRUE_STRINGS)
+        else:
+            raise _record_error(values, i, name, "true, false or null")
+    return out
+
+
+def _record_keys(values: list, name: str) -> list[str | None]:
+    """Record values of a categorical column as category keys (see `_key`)."""
+    if all(type(v) is str for v in values):
+        return [v.strip() for v in values]
+    keys = []
+    for i, v in enumerate(values):
+        if v is not None and (not isinstance(v, _KEY_TYPES) or (type(v) is float and not np.isfinite(v))):
+            raise _record_error(values, i, name, "a string, number, boolean or null")
+        keys.append(_key(v))
+    return keys
 
 
 def _skew(x: np.ndarray) -> float:

@@ -7,6 +7,7 @@ strictly above the threshold.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -24,21 +25,23 @@ class Threshold:
     target: float  # the false-positive rate (or share of rows alerted) asked for
     validation_scores: tuple[float, ...]  # sorted, normal rows only
 
+    @cached_property
+    def _sorted(self) -> np.ndarray:
+        return np.asarray(self.validation_scores, dtype=np.float64)
+
     @property
     def expected_fpr(self) -> float:
         """Share of validation normals above the threshold."""
-        v = np.asarray(self.validation_scores)
-        return float((v > self.value).mean())
+        return float((self._sorted > self.value).mean())
 
     def quantiles(self) -> dict[str, float]:
-        v = np.asarray(self.validation_scores)
-        return {f"q{q:g}": float(np.quantile(v, q)) for q in QUANTILES}
+        return {f"q{q:g}": float(np.quantile(self._sorted, q)) for q in QUANTILES}
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
         """Conformal p-value of each score: (1 + #validation scores >= it) / (1 + #validation).
 
         Small means unusual among normal rows; never exactly 0."""
-        v = np.asarray(self.validation_scores)
+        v = self._sorted
         at_or_above = len(v) - np.searchsorted(v, np.asarray(scores), side="left")
         return (1.0 + at_or_above) / (1.0 + len(v))
 

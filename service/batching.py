@@ -1,0 +1,132 @@
+"""Cross-request batching: rows of concurrent requests share one forward pass.
+
+Requests wait in a bounded queue (counted in rows). One worker takes everything waiting, up to
+`max_batch_rows`, and scores it off the event loop in a single thread: encoding, forward pass,
+p-values and top features for the whole batch at once. A lone request waits at most `max_wait_s`
+for company; while a batch is being scored the next one gathers by itself. Each request gets back
+exactly its own rows: when a batch holds a bad request, the requests are encoded one by one so
+only the bad one gets its error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from fraudvae import Encoded, FraudVAE, FraudVAEError, Scores
+
+log = logging.getLogger("service")
+
+
+class Overloaded(Exception):
+    """The queue holds `max_queue_rows` rows already: answer 503 at once."""
+
+
+@dataclass
+class _Job:
+    records: list
+    future: asyncio.Future
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    def __init__(self, detector: FraudVAE, max_batch_rows: int, max_wait_s: float, max_queue_rows: int,
+                 on_batch: Callable[[int, int, float], None] | None = None) -> None:
+        self.detector = detector
+        self.max_batch_rows, self.max_wait_s, self.max_queue_rows = max_batch_rows, max_wait_s, max_queue_rows
+        self.on_batch = on_batch  # (rows, requests, seconds) after each batch: metrics
+        self.queued_rows = 0
+        self._jobs: deque[_Job] = deque()
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="fraudvae-score")
+        self._task: asyncio.Task | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="fraudvae-batcher")
+
+    async def stop(self) -> None:
+        """Score what is queued, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    async def score(self, records: list) -> Scores:
+        """Scores of `records`, in order. Raises `Overloaded`, or the library's error for bad rows."""
+        if self._closing:
+            raise Overloaded("the service is shutting down")
+        if self.queued_rows and self.queued_rows + len(records) > self.max_queue_rows:
+            raise Overloaded(f"{self.queued_rows} rows are waiting (limit {self.max_queue_rows})")
+        job = _Job(records, asyncio.get_running_loop().create_future())
+        self._jobs.append(job)
+        self.queued_rows += len(records)
+        self._wake.set()
+        return await job.future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._jobs:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            # a lone request waits a little for company; requests that queued while the last
+            # batch was scored have waited already
+            if self.queued_rows < self.max_batch_rows and self.max_wait_s > 0 and not self._closing:
+                waited = time.perf_counter() - self._jobs[0].queued_at
+                if waited < self.max_wait_s:
+                    await asyncio.sleep(self.max_wait_s - waited)
+            batch, rows = [], 0
+            while self._jobs and (not batch or rows + len(self._jobs[0].records) <= self.max_batch_rows):
+                job = self._jobs.popleft()
+                batch.append(job)
+                rows += len(job.records)
+            self.queued_rows -= rows
+            t = time.perf_counter()
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._score_batch, [j.records for j in batch])
+            except Exception as e:  # not the rows' fault: every request of the batch learns of it
+                log.exception("scoring a batch of %d rows failed", rows)
+                outcomes = [e] * len(batch)
+            if self.on_batch is not None:
+                self.on_batch(rows, len(batch), time.perf_counter() - t)
+            for job, outcome in zip(batch, outcomes, strict=True):
+                if job.future.done():  # the client went away
+                    continue
+                if isinstance(outcome, BaseException):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome)
+
+    def _score_batch(self, parts: list[list]) -> list[Scores | Exception]:
+        """Runs in the scoring thread. One result per request: its `Scores` or its error."""
+        errors: list[Exception | None] = [None] * len(parts)
+        try:
+            encoded: Encoded | None = self.detector.encode_records([r for p in parts for r in p])
+        except FraudVAEError:  # some request is bad: find which, keep the others
+            pieces = []
+            for i, p in enumerate(parts):
+                try:
+                    pieces.append(self.detector.encode_records(p))
+                except FraudVAEError as e:
+                    errors[i] = e
+            encoded = Encoded.concat(pieces) if pieces else None
+        scores = self.detector.score_encoded(encoded) if encoded is not None else None
+        out: list[Scores | Exception] = []
+        start = 0
+        for p, error in zip(parts, errors, strict=True):
+            if error is not None or scores is None:
+                out.append(error)
+                continue
+            out.append(scores.take(slice(start, start + len(p))))
+            start += len(p)
+        return out

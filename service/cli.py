@@ -1,0 +1,40 @@
+"""`fraudvae serve`: registered with the library's command line through the ``fraudvae.commands``
+entry point, so the library never imports the service."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("serve", help="serve POST /score over HTTP (needs the 'service' extra)")
+    s.add_argument("--model", help="model directory (default: $FRAUDVAE_MODEL)")
+    s.add_argument("--host", help="default: $FRAUDVAE_HOST or 127.0.0.1")
+    s.add_argument("--port", type=int, help="default: $FRAUDVAE_PORT or 8000")
+    s.add_argument("--device", help="auto, cpu or cuda (default: $FRAUDVAE_DEVICE or auto)")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.set_defaults(run=serve)
+
+
+def serve(a: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from service.app import create_app, load_detector
+        from service.settings import Settings
+    except ImportError as e:
+        from fraudvae import ConfigError
+
+        raise ConfigError(f"the service needs its extra ({e.name} is missing): "
+                          "pip install 'fraudvae[service]'") from None
+    given = {"model": a.model, "host": a.host, "port": a.port, "device": a.device}
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    detector = load_detector(settings)  # a bad model directory stops here, with a one-line reason
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, detector), host=settings.host, port=settings.port,
+                                           log_level=a.log_level, access_log=False))
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: exit 0 on it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.run()
+    return 0

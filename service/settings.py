@@ -1,0 +1,36 @@
+"""Service settings, from the environment (``FRAUDVAE_*``) through pydantic-settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; `fraudvae serve` options override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUDVAE_", frozen=True, extra="ignore")
+
+    model: Path | None = Field(None, description="saved model directory (fraudvae fit --model)")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_batch_rows: int = Field(4096, ge=1, description="rows gathered into one forward pass at most")
+    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a lone request waits for company")
+    max_queue_rows: int = Field(65536, ge=1, description="rows waiting beyond this: 503 with Retry-After")
+    max_request_rows: int = Field(10_000, ge=1, description="transactions in one request beyond this: 413")
+    max_body_bytes: int = Field(16 << 20, ge=1024, description="request bodies above this: 413")
+    api_keys: str | None = Field(None, description="comma-separated; when set, /score and /model need X-API-Key")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 when the queue is full")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not [k for k in v.split(",") if k.strip()]:
+            raise ValueError("FRAUDVAE_API_KEYS is set but holds no key")
+        return v
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in (self.api_keys or "").split(",") if k.strip())
