@@ -8,6 +8,7 @@ training categories and categories never seen in training share one "other" buck
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -313,8 +314,9 @@ def _numbers(values: list, name: str) -> np.ndarray:
     if set(map(type, values)) <= _NUMBER_TYPES:
         try:
             x = np.array(values, dtype=np.float64)  # None -> NaN
-        except OverflowError:  # an integer beyond the double range: found below
-            x = np.full(len(values), np.inf)
+        except OverflowError:  # an integer beyond the double range
+            i = next(i for i, v in enumerate(values) if type(v) is int and abs(v) > sys.float_info.max)
+            raise _record_error(values, i, name, "a finite number or null") from None
         gap = np.fromiter((v is None for v in values), bool, len(values))
         bad = ~np.isfinite(x) & ~gap
         if not bad.any():

@@ -17,11 +17,11 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
 from fraudvae import Encoded, FraudVAE, FraudVAEError, ModelFileError
-from service.batching import Batcher, Overloaded
-from service.errors import ServiceError, from_library, install
-from service.metrics import Metrics
-from service.schemas import ErrorResponse, ScoreResponse, dumps, parse_transactions, request_schema
-from service.settings import Settings
+from .batching import Batcher, Overloaded
+from .errors import ServiceError, from_library, install
+from .metrics import Metrics
+from .schemas import ErrorResponse, ScoreResponse, dumps, parse_transactions, request_schema
+from .settings import Settings
 
 log = logging.getLogger("service")
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 503)}

@@ -22,8 +22,8 @@ def serve(a: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from service.app import create_app, load_detector
-        from service.settings import Settings
+        from .app import create_app, load_detector
+        from .settings import Settings
     except ImportError as e:
         from fraudvae import ConfigError
 

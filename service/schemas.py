@@ -15,7 +15,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from fraudvae import FraudVAE
-from service.errors import ServiceError
+from .errors import ServiceError
 
 
 class ScoreResult(BaseModel):

@@ -1,0 +1,165 @@
+"""The service through FastAPI's TestClient: contract, consistency with the library, bad input."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from fraudvae import FraudVAE
+from fraudvae_service.app import create_app
+from fraudvae_service.settings import Settings
+
+JSON = {"content-type": "application/json"}
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    return json.loads(df.drop(columns=["is_fraud"]).to_json(orient="records"))
+
+
+@pytest.fixture(scope="module")
+def client(model_dir: Path):
+    with TestClient(create_app(Settings(model=model_dir, max_request_rows=500, max_body_bytes=1 << 20))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def rows(data: pd.DataFrame) -> list[dict]:
+    return records(data.iloc[:300])
+
+
+def test_scores_equal_the_library(client: TestClient, rows: list[dict], data: pd.DataFrame, fitted: FraudVAE) -> None:
+    r = client.post("/score", json={"transactions": rows})
+    assert r.status_code == 200
+    body = r.json()
+    expected = fitted.score(data.iloc[:300])
+    got = body["results"]
+    assert len(got) == 300
+    assert np.allclose([x["score"] for x in got], expected["score"], rtol=1e-5)
+    assert [x["flag"] for x in got] == expected["flag"].tolist()
+    assert all((x["score"] > body["threshold"]) == x["flag"] for x in got)
+    assert np.allclose([x["p_value"] for x in got], expected["p_value"])
+    assert [";".join(x["top_features"]) for x in got] == expected["top_features"].tolist()
+    assert [x["id"] for x in got] == data["transaction_id"].iloc[:300].tolist()  # the id column is echoed
+    assert body["model_version"] == fitted.version_ and body["threshold"] == pytest.approx(fitted.threshold_.value)
+
+
+def test_null_is_a_missing_value_and_extra_fields_are_ignored(client: TestClient, rows: list[dict]) -> None:
+    row = {**rows[0], "amount": None, "merchant_category": None, "not_a_column": [1, 2]}
+    r = client.post("/score", json={"transactions": [row]})
+    assert r.status_code == 200
+    assert math.isfinite(r.json()["results"][0]["score"])
+
+
+def bad_requests(good: dict) -> dict[str, tuple[dict, int, int | None, str | None]]:
+    """name: (request kwargs, status, index, field)."""
+    def raw(text: str) -> dict:
+        return {"content": text.encode(), "headers": JSON}
+
+    body = json.dumps({"transactions": [good, good]})
+    amount = json.dumps(good["amount"])
+    second = body.rfind(f'"amount": {amount}')
+    def at_second(value: str) -> dict:
+        return raw(body[:second] + f'"amount": {value}' + body[second + len(f'"amount": {amount}'):])
+
+    return {
+        "invalid JSON": (raw("{not json"), 400, None, None),
+        "a list, not an object": ({"json": [good]}, 422, None, None),
+        "no transactions key": ({"json": {"rows": [good]}}, 422, None, "transactions"),
+        "null transactions": ({"json": {"transactions": None}}, 422, None, "transactions"),
+        "empty batch": ({"json": {"transactions": []}}, 422, None, "transactions"),
+        "a transaction that is a string": ({"json": {"transactions": [good, "x"]}}, 422, 1, None),
+        "a required column missing": ({"json": {"transactions": [good, {k: v for k, v in good.items()
+                                                                        if k != "amount"}]}}, 422, 1, "amount"),
+        "text in a numeric column": ({"json": {"transactions": [good, {**good, "amount": "12"}]}}, 422, 1, "amount"),
+        "a boolean in a numeric column": ({"json": {"transactions": [good, {**good, "amount": True}]}}, 422, 1,
+                                          "amount"),
+        "an object as a value": ({"json": {"transactions": [good, {**good, "amount": {"x": 1}}]}}, 422, 1, "amount"),
+        "an array as a category": ({"json": {"transactions": [good, {**good, "merchant_category": [1]}]}}, 422, 1,
+                                   "merchant_category"),
+        "NaN literal": (at_second("NaN"), 422, 1, "amount"),
+        "Infinity literal": (at_second("-Infinity"), 422, 1, "amount"),
+        "a number overflowing a double": (at_second("1e400"), 422, 1, "amount"),
+        "an integer overflowing a double": (at_second("9" * 400), 422, 1, "amount"),
+        "too many rows": ({"json": {"transactions": [good] * 501}}, 413, None, "transactions"),
+        "a body over the limit": (raw('{"transactions": [' + " " * (2 << 20) + "]}"), 413, None, None),
+        "wrong content type": ({"content": b"amount=3", "headers": {"content-type": "text/plain"}}, 415, None, None),
+        "no content type": ({"content": json.dumps({"transactions": [good]}).encode()}, 415, None, None),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_requests({"amount": 1.0})))
+def test_bad_input_is_a_4xx_naming_the_place(client: TestClient, rows: list[dict], case: str) -> None:
+    kwargs, status, index, field = bad_requests(rows[0])[case]
+    r = client.post("/score", **kwargs)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["status"] == status and error["message"]
+    assert (error["index"], error["field"]) == (index, field), error
+    assert client.get("/healthz").status_code == 200
+
+
+def test_metrics_count_what_was_served(client: TestClient, rows: list[dict]) -> None:
+    before = client.get("/metrics").text
+    client.post("/score", json={"transactions": rows[:7]})
+    after = client.get("/metrics").text
+
+    def value(text: str, name: str) -> float:
+        line = next(x for x in text.splitlines() if x.startswith(name + " "))
+        return float(line.split()[-1])
+
+    assert value(after, "fraudvae_rows_scored_total") - value(before, "fraudvae_rows_scored_total") == 7
+    assert value(after, "fraudvae_score_count") - value(before, "fraudvae_score_count") == 7
+    for name in ("fraudvae_request_seconds", "fraudvae_batch_rows", "fraudvae_queue_rows", "fraudvae_rows_flagged",
+                 "fraudvae_score"):
+        assert f"# TYPE {name}" in after
+
+
+def test_health_readiness_model_and_docs(client: TestClient, fitted: FraudVAE) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["model_version"] == fitted.version_
+    info = client.get("/model").json()
+    assert info["model_version"] == fitted.version_ and info["threshold"] == pytest.approx(fitted.threshold_.value)
+    assert {c["name"] for c in info["schema"]["columns"]} == set(fitted.schema_.names())
+    doc = client.get("/openapi.json").json()
+    body = doc["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    item = body["properties"]["transactions"]["items"]
+    assert set(item["required"]) == set(fitted.schema_.names())
+    assert "ScoreResponse" in json.dumps(doc["paths"]["/score"]["post"]["responses"]["200"])
+
+
+def test_api_keys(model_dir: Path, rows: list[dict]) -> None:
+    with TestClient(create_app(Settings(model=model_dir, api_keys="k-one, k-two"))) as c:
+        payload = {"transactions": rows[:1]}
+        assert c.post("/score", json=payload).status_code == 401
+        assert c.post("/score", json=payload, headers={"X-API-Key": "k-on"}).status_code == 401
+        assert c.post("/score", json=payload, headers={"X-API-Key": "k-two"}).status_code == 200
+        assert c.get("/model").status_code == 401
+        assert c.get("/model", headers={"X-API-Key": "k-one"}).status_code == 200
+        assert c.get("/healthz").status_code == 200  # probes stay open
+
+
+def test_a_bad_model_directory_refuses_to_start(tmp_path: Path, model_dir: Path) -> None:
+    from fraudvae import ModelFileError
+
+    with pytest.raises(ModelFileError, match="does not exist"):
+        with TestClient(create_app(Settings(model=tmp_path / "nope"))):
+            pass
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in model_dir.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.json").write_text((broken / "model.json").read_text().replace('"threshold"', '"thresh0ld"', 1))
+    with pytest.raises(ModelFileError, match="sha256"):
+        with TestClient(create_app(Settings(model=broken))):
+            pass
+
+
+def test_not_ready_before_the_model_is_loaded(model_dir: Path) -> None:
+    c = TestClient(create_app(Settings(model=model_dir)))  # no `with`: the lifespan has not run
+    assert c.get("/readyz").status_code == 503
+    assert c.post("/score", json={"transactions": [{"amount": 1}]}).status_code == 503
+    assert c.get("/healthz").status_code == 200
