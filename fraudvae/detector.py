@@ -197,6 +197,11 @@ class FraudVAE:
         self._check_fitted()
         return self.preprocessor_.transform_records(records)
 
+    def encode_columns(self, columns: Mapping[str, list], n: int) -> Encoded:
+        """`encode_records` for rows given column-wise (column name -> list of n JSON-like values)."""
+        self._check_fitted()
+        return self.preprocessor_.transform_columns(columns, n)
+
     def score_encoded(self, encoded: Encoded) -> Scores:
         """Scores, flags, p-values and top features of encoded rows (the second half)."""
         self._check_fitted()
@@ -277,7 +282,7 @@ class FraudVAE:
             assign[j, pos[owner]] = 1.0
         return terms @ assign
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _terms(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature NLL (n, n_terms) and KL (n,) at the posterior mean, averaged over ensemble
         members, float64."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 
 import numpy as np
 import pandas as pd
@@ -133,21 +135,30 @@ class Preprocessor:
         Stricter than `transform`, as befits typed input: numbers must be JSON numbers (not text,
         not booleans) and finite; ``None`` is a missing value. Raises `SchemaError` with ``row``
         (the record's position) and ``column`` set at the first bad value."""
-        if not all(type(r) is dict for r in records):  # fast path for parsed JSON; any Mapping is fine
+        if set(map(type, records)) != {dict}:  # parsed JSON has only dicts; any Mapping is fine
             for i, r in enumerate(records):
                 if not isinstance(r, Mapping):
                     raise SchemaError(f"record {i} must be an object of column: value, got {_json_type(r)}",
                                       row=i)
-        columns = {}
-        for name in self.schema.names():
-            values = [r.get(name, _ABSENT) for r in records]
-            if _Absent in set(map(type, values)):
-                i = next(i for i, v in enumerate(values) if v is _ABSENT)
-                raise SchemaError(f"record {i} lacks column {name!r} (use null for a missing value)",
-                                  row=i, column=name)
-            columns[name] = values
+        names = self.schema.names()
+        try:  # one C-level pass: a tuple of the model's columns per record, then transposed
+            rows = list(map(itemgetter(*names), records)) if len(names) > 1 else [(r[names[0]],) for r in records]
+        except KeyError:
+            i, name = next((i, n) for i, r in enumerate(records) for n in names if n not in r)
+            raise SchemaError(f"record {i} lacks column {name!r} (use null for a missing value)",
+                              row=i, column=name) from None
+        columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)) if rows else {n: [] for n in names}
+        return self.transform_columns(columns, len(records))
+
+    def transform_columns(self, columns: Mapping[str, list], n: int) -> Encoded:
+        """Encode `n` rows given column-wise as lists of JSON-like values (what a typed decoder
+        gives); the checks of `transform_records`, with ``row`` the position in the lists."""
+        missing = [name for name in self.schema.names() if name not in columns]
+        if missing:
+            raise SchemaError(f"missing column(s) the model needs: {', '.join(map(repr, missing))}",
+                              column=missing[0])
         return self._assemble(
-            len(records),
+            n,
             {name: _numbers(columns[name], name) for name in self.state["numeric"]},
             {name: _flags(columns[name], name, s) for name, s in self.state["binary"].items()},
             {name: _record_keys(columns[name], name) for name in self.state["categorical"]},
@@ -183,8 +194,7 @@ class Preprocessor:
                 idx[k.isna().to_numpy()] = MISSING
                 cat[:, j] = idx
             else:
-                index = self._index(name)
-                cat[:, j] = [MISSING if v is None else index.get(v, OTHER) for v in k]
+                cat[:, j] = np.fromiter(map(self._index(name).get, k, repeat(OTHER)), np.int64, count=n)
         return Encoded(num, observed, flags, cat)
 
     def _numeric_params(self) -> dict:
@@ -197,10 +207,11 @@ class Preprocessor:
         return self._numeric
 
     def _index(self, name: str) -> dict[str, int]:
-        """Category key -> model index for one column (the vocabulary starts at 2), built once."""
+        """Category key -> model index for one column (None: missing; the vocabulary starts at 2)."""
         cache = self.__dict__.setdefault("_indices", {})
         if name not in cache:
-            cache[name] = {k: i + 2 for i, k in enumerate(self.state["categorical"][name]["vocabulary"])}
+            vocabulary = self.state["categorical"][name]["vocabulary"]
+            cache[name] = {None: MISSING, **{k: i + 2 for i, k in enumerate(vocabulary)}}
         return cache[name]
 
     def to_dict(self) -> dict:
@@ -317,11 +328,13 @@ def _numbers(values: list, name: str) -> np.ndarray:
         except OverflowError:  # an integer beyond the double range
             i = next(i for i, v in enumerate(values) if type(v) is int and abs(v) > sys.float_info.max)
             raise _record_error(values, i, name, "a finite number or null") from None
-        gap = np.fromiter((v is None for v in values), bool, len(values))
-        bad = ~np.isfinite(x) & ~gap
-        if not bad.any():
+        finite = np.isfinite(x)
+        if finite.all():
             return x
-        raise _record_error(values, int(np.flatnonzero(bad)[0]), name, "a finite number or null")
+        for i in np.flatnonzero(~finite).tolist():  # NaN is fine where it stands for None
+            if values[i] is not None:
+                raise _record_error(values, i, name, "a finite number or null")
+        return x
     for i, v in enumerate(values):
         if type(v) not in _NUMBER_TYPES:
             raise _record_error(values, i, name, "a finite number or null")
@@ -336,6 +349,8 @@ def _flags(values: list, name: str, spec: dict) -> np.ndarray:
         if high == low:
             return np.where(np.isnan(x), np.nan, (x != low).astype(float))
         return np.clip((x - low) / (high - low), 0.0, 1.0)
+    if set(map(type, values)) <= {bool, type(None)}:  # JSON booleans and nulls
+        return np.array(values, dtype=np.float64)  # True 1, False 0, None NaN
     out = np.empty(len(values))
     for i, v in enumerate(values):
         if v is None:
@@ -351,8 +366,8 @@ def _flags(values: list, name: str, spec: dict) -> np.ndarray:
 
 def _record_keys(values: list, name: str) -> list[str | None]:
     """Record values of a categorical column as category keys (see `_key`)."""
-    if all(type(v) is str for v in values):
-        return [v.strip() for v in values]
+    if set(map(type, values)) == {str}:
+        return list(map(str.strip, values))
     keys = []
     for i, v in enumerate(values):
         if v is not None and (not isinstance(v, _KEY_TYPES) or (type(v) is float and not np.isfinite(v))):

@@ -17,10 +17,20 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 
 from fraudvae import Encoded, FraudVAE, FraudVAEError, Scores
 
 log = logging.getLogger("service")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One request's transactions, column-wise: what the batcher gathers and the library encodes."""
+
+    columns: dict[str, list]
+    ids: list
+    n: int
 
 
 class Overloaded(Exception):
@@ -29,7 +39,7 @@ class Overloaded(Exception):
 
 @dataclass
 class _Job:
-    records: list
+    batch: Batch
     future: asyncio.Future
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -58,15 +68,15 @@ class Batcher:
             await self._task
         self._executor.shutdown(wait=True)
 
-    async def score(self, records: list) -> Scores:
-        """Scores of `records`, in order. Raises `Overloaded`, or the library's error for bad rows."""
+    async def score(self, batch: Batch) -> Scores:
+        """Scores of the batch's rows, in order. Raises `Overloaded`, or the library's error for bad rows."""
         if self._closing:
             raise Overloaded("the service is shutting down")
-        if self.queued_rows and self.queued_rows + len(records) > self.max_queue_rows:
+        if self.queued_rows and self.queued_rows + batch.n > self.max_queue_rows:
             raise Overloaded(f"{self.queued_rows} rows are waiting (limit {self.max_queue_rows})")
-        job = _Job(records, asyncio.get_running_loop().create_future())
+        job = _Job(batch, asyncio.get_running_loop().create_future())
         self._jobs.append(job)
-        self.queued_rows += len(records)
+        self.queued_rows += batch.n
         self._wake.set()
         return await job.future
 
@@ -86,14 +96,14 @@ class Batcher:
                 if waited < self.max_wait_s:
                     await asyncio.sleep(self.max_wait_s - waited)
             batch, rows = [], 0
-            while self._jobs and (not batch or rows + len(self._jobs[0].records) <= self.max_batch_rows):
+            while self._jobs and (not batch or rows + self._jobs[0].batch.n <= self.max_batch_rows):
                 job = self._jobs.popleft()
                 batch.append(job)
-                rows += len(job.records)
+                rows += job.batch.n
             self.queued_rows -= rows
             t = time.perf_counter()
             try:
-                outcomes = await loop.run_in_executor(self._executor, self._score_batch, [j.records for j in batch])
+                outcomes = await loop.run_in_executor(self._executor, self._score_batch, [j.batch for j in batch])
             except Exception as e:  # not the rows' fault: every request of the batch learns of it
                 log.exception("scoring a batch of %d rows failed", rows)
                 outcomes = [e] * len(batch)
@@ -107,16 +117,18 @@ class Batcher:
                 else:
                     job.future.set_result(outcome)
 
-    def _score_batch(self, parts: list[list]) -> list[Scores | Exception]:
+    def _score_batch(self, parts: list[Batch]) -> list[Scores | Exception]:
         """Runs in the scoring thread. One result per request: its `Scores` or its error."""
         errors: list[Exception | None] = [None] * len(parts)
         try:
-            encoded: Encoded | None = self.detector.encode_records([r for p in parts for r in p])
+            columns = parts[0].columns if len(parts) == 1 else {
+                name: list(chain.from_iterable(p.columns[name] for p in parts)) for name in parts[0].columns}
+            encoded: Encoded | None = self.detector.encode_columns(columns, sum(p.n for p in parts))
         except FraudVAEError:  # some request is bad: find which, keep the others
             pieces = []
             for i, p in enumerate(parts):
                 try:
-                    pieces.append(self.detector.encode_records(p))
+                    pieces.append(self.detector.encode_columns(p.columns, p.n))
                 except FraudVAEError as e:
                     errors[i] = e
             encoded = Encoded.concat(pieces) if pieces else None
@@ -127,6 +139,6 @@ class Batcher:
             if error is not None or scores is None:
                 out.append(error)
                 continue
-            out.append(scores.take(slice(start, start + len(p))))
-            start += len(p)
+            out.append(scores.take(slice(start, start + p.n)))
+            start += p.n
         return out

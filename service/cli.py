@@ -4,6 +4,7 @@ entry point, so the library never imports the service."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -14,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--host", help="default: $FRAUDVAE_HOST or 127.0.0.1")
     s.add_argument("--port", type=int, help="default: $FRAUDVAE_PORT or 8000")
     s.add_argument("--device", help="auto, cpu or cuda (default: $FRAUDVAE_DEVICE or auto)")
+    s.add_argument("--workers", type=int, help="server processes (default: $FRAUDVAE_WORKERS, or one per core on "
+                                               "CPU and one on a GPU)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.set_defaults(run=serve)
 
@@ -29,12 +32,17 @@ def serve(a: argparse.Namespace) -> int:
 
         raise ConfigError(f"the service needs its extra ({e.name} is missing): "
                           "pip install 'fraudvae[service]'") from None
-    given = {"model": a.model, "host": a.host, "port": a.port, "device": a.device}
+    given = {"model": a.model, "host": a.host, "port": a.port, "device": a.device, "workers": a.workers}
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
     detector = load_detector(settings)  # a bad model directory stops here, with a one-line reason
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, detector), host=settings.host, port=settings.port,
-                                           log_level=a.log_level, access_log=False))
+    workers = settings.worker_count(cuda=detector.device_.type == "cuda")
+    common = {"host": settings.host, "port": settings.port, "log_level": a.log_level, "access_log": False}
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: exit 0 on it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server.run()
+    if workers == 1:
+        uvicorn.Server(uvicorn.Config(create_app(settings, detector), **common)).run()
+    else:  # each worker process loads the model itself, from the settings passed in its environment
+        del detector
+        os.environ.update(settings.to_env())
+        uvicorn.run("fraudvae_service.app:app", workers=workers, **common)
     return 0

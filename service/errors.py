@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fraudvae import DataError, FraudVAEError, ModelFileError, NotFittedError
 
+from .batching import Overloaded
+
 log = logging.getLogger("service")
 
 
@@ -28,6 +30,10 @@ class ServiceError(Exception):
         self.status, self.message, self.index, self.field, self.headers = status, message, index, field, headers
 
 
+class ClientGone(Exception):
+    """The client disconnected before its body arrived (answered 499 to nobody, for the metrics)."""
+
+
 # library errors: bad rows are the client's (422); a model that cannot be used is ours (503)
 STATUS = ((DataError, 422), (NotFittedError, 503), (ModelFileError, 503), (FraudVAEError, 400))
 
@@ -38,9 +44,26 @@ def from_library(e: FraudVAEError) -> ServiceError:
     return ServiceError(status, str(e), index=row if isinstance(row, int) else None, field=getattr(e, "column", None))
 
 
+def to_service_error(e: Exception, retry_after_s: int) -> ServiceError:
+    """Any exception as the answer it gets; an unexpected one is logged and answered 500 (a bug)."""
+    if isinstance(e, ServiceError):
+        return e
+    if isinstance(e, FraudVAEError):
+        return from_library(e)
+    if isinstance(e, Overloaded):
+        return ServiceError(503, f"overloaded: {e}; retry shortly", headers={"Retry-After": str(retry_after_s)})
+    if isinstance(e, ClientGone):
+        return ServiceError(499, "the client closed the connection")
+    log.exception("request failed")
+    return ServiceError(500, f"internal error ({type(e).__name__}); the request was not scored")
+
+
+def error_body(e: ServiceError) -> dict:
+    return {"error": {"status": e.status, "message": e.message, "index": e.index, "field": e.field}}
+
+
 def answer(e: ServiceError) -> Response:
-    body = {"error": {"status": e.status, "message": e.message, "index": e.index, "field": e.field}}
-    return Response(orjson.dumps(body), status_code=e.status, headers=e.headers, media_type="application/json")
+    return Response(orjson.dumps(error_body(e)), status_code=e.status, headers=e.headers, media_type="application/json")
 
 
 def install(app: FastAPI) -> None:

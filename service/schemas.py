@@ -9,12 +9,17 @@ a missing value. The OpenAPI document still lists every column the model reads, 
 from __future__ import annotations
 
 import json
+import re
+from operator import attrgetter
 from typing import Any
 
+import msgspec
 import orjson
 from pydantic import BaseModel, Field
 
 from fraudvae import FraudVAE
+
+from .batching import Batch
 from .errors import ServiceError
 
 
@@ -47,12 +52,81 @@ def dumps(body: Any) -> bytes:
     return orjson.dumps(body)
 
 
-def parse_transactions(body: bytes, max_rows: int) -> list:
-    """The ``transactions`` list of a request body, envelope checked; rows are checked later."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        doc = _lenient(body, e)
+class RequestDecoder:
+    """Decodes ``{"transactions": [...]}`` for one model straight into typed columns.
+
+    msgspec checks every value's JSON type in C while it parses (a number where a number belongs,
+    no NaN or Infinity, no number beyond a double), far faster than per-row pydantic models; the
+    library then checks values (finite, known flags) column by column. A body msgspec refuses for
+    its syntax is parsed again leniently, so that NaN or Infinity are reported with their place."""
+
+    ROLE_TYPES: dict[str, Any] = {
+        "numeric": float | None,
+        "binary": bool | int | float | str | None,
+        "categorical": str | int | float | bool | None,
+    }
+
+    def __init__(self, detector: FraudVAE, max_rows: int) -> None:
+        self.detector, self.max_rows = detector, max_rows
+        schema = detector.schema_
+        self.names = schema.names()
+        self.id_field = schema.id_column or "id"
+        # attribute names f0, f1, ... renamed to the columns: any column name works
+        fields = [(f"f{i}", self.ROLE_TYPES[c.role]) for i, c in enumerate(schema.columns)]
+        rename = {f"f{i}": c.name for i, c in enumerate(schema.columns)}
+        if self.id_field not in self.names:
+            fields.append(("row_id", Any, None))
+            rename["row_id"] = self.id_field
+        self.id_attr = next(k for k, v in rename.items() if v == self.id_field)
+        self.attr_of = {v: k for k, v in rename.items()}
+        transaction = msgspec.defstruct("Transaction", fields, rename=rename)
+        self.decoder = msgspec.json.Decoder(msgspec.defstruct("ScoreRequest", [("transactions", list[transaction])]))
+
+    def decode(self, body: bytes) -> Batch:
+        try:
+            rows = self.decoder.decode(body).transactions
+        except msgspec.ValidationError as e:
+            raise _validation_error(str(e)) from None
+        except msgspec.DecodeError as e:
+            return self._lenient(body, e)
+        self._check_size(len(rows))
+        columns = {name: list(map(attrgetter(self.attr_of[name]), rows)) for name in self.names}
+        return Batch(columns, list(map(attrgetter(self.id_attr), rows)), len(rows))
+
+    def _check_size(self, n: int) -> None:
+        if n == 0:
+            raise ServiceError(422, "'transactions' is empty: send at least one transaction", field="transactions")
+        if n > self.max_rows:
+            raise ServiceError(413, f"{n} transactions in one request; at most {self.max_rows} allowed",
+                               field="transactions")
+
+    def _lenient(self, body: bytes, strict_error: Exception) -> Batch:
+        """Bodies that break the JSON grammar: NaN, Infinity (and anything else)."""
+        rows = parse_transactions(body, self.max_rows, strict_error)
+        self.detector.encode_records(rows)  # raises, naming the record and column
+        # valid after all (NaN in an id, say): served like any other request
+        return Batch({name: [r[name] for r in rows] for name in self.names}, [r.get(self.id_field) for r in rows],
+                     len(rows))
+
+
+def _validation_error(message: str) -> ServiceError:
+    """msgspec's "Expected `float | null`, got `str` - at `$.transactions[3].amount`" as a 422
+    with the index and field picked out of the path."""
+    what, _, path = message.partition(" - at `")
+    path = path.rstrip("`")
+    m = re.fullmatch(r"\$\.transactions\[(\d+)\](?:\.(.+))?", path)
+    index = int(m.group(1)) if m else None
+    field = m.group(2) if m else ("transactions" if path == "$.transactions" else None)
+    missing = re.match(r"Object missing required field `(.+)`", what)
+    if missing:
+        field = missing.group(1)
+    where = (f"transaction {index}" if index is not None else path or "body") + (f", field {field!r}" if field else "")
+    return ServiceError(422, f"{where}: {what}", index=index, field=field)
+
+
+def parse_transactions(body: bytes, max_rows: int, strict_error: Exception | None = None) -> list:
+    """The ``transactions`` list of a body parsed leniently, envelope checked; rows checked later."""
+    doc = _lenient(body, strict_error or ValueError("invalid JSON"))
     if not isinstance(doc, dict):
         raise ServiceError(422, f"the body must be a JSON object with a 'transactions' list, got {_kind(doc)}")
     if "transactions" not in doc:
@@ -85,19 +159,58 @@ def _kind(v: Any) -> str:
             float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
 
 
-def request_schema(detector: FraudVAE, max_rows: int) -> dict:
-    """OpenAPI request body for ``POST /score`` listing the model's columns and their types."""
-    kinds = {"numeric": {"type": ["number", "null"]},
-             "binary": {"type": ["boolean", "number", "string", "null"]},
-             "categorical": {"type": ["string", "number", "boolean", "null"]}}
-    schema = detector.schema_
+def score_path(detector: FraudVAE | None, max_rows: int, keyed: bool) -> tuple[dict, dict]:
+    """The OpenAPI path item of ``POST /score`` and the component schemas it refers to.
+
+    With a model loaded, each transaction's schema lists the model's columns and their types."""
+    ref = "#/components/schemas/{model}"
+    components: dict[str, dict] = {}
+    for model in (ScoreResponse, ErrorResponse):
+        schema = model.model_json_schema(ref_template=ref)
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
     props: dict[str, dict] = {}
-    for col in schema.columns:
-        props[col.name] = {**kinds[col.role], "description": f"{col.role} column; null = missing"}
-    id_field = schema.id_column or "id"
-    props[id_field] = {"description": "optional: echoed back in the result"}
-    transaction = {"type": "object", "properties": props, "required": schema.names(), "additionalProperties": True}
-    body = {"type": "object", "required": ["transactions"],
-            "properties": {"transactions": {"type": "array", "items": transaction, "minItems": 1,
-                                            "maxItems": max_rows}}}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
+    required: list[str] = []
+    if detector is not None:
+        kinds = {"numeric": {"type": ["number", "null"]},
+                 "binary": {"type": ["boolean", "number", "string", "null"]},
+                 "categorical": {"type": ["string", "number", "boolean", "null"]}}
+        for col in detector.schema_.columns:
+            props[col.name] = {**kinds[col.role], "description": f"{col.role} column; null = missing"}
+        props[detector.schema_.id_column or "id"] = {"description": "optional: echoed back in the result"}
+        required = detector.schema_.names()
+    transaction = {"type": "object", "properties": props, "additionalProperties": True,
+                   "description": "one transaction, keyed by the training file's column names",
+                   **({"required": required} if required else {})}
+    components["ScoreRequest"] = {
+        "type": "object", "required": ["transactions"],
+        "properties": {"transactions": {"type": "array", "items": transaction, "minItems": 1, "maxItems": max_rows}}}
+
+    def error(description: str) -> dict:
+        return {"description": description,
+                "content": {"application/json": {"schema": {"$ref": ref.format(model="ErrorResponse")}}}}
+
+    responses = {
+        "200": {"description": "one result per transaction, in order",
+                "content": {"application/json": {"schema": {"$ref": ref.format(model="ScoreResponse")}}}},
+        "400": error("the body is not JSON"),
+        "413": error("too many transactions, or a body over the size limit"),
+        "415": error("the content type is not application/json"),
+        "422": error("a transaction or value that cannot be scored (index and field named)"),
+        "503": error("overloaded (Retry-After) or the model is not loaded yet"),
+    }
+    if keyed:
+        responses["401"] = error("missing or wrong X-API-Key")
+    operation = {
+        "summary": "Score transactions",
+        "description": "Score every transaction: one result per transaction, in order; flag = score > threshold. "
+                       "Rows of concurrent requests are scored together in one forward pass.",
+        "operationId": "score",
+        "requestBody": {"required": True,
+                        "content": {"application/json": {"schema": {"$ref": ref.format(model="ScoreRequest")}}}},
+        "responses": responses,
+    }
+    if keyed:
+        operation["parameters"] = [{"name": "X-API-Key", "in": "header", "required": True,
+                                    "schema": {"type": "string"}}]
+    return {"post": operation}, components

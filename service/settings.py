@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -23,6 +24,10 @@ class Settings(BaseSettings):
     max_request_rows: int = Field(10_000, ge=1, description="transactions in one request beyond this: 413")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="request bodies above this: 413")
     api_keys: str | None = Field(None, description="comma-separated; when set, /score and /model need X-API-Key")
+    workers: int = Field(0, ge=0, description="server processes, each batching its own requests; 0: one per CPU "
+                         "core (at most 8) on CPU, one on a GPU (every request shares its forward pass)")
+    torch_threads: int = Field(1, ge=0, description="CPU threads per forward pass (0: torch's default); the "
+                               "event loop needs the other cores")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 when the queue is full")
 
     @field_validator("api_keys")
@@ -31,6 +36,16 @@ class Settings(BaseSettings):
         if v is not None and not [k for k in v.split(",") if k.strip()]:
             raise ValueError("FRAUDVAE_API_KEYS is set but holds no key")
         return v
+
+    def worker_count(self, cuda: bool) -> int:
+        if self.workers:
+            return self.workers
+        return 1 if cuda else max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                                 else os.cpu_count() or 1))
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``FRAUDVAE_*`` variables: how worker processes receive them."""
+        return {f"FRAUDVAE_{k.upper()}": str(v) for k, v in self.model_dump().items() if v is not None}
 
     def keys(self) -> tuple[str, ...]:
         return tuple(k.strip() for k in (self.api_keys or "").split(",") if k.strip())

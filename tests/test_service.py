@@ -125,7 +125,8 @@ def test_health_readiness_model_and_docs(client: TestClient, fitted: FraudVAE) -
     assert info["model_version"] == fitted.version_ and info["threshold"] == pytest.approx(fitted.threshold_.value)
     assert {c["name"] for c in info["schema"]["columns"]} == set(fitted.schema_.names())
     doc = client.get("/openapi.json").json()
-    body = doc["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    ref = doc["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
     item = body["properties"]["transactions"]["items"]
     assert set(item["required"]) == set(fitted.schema_.names())
     assert "ScoreResponse" in json.dumps(doc["paths"]["/score"]["post"]["responses"]["200"])
