@@ -1,0 +1,53 @@
+"""The batcher on its own: requests share forward passes, keep their own rows and errors, and the
+queue refuses work beyond its bound."""
+
+import asyncio
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudvae import FraudVAE, SchemaError
+from fraudvae_service.batching import Batch, Batcher, Overloaded
+
+
+def batch_of(df: pd.DataFrame, det: FraudVAE) -> Batch:
+    return Batch({c: df[c].astype(object).where(df[c].notna(), None).tolist() for c in det.schema_.names()},
+                 [None] * len(df), len(df))
+
+
+def test_concurrent_requests_share_a_pass_and_get_their_own_rows(fitted: FraudVAE, data: pd.DataFrame) -> None:
+    parts = [data.iloc[i * 7:(i + 1) * 7] for i in range(12)]
+    bad = batch_of(parts[5], fitted)
+    bad.columns["amount"][3] = "lots"  # request 5 is bad at its row 3
+    sizes = []
+
+    async def run() -> list:
+        b = Batcher(fitted, max_batch_rows=1000, max_wait_s=0.05, max_queue_rows=10_000,
+                    on_batch=lambda rows, requests, s: sizes.append(requests))
+        b.start()
+        jobs = [b.score(bad if i == 5 else batch_of(p, fitted)) for i, p in enumerate(parts)]
+        out = await asyncio.gather(*jobs, return_exceptions=True)
+        await b.stop()
+        return out
+
+    out = asyncio.run(run())
+    assert max(sizes) > 1  # requests were scored together
+    assert isinstance(out[5], SchemaError) and out[5].row == 3 and out[5].column == "amount"
+    for i, p in enumerate(parts):
+        if i != 5:
+            assert np.allclose(out[i].score, fitted.score_samples_(p), rtol=1e-5)
+
+
+def test_a_full_queue_refuses_at_once(fitted: FraudVAE, data: pd.DataFrame) -> None:
+    async def run() -> None:
+        b = Batcher(fitted, max_batch_rows=10, max_wait_s=0.2, max_queue_rows=20)
+        b.start()
+        first = asyncio.ensure_future(b.score(batch_of(data.iloc[:15], fitted)))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await b.score(batch_of(data.iloc[:10], fitted))
+        assert len((await first).score) == 15  # the accepted one is still answered
+        await b.stop()
+
+    asyncio.run(run())
