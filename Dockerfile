@@ -15,7 +15,7 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md ./
 COPY fraudvae ./fraudvae
 COPY service ./service
 # the project itself, from this checkout; its dependencies' lower bounds are in pyproject.toml
