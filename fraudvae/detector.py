@@ -7,7 +7,7 @@ log-likelihood plus KL divergence, evaluated at the posterior mean), and higher 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -191,14 +191,10 @@ class FraudVAE:
             out["top_features"] = joined
         return out
 
-    def encode_records(self, records: Sequence[Mapping[str, object]]) -> Encoded:
-        """Check and encode JSON-like records (see `Preprocessor.transform_records`): the first half
-        of `score_records`, apart so a server can encode each request and score many at once."""
-        self._check_fitted()
-        return self.preprocessor_.transform_records(records)
-
     def encode_columns(self, columns: Mapping[str, list], n: int) -> Encoded:
-        """`encode_records` for rows given column-wise (column name -> list of n JSON-like values)."""
+        """Check and encode `n` rows given column-wise (column name -> list of n JSON-like values;
+        see `Preprocessor.transform_columns`): the first half of scoring without pandas, apart so
+        a server can encode requests and score many at once."""
         self._check_fitted()
         return self.preprocessor_.transform_columns(columns, n)
 
@@ -211,10 +207,6 @@ class FraudVAE:
         excess = self._by_column(terms) - self.baseline_
         top = names[np.argsort(-excess, axis=1, kind="stable")[:, : self.top_k]]
         return Scores(scores, scores > self.threshold_.value, self.threshold_.p_values(scores), top)
-
-    def score_records(self, records: Sequence[Mapping[str, object]]) -> Scores:
-        """`score` for JSON-like records, without pandas: what the service calls."""
-        return self.score_encoded(self.encode_records(records))
 
     def explain(self, df: pd.DataFrame) -> pd.DataFrame:
         """Per-column contributions (nats) to each row's score, plus the ``latent`` KL term.

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from operator import itemgetter
 
 import numpy as np
 import pandas as pd
@@ -129,30 +128,13 @@ class Preprocessor:
             {name: _keys(df[name]) for name in self.state["categorical"]},
         )
 
-    def transform_records(self, records: Sequence[Mapping[str, object]]) -> Encoded:
-        """Encode JSON-like records (one mapping per row, keyed by column name; extra keys ignored).
+    def transform_columns(self, columns: Mapping[str, list], n: int) -> Encoded:
+        """Encode `n` rows given column-wise as lists of JSON-like values (what a typed decoder
+        gives; extra columns ignored).
 
         Stricter than `transform`, as befits typed input: numbers must be JSON numbers (not text,
         not booleans) and finite; ``None`` is a missing value. Raises `SchemaError` with ``row``
-        (the record's position) and ``column`` set at the first bad value."""
-        if set(map(type, records)) != {dict}:  # parsed JSON has only dicts; any Mapping is fine
-            for i, r in enumerate(records):
-                if not isinstance(r, Mapping):
-                    raise SchemaError(f"record {i} must be an object of column: value, got {_json_type(r)}",
-                                      row=i)
-        names = self.schema.names()
-        try:  # one C-level pass: a tuple of the model's columns per record, then transposed
-            rows = list(map(itemgetter(*names), records)) if len(names) > 1 else [(r[names[0]],) for r in records]
-        except KeyError:
-            i, name = next((i, n) for i, r in enumerate(records) for n in names if n not in r)
-            raise SchemaError(f"record {i} lacks column {name!r} (use null for a missing value)",
-                              row=i, column=name) from None
-        columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)) if rows else {n: [] for n in names}
-        return self.transform_columns(columns, len(records))
-
-    def transform_columns(self, columns: Mapping[str, list], n: int) -> Encoded:
-        """Encode `n` rows given column-wise as lists of JSON-like values (what a typed decoder
-        gives); the checks of `transform_records`, with ``row`` the position in the lists."""
+        (the position in the lists) and ``column`` set at the first bad value."""
         missing = [name for name in self.schema.names() if name not in columns]
         if missing:
             raise SchemaError(f"missing column(s) the model needs: {', '.join(map(repr, missing))}",
@@ -168,7 +150,7 @@ class Preprocessor:
                   keys: dict[str, pd.Series | list[str | None]]) -> Encoded:
         """Scale, impute and index per-column values (floats with NaN gaps; category keys with None)."""
         p = self._numeric_params()
-        x = np.stack([numeric[name] for name in self.state["numeric"]], axis=1) if p["names"] else np.zeros((n, 0))
+        x = np.stack([numeric[name] for name in self.state["numeric"]], axis=1) if self.n_numeric else np.zeros((n, 0))
         gap = np.isnan(x)
         with np.errstate(invalid="ignore"):
             t = np.where(p["log"], np.log1p(np.maximum(x, 0.0)), x)
@@ -201,9 +183,8 @@ class Preprocessor:
         """Per-column numeric parameters as vectors (the arithmetic runs on all columns at once)."""
         if "_numeric" not in self.__dict__:
             specs = self.state["numeric"].values()
-            self._numeric = {"names": list(self.state["numeric"]),
-                             **{k: np.array([s[k] for s in specs], dtype=bool if k in ("log", "indicator") else float)
-                                for k in ("log", "center", "scale", "fill", "indicator")}}
+            self._numeric = {k: np.array([s[k] for s in specs], dtype=bool if k in ("log", "indicator") else float)
+                             for k in ("log", "center", "scale", "fill", "indicator")}
         return self._numeric
 
     def _index(self, name: str) -> dict[str, int]:
@@ -298,11 +279,6 @@ def _keys(s: pd.Series) -> pd.Series:
     return s.map(_key).astype(object)
 
 
-class _Absent:
-    """Marks a column a record lacks (distinct from None, which is a missing value)."""
-
-
-_ABSENT = _Absent()
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 _FLAG_VALUES = {True: 1.0, False: 0.0}  # 1 and 0 hash equal to True and False, so they map too
 _KEY_TYPES = (str, int, float, bool)

@@ -33,14 +33,12 @@ NOT_READY = {503: {"model": ErrorResponse, "description": "the model is not load
 
 
 def load_detector(settings: Settings) -> FraudVAE:
-    """The model the settings name, loaded and warmed up (one forward pass), or `ModelFileError`."""
+    """The model the settings name, or `ModelFileError`."""
     if settings.model is None:
         raise ModelFileError("no model directory: set FRAUDVAE_MODEL or pass --model")
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    detector = FraudVAE.load(settings.model, device=settings.device)
-    warm_up(detector)
-    return detector
+    return FraudVAE.load(settings.model, device=settings.device)
 
 
 def warm_up(detector: FraudVAE) -> None:
@@ -73,8 +71,7 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         det = detector if detector is not None else await asyncio.to_thread(load_detector, settings)
-        if detector is not None:
-            warm_up(det)
+        await asyncio.to_thread(warm_up, det)
         rt.metrics = Metrics(_score_bounds(det), lambda: rt.batcher.queued_rows if rt.batcher else 0,
                              det.threshold_.value)
         rt.batcher = Batcher(det, settings.max_batch_rows, settings.max_wait_ms / 1000, settings.max_queue_rows,

@@ -1,9 +1,10 @@
 """Request and response shapes: parsed as whole batches, documented in OpenAPI.
 
-Per-row pydantic models cost tens of microseconds a row; a request is instead parsed once with
-orjson and its rows are checked column by column by the library (`FraudVAE.encode_records`), with
-the same strictness: numbers must be finite JSON numbers, NaN and Infinity are refused, ``null`` is
-a missing value. The OpenAPI document still lists every column the model reads, with its type.
+Per-row pydantic models cost tens of microseconds a row; a request is instead decoded once by
+msgspec into typed columns and its values are checked column by column by the library
+(`FraudVAE.encode_columns`), with the same strictness: numbers must be finite JSON numbers, NaN and
+Infinity are refused, ``null`` is a missing value. The OpenAPI document still lists every column
+the model reads, with its type.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class RequestDecoder:
     msgspec checks every value's JSON type in C while it parses (a number where a number belongs,
     no NaN or Infinity, no number beyond a double), far faster than per-row pydantic models; the
     library then checks values (finite, known flags) column by column. A body msgspec refuses for
-    its syntax is parsed again leniently, so that NaN or Infinity are reported with their place."""
+    its syntax is parsed again leniently and checked against the same types, so that NaN or
+    Infinity reach the library's check and are reported with their place."""
 
     ROLE_TYPES: dict[str, Any] = {
         "numeric": float | None,
@@ -67,7 +69,7 @@ class RequestDecoder:
     }
 
     def __init__(self, detector: FraudVAE, max_rows: int) -> None:
-        self.detector, self.max_rows = detector, max_rows
+        self.max_rows = max_rows
         schema = detector.schema_
         self.names = schema.names()
         self.id_field = schema.id_column or "id"
@@ -84,29 +86,22 @@ class RequestDecoder:
 
     def decode(self, body: bytes) -> Batch:
         try:
-            rows = self.decoder.decode(body).transactions
+            request = self.decoder.decode(body)
         except msgspec.ValidationError as e:
             raise _validation_error(str(e)) from None
-        except msgspec.DecodeError as e:
-            return self._lenient(body, e)
-        self._check_size(len(rows))
+        except msgspec.DecodeError as e:  # NaN, Infinity or broken JSON: parse leniently, check the same types
+            try:
+                request = msgspec.convert(_loads_lenient(body, e), self.decoder.type)
+            except msgspec.ValidationError as e2:
+                raise _validation_error(str(e2)) from None
+        rows = request.transactions
+        if not rows:
+            raise ServiceError(422, "'transactions' is empty: send at least one transaction", field="transactions")
+        if len(rows) > self.max_rows:
+            raise ServiceError(413, f"{len(rows)} transactions in one request; at most {self.max_rows} allowed",
+                               field="transactions")
         columns = {name: list(map(attrgetter(self.attr_of[name]), rows)) for name in self.names}
         return Batch(columns, list(map(attrgetter(self.id_attr), rows)), len(rows))
-
-    def _check_size(self, n: int) -> None:
-        if n == 0:
-            raise ServiceError(422, "'transactions' is empty: send at least one transaction", field="transactions")
-        if n > self.max_rows:
-            raise ServiceError(413, f"{n} transactions in one request; at most {self.max_rows} allowed",
-                               field="transactions")
-
-    def _lenient(self, body: bytes, strict_error: Exception) -> Batch:
-        """Bodies that break the JSON grammar: NaN, Infinity (and anything else)."""
-        rows = parse_transactions(body, self.max_rows, strict_error)
-        self.detector.encode_records(rows)  # raises, naming the record and column
-        # valid after all (NaN in an id, say): served like any other request
-        return Batch({name: [r[name] for r in rows] for name in self.names}, [r.get(self.id_field) for r in rows],
-                     len(rows))
 
 
 def _validation_error(message: str) -> ServiceError:
@@ -124,27 +119,9 @@ def _validation_error(message: str) -> ServiceError:
     return ServiceError(422, f"{where}: {what}", index=index, field=field)
 
 
-def parse_transactions(body: bytes, max_rows: int, strict_error: Exception | None = None) -> list:
-    """The ``transactions`` list of a body parsed leniently, envelope checked; rows checked later."""
-    doc = _lenient(body, strict_error or ValueError("invalid JSON"))
-    if not isinstance(doc, dict):
-        raise ServiceError(422, f"the body must be a JSON object with a 'transactions' list, got {_kind(doc)}")
-    if "transactions" not in doc:
-        raise ServiceError(422, "the body has no 'transactions' field", field="transactions")
-    rows = doc["transactions"]
-    if not isinstance(rows, list):
-        raise ServiceError(422, f"'transactions' must be a list of objects, got {_kind(rows)}", field="transactions")
-    if not rows:
-        raise ServiceError(422, "'transactions' is empty: send at least one transaction", field="transactions")
-    if len(rows) > max_rows:
-        raise ServiceError(413, f"{len(rows)} transactions in one request; at most {max_rows} allowed",
-                           field="transactions")
-    return rows
-
-
-def _lenient(body: bytes, strict_error: Exception) -> Any:
-    """Parse JSON that only breaks the strict grammar with NaN, Infinity or a number overflowing a
-    double, so that the row check can name the transaction and column; anything else is a 400."""
+def _loads_lenient(body: bytes, strict_error: Exception) -> Any:
+    """Parse JSON that only breaks the strict grammar with NaN or Infinity, so that the row check
+    (`FraudVAE.encode_columns`) can name the transaction and column; anything else is a 400."""
     def constant(name: str) -> float:
         return float(name)  # NaN, Infinity, -Infinity: refused with their place by the row check
 
@@ -152,11 +129,6 @@ def _lenient(body: bytes, strict_error: Exception) -> Any:
         return json.loads(body, parse_constant=constant)
     except (ValueError, RecursionError):
         raise ServiceError(400, f"the body is not valid JSON: {strict_error}") from None
-
-
-def _kind(v: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
 
 
 def score_path(detector: FraudVAE | None, max_rows: int, keyed: bool) -> tuple[dict, dict]:
