@@ -10,8 +10,9 @@ from fraudvae.errors import ConfigError, DataError, FraudVAEError, ModelFileErro
 from fraudvae.example import example_transactions
 from fraudvae.io import iter_table, read_table
 from fraudvae.preprocess import Encoded
+from fraudvae.schema import to_binary_label
 from fraudvae.threshold import Threshold, calibrate
 
 __all__ = ["FraudVAE", "Scores", "Encoded", "FraudVAEError", "ConfigError", "DataError", "SchemaError",
            "ModelFileError", "NotFittedError", "Threshold", "calibrate", "example_transactions", "read_table",
-           "iter_table", "__version__"]
+           "iter_table", "to_binary_label", "__version__"]

@@ -1,4 +1,4 @@
-"""`fraudvae fit | score | example-data`: the command line. Errors: one line on stderr, exit 2."""
+"""`fraudvae fit | score | evaluate | sample | example-data`: the command line. Errors: one line on stderr, exit 2."""
 
 from __future__ import annotations
 
@@ -101,6 +101,39 @@ def _score(a: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(a: argparse.Namespace) -> int:
+    from fraudvae.detector import FraudVAE
+    from fraudvae.io import iter_table
+    from fraudvae.report import FIGURES, evaluate, summary, write_report
+
+    det = FraudVAE.load(a.model, device=a.device)
+    ev = evaluate(det, iter_table(a.data, a.chunk_rows), a.label_column, source=str(a.data))
+    path = write_report(ev, a.report)
+    print(summary(ev))
+    print(f"report written to {path}: metrics.json, {', '.join(FIGURES)}")
+    return 0
+
+
+def _sample(a: argparse.Namespace) -> int:
+    from fraudvae.detector import FraudVAE
+
+    det = FraudVAE.load(a.model, device=a.device)
+    df = det.sample(a.n, seed=a.seed)
+    out = Path(a.output).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    try:
+        df.to_csv(tmp, index=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    print(f"wrote {len(df):,} synthetic rows ({len(df.columns)} columns) drawn from model {det.version_} "
+          f"with seed {a.seed} to {out}")
+    return 0
+
+
 def _example(a: argparse.Namespace) -> int:
     from fraudvae.example import example_transactions
 
@@ -157,6 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chunk-rows", type=_positive, default=50_000)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(run=_score)
+
+    v = sub.add_parser("evaluate", help="measure a saved model on a labelled file and write a report directory")
+    v.add_argument("data")
+    v.add_argument("--model", required=True)
+    v.add_argument("--label-column", required=True, help="1/true/yes/fraud marks a fraud row")
+    v.add_argument("--report", required=True, help="directory to write: metrics.json and PNG figures")
+    v.add_argument("--device", default="auto")
+    v.add_argument("--chunk-rows", type=_positive, default=50_000)
+    v.set_defaults(run=_evaluate)
+
+    m = sub.add_parser("sample", help="draw synthetic rows from a saved model (not a privacy guarantee)")
+    m.add_argument("--model", required=True)
+    m.add_argument("-n", "--rows", dest="n", type=_positive, required=True, help="how many rows")
+    m.add_argument("--output", required=True, help="CSV to write, the model's columns in original units")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--device", default="auto")
+    m.set_defaults(run=_sample)
 
     e = sub.add_parser("example-data", help="write seeded example card transactions with planted fraud")
     e.add_argument("output")

@@ -1,8 +1,13 @@
-"""Reading tables (CSV, or Parquet by extension) with errors a user can act on."""
+"""Files: reading tables (CSV, or Parquet by extension) with errors a user can act on, and
+writing directories atomically."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -67,3 +72,26 @@ def iter_table(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.Da
         if isinstance(e, DataError):
             raise
         raise DataError(f"cannot read {str(path)!r}: {str(e).splitlines()[0]}") from None
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """A fresh temporary sibling of `path` to fill. When the block ends normally it takes `path`'s
+    place (an existing directory there is swapped out, then removed); when it raises, it is removed
+    and `path` is untouched. A crash never leaves a half-written directory at `path`."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.rename(path, old / "d")
+        os.rename(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

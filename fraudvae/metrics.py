@@ -27,3 +27,15 @@ def metrics_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict
         out["auc_roc"] = float(roc_auc_score(y, s))
         out["average_precision"] = float(average_precision_score(y, s))
     return out
+
+
+def recall_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> dict[str, float]:
+    """The best recall with a false-positive rate at most `fpr` on these rows, and the score cut that
+    gives it (flag ``score >= threshold``). A threshold chosen on the labelled rows themselves: what
+    the model could do, not what its stored threshold does."""
+    from sklearn.metrics import roc_curve
+
+    f, t, cut = roc_curve(np.asarray(labels).astype(int), np.asarray(scores, dtype=float))
+    i = int(np.flatnonzero(f <= fpr)[-1])  # roc_curve's FPR is non-decreasing; its first point is (0, 0)
+    threshold = float(cut[i]) if np.isfinite(cut[i]) else None  # None: no row can be flagged
+    return {"recall": float(t[i]), "fpr": float(f[i]), "threshold": threshold}

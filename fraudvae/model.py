@@ -110,6 +110,34 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.to_out(self.decoder(z))
 
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, never: int | None = None) -> tuple[torch.Tensor, ...]:
+        """Draw n rows from the generative model: z ~ N(0, I), each row from a member picked at random
+        (the ensemble is a mixture), then every feature from its likelihood.
+
+        Returns scaled numbers (n, n_numeric), 0/1 flags (n, n_binary) and category indices
+        (n, n_categorical); ``never`` is a category index not to draw (a bucket that stands for no
+        particular value)."""
+        c, dev = self.config, self.numeric_logvar.device
+        z = torch.randn(c.members, n, c.latent_dim, generator=generator, device=dev)
+        member = torch.randint(c.members, (n,), generator=generator, device=dev)
+        rows = torch.arange(n, device=dev)
+        out = self.decode(z)[member, rows]  # (n, n_input): each row from its own member
+        sd = torch.exp(0.5 * self.numeric_logvar.clamp(DEC_LOGVAR_MIN, DEC_LOGVAR_MAX))[member, 0]
+        noise = torch.randn(n, c.n_numeric, generator=generator, device=dev)
+        numeric = out[:, : c.n_numeric] + sd * noise
+        probs = torch.sigmoid(out[:, c.n_numeric: c.n_numeric + c.n_binary])
+        binary = torch.bernoulli(probs, generator=generator)
+        cats, start = [], c.n_numeric + c.n_binary
+        for k in c.cardinalities:
+            logits = out[:, start: start + k].clone()
+            if never is not None and k > never + 1:
+                logits[:, never] = -torch.inf
+            cats.append(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0])
+            start += k
+        categorical = torch.stack(cats, 1) if cats else torch.zeros(n, 0, dtype=torch.long, device=dev)
+        return numeric, binary, categorical
+
     def forward(self, numeric: torch.Tensor, numeric_observed: torch.Tensor | None, binary: torch.Tensor,
                 categorical: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member, per-feature negative log-likelihood (k, n, n_terms) and KL (k, n), in nats.

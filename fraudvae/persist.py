@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fraudvae.errors import ModelFileError
+from fraudvae.io import atomic_directory
 from fraudvae.model import VAE, ModelConfig
 from fraudvae.preprocess import Preprocessor
 from fraudvae.schema import Schema
@@ -57,9 +55,7 @@ def _versions() -> dict[str, str]:
 
 def save_model(det: FraudVAE, path: Path) -> Path:
     path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         weights = {k: v.detach().cpu().contiguous() for k, v in det.model_.state_dict().items()}
         save_file(weights, str(tmp / WEIGHTS))
         meta = {
@@ -81,17 +77,6 @@ def save_model(det: FraudVAE, path: Path) -> Path:
         version = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:12]
         manifest["version"] = version
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        os.chmod(tmp, 0o755)
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.rename(path, old / "m")
-        os.rename(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     det.version_ = version
     return path
 

@@ -75,7 +75,9 @@ class Preprocessor:
             center = float(np.mean(t))
             scale = float(np.std(t)) or 1.0
             numeric[name] = {"log": log, "center": center, "scale": scale,
-                             "fill": float(np.median(t)), "indicator": bool(np.isnan(x).any())}
+                             "fill": float(np.median(t)), "indicator": bool(np.isnan(x).any()),
+                             # for `inverse` only: the training range and precision
+                             "min": float(ok.min()), "max": float(ok.max()), "decimals": _decimals(ok)}
         for name in schema.names("binary"):
             s = df[name]
             spec = {"low": None, "high": None}
@@ -100,10 +102,7 @@ class Preprocessor:
     @property
     def binary_owners(self) -> list[str]:
         """The column each Bernoulli feature belongs to (binary columns, then missing indicators)."""
-        owners = list(self.state["binary"])
-        owners += [n for n, s in self.state["numeric"].items() if s["indicator"]]
-        owners += [n for n, s in self.state["binary"].items() if s["indicator"]]
-        return owners
+        return [name for _, name in self._flag_names()]
 
     @property
     def cardinalities(self) -> list[int]:
@@ -194,6 +193,52 @@ class Preprocessor:
             vocabulary = self.state["categorical"][name]["vocabulary"]
             cache[name] = {None: MISSING, **{k: i + 2 for i, k in enumerate(vocabulary)}}
         return cache[name]
+
+    def inverse(self, numeric: np.ndarray, binary: np.ndarray, categorical: np.ndarray) -> pd.DataFrame:
+        """Model-space rows (scaled numbers, 0/1 flags, category indices) back to the schema's
+        columns in original units: numbers un-scaled (and un-logged) within the training range at the
+        training precision, gaps where a missing indicator is 1, two-valued numbers as their two
+        values, other binary columns as booleans, categories as their training keys ("other" and
+        "missing" as gaps)."""
+        n = len(numeric)
+        flags = dict(zip(self._flag_names(), binary.T, strict=True))
+        out: dict[str, pd.Series] = {}
+        for j, (name, s) in enumerate(self.state["numeric"].items()):
+            t = numeric[:, j].astype(np.float64) * s["scale"] + s["center"]
+            x = np.expm1(np.maximum(t, 0.0)) if s["log"] else t
+            x = np.clip(x, s.get("min", -np.inf), s.get("max", np.inf))
+            decimals = s.get("decimals")
+            if decimals is not None:
+                x = np.round(x, decimals)
+            gap = flags.get(("missing", name), np.zeros(n)) > 0.5
+            col = pd.Series(np.where(gap, np.nan, x))
+            out[name] = col.astype("Int64") if decimals == 0 else col
+        for name, s in self.state["binary"].items():
+            on = flags[("value", name)] > 0.5
+            gap = flags.get(("missing", name), np.zeros(n)) > 0.5
+            if s.get("low") is None:
+                col = pd.Series(on, dtype="boolean")
+            else:
+                col = pd.Series(np.where(on, s["high"], s["low"]))
+                if col.dropna().map(float.is_integer).all():
+                    col = col.astype("Int64")
+            col[gap] = pd.NA
+            out[name] = col
+        for j, name in enumerate(self.state["categorical"]):
+            keys = np.array([None, None, *self.state["categorical"][name]["vocabulary"]], dtype=object)
+            col = pd.Series(keys[categorical[:, j]], dtype=object)
+            known = col.dropna()
+            if len(known) and known.map(lambda k: k.lstrip("-").isdigit() and str(int(k)) == k).all():
+                col = pd.to_numeric(col).astype("Int64")  # integer codes stay integers ("007" stays text)
+            out[name] = col
+        return pd.DataFrame({name: out[name] for name in self.schema.names()})
+
+    def _flag_names(self) -> list[tuple[str, str]]:
+        """What each Bernoulli feature is, in model order: ("value", column) or ("missing", column)."""
+        names = [("value", n) for n in self.state["binary"]]
+        names += [("missing", n) for n, s in self.state["numeric"].items() if s["indicator"]]
+        names += [("missing", n) for n, s in self.state["binary"].items() if s["indicator"]]
+        return names
 
     def to_dict(self) -> dict:
         return self.state
@@ -350,6 +395,14 @@ def _record_keys(values: list, name: str) -> list[str | None]:
             raise _record_error(values, i, name, "a string, number, boolean or null")
         keys.append(_key(v))
     return keys
+
+
+def _decimals(x: np.ndarray, most: int = 6) -> int | None:
+    """The fewest decimals every value is written with (0 for whole numbers); None beyond `most`."""
+    for d in range(most + 1):
+        if np.all(np.abs(np.round(x, d) - x) <= 1e-9 * np.maximum(1.0, np.abs(x))):
+            return d
+    return None
 
 
 def _skew(x: np.ndarray) -> float:

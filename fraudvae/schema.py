@@ -139,14 +139,15 @@ def _is_bool_like(values: pd.Series) -> bool:
 def to_binary_label(s: pd.Series, name: str) -> np.ndarray:
     """A label column as 0/1; refuses anything that is not binary (names the bad value)."""
     if s.isna().any():
-        raise DataError(f"label column {name!r} has missing values (row {int(np.flatnonzero(s.isna())[0])})")
+        row = s.index[int(np.flatnonzero(s.isna())[0])]
+        raise DataError(f"label column {name!r} has missing values (row {row})")
     if pd.api.types.is_bool_dtype(s):
         return s.to_numpy(dtype=np.int64)
     if pd.api.types.is_numeric_dtype(s):
         bad = ~s.isin([0, 1])
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"label column {name!r} is not binary: value {show(s.iloc[i])} in row {i} "
+            raise DataError(f"label column {name!r} is not binary: value {show(s.iloc[i])} in row {s.index[i]} "
                             "(allowed: 0/1, true/false, yes/no, fraud/normal)")
         return s.to_numpy(dtype=np.int64)
     text = s.astype(str).str.strip().str.lower()
@@ -154,6 +155,6 @@ def to_binary_label(s: pd.Series, name: str) -> np.ndarray:
     bad = ~(pos | neg)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"label column {name!r} is not binary: value {show(s.iloc[i])} in row {i} "
+        raise DataError(f"label column {name!r} is not binary: value {show(s.iloc[i])} in row {s.index[i]} "
                         "(allowed: 0/1, true/false, yes/no, fraud/normal)")
     return pos.to_numpy(dtype=np.int64)

@@ -1,0 +1,124 @@
+"""Evaluation on labelled rows: metrics at the model's threshold and threshold-free, a report
+directory (metrics.json and PNG figures) and a one-screen summary. Used by `fraudvae evaluate`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from fraudvae.errors import DataError
+from fraudvae.io import atomic_directory
+from fraudvae.metrics import metrics_at, recall_at_fpr
+from fraudvae.schema import to_binary_label
+
+if TYPE_CHECKING:
+    from fraudvae.detector import FraudVAE
+
+RECALL_AT_FPRS = (0.001, 0.01)
+FIGURES = ("roc.png", "pr.png", "scores.png", "tradeoff.png")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    scores: np.ndarray  # (n,) the model's scores of the evaluated rows
+    labels: np.ndarray  # (n,) 0 normal, 1 fraud
+    threshold: float  # the model's stored threshold
+    metrics: dict  # JSON-ready (see `evaluate`)
+
+
+def evaluate(det: FraudVAE, data: pd.DataFrame | Iterable[pd.DataFrame], label_column: str,
+             source: str | None = None) -> Evaluation:
+    """Score labelled rows (a frame, or chunks of one file) and measure the model on them.
+
+    Raises `DataError` when the label column is missing or not binary, or when the rows hold no
+    fraud or no normal row (the metrics need both)."""
+    det._check_fitted()
+    scores, labels = [], []
+    for chunk in [data] if isinstance(data, pd.DataFrame) else data:
+        if label_column not in chunk.columns:
+            raise DataError(f"label column {label_column!r} is not a column of the data "
+                            f"(columns: {', '.join(map(str, chunk.columns[:20]))})")
+        labels.append(to_binary_label(chunk[label_column], label_column))
+        scores.append(det.score_samples_(chunk))
+    y = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+    s = np.concatenate(scores) if scores else np.zeros(0)
+    frauds = int(y.sum())
+    if frauds == 0 or frauds == len(y):
+        what = "no fraud rows" if frauds == 0 else "no normal rows"
+        raise DataError(f"label column {label_column!r} has {what} ({len(y)} rows): evaluation needs both")
+    t = det.threshold_
+    at = metrics_at(s, y, t.value)
+    flagged = at["tp"] + at["fp"]
+    metrics = {
+        "model": {"version": getattr(det, "version_", None), "threshold": t.value,
+                  "threshold_method": t.method, "threshold_target": t.target},
+        "data": {"source": source, "label_column": label_column, "rows": len(y), "frauds": frauds,
+                 "normals": len(y) - frauds, "fraud_rate": frauds / len(y)},
+        "auc_roc": at.pop("auc_roc"),
+        "average_precision": at.pop("average_precision"),  # the area under the PR curve (step-wise)
+        "no_skill_average_precision": frauds / len(y),
+        "at_threshold": {
+            "threshold": t.value, "precision": at["precision"], "recall": at["recall"], "f1": at["f1"],
+            "fpr": at["fpr"], "alert_rate": flagged / len(y), "flagged": flagged,
+            "confusion_matrix": {k: at[k] for k in ("tn", "fp", "fn", "tp")},
+        },
+        "recall_at_fpr": {f"{f:g}": recall_at_fpr(s, y, f) for f in RECALL_AT_FPRS},
+        "score_quantiles": {name: {f"q{q:g}": float(np.quantile(s[y == c], q / 100)) for q in (1, 50, 90, 99)}
+                            for c, name in ((0, "normal"), (1, "fraud"))},
+    }
+    return Evaluation(s, y, t.value, metrics)
+
+
+def write_report(ev: Evaluation, path: str | Path) -> Path:
+    """Write ``metrics.json`` and the figures (`FIGURES`) into directory `path`, atomically (an
+    existing report there is replaced whole). Returns the directory."""
+    from matplotlib.figure import Figure
+
+    from fraudvae import plots
+
+    name = "fraudvae"
+    draw = {
+        "roc.png": lambda ax: plots.roc(ax, ev.labels, {name: ev.scores}, (name, ev.threshold)),
+        "pr.png": lambda ax: plots.precision_recall(ax, ev.labels, {name: ev.scores}, (name, ev.threshold)),
+        "scores.png": lambda ax: plots.score_histogram(ax, ev.labels, ev.scores, ev.threshold),
+        "tradeoff.png": lambda ax: plots.threshold_tradeoff(ax, ev.labels, ev.scores, ev.threshold),
+    }
+    with atomic_directory(path) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps(ev.metrics, indent=1, allow_nan=False))
+        for file, plot in draw.items():
+            fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+            plot(fig.add_subplot())
+            fig.savefig(tmp / file, dpi=110)
+    return Path(path).resolve()
+
+
+def summary(ev: Evaluation) -> str:
+    """The report in a few lines for a terminal."""
+    m = ev.metrics
+    d, a, c = m["data"], m["at_threshold"], m["at_threshold"]["confusion_matrix"]
+    model = m["model"]
+    at_fpr = "   ".join(
+        f"at FPR {float(f):.1%}: {r['recall']:.3f}"
+        + (f" (score >= {r['threshold']:.2f})" if r["threshold"] is not None else "")
+        for f, r in m["recall_at_fpr"].items())
+    w = max(len(f"{c['tn']:,}"), len(f"{c['fn']:,}"), len("normal"))
+    return "\n".join([
+        f"model {model['version']} on {d['source'] or 'the data'}",
+        f"rows {d['rows']:,}: {d['normals']:,} normal, {d['frauds']:,} fraud ({d['fraud_rate']:.2%})",
+        f"AUC-ROC {m['auc_roc']:.3f}   average precision (AUC-PR) {m['average_precision']:.3f} "
+        f"(no skill {m['no_skill_average_precision']:.3f})",
+        f"at the model's threshold {a['threshold']:.4f} ({model['threshold_method']} {model['threshold_target']:g} "
+        "on validation normals):",
+        f"  flagged {a['flagged']:,} ({a['alert_rate']:.2%})   precision {a['precision']:.3f}   "
+        f"recall {a['recall']:.3f}   F1 {a['f1']:.3f}   FPR {a['fpr']:.4f}",
+        f"  {'':<14}{'predicted normal':>{w + 12}}{'predicted fraud':>{w + 12}}",
+        f"  {'actual normal':<14}{c['tn']:>{w + 12},}{c['fp']:>{w + 12},}",
+        f"  {'actual fraud':<14}{c['fn']:>{w + 12},}{c['tp']:>{w + 12},}",
+        f"best recall {at_fpr}",
+    ])

@@ -1,0 +1,107 @@
+"""`fraudvae evaluate` and `fraudvae.report`: the metrics, the report directory, bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from fraudvae import DataError, FraudVAE, example_transactions
+from fraudvae.cli import main
+from fraudvae.metrics import recall_at_fpr
+from fraudvae.report import FIGURES, evaluate, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> tuple[pd.DataFrame, object]:
+    df = example_transactions(rows=1500, fraud_rate=0.05, seed=8)
+    path = tmp_path_factory.mktemp("evaluate") / "test.csv"
+    df.to_csv(path, index=False)
+    return df, path
+
+
+def test_evaluate_writes_metrics_and_plots(model_dir, labelled, tmp_path, capsys):
+    df, path = labelled
+    report = tmp_path / "report"
+    assert main(["evaluate", str(path), "--model", str(model_dir), "--label-column", "is_fraud",
+                 "--report", str(report), "--chunk-rows", "400"]) == 0
+    assert sorted(p.name for p in report.iterdir()) == sorted(["metrics.json", *FIGURES])
+    for name in FIGURES:
+        png = (report / name).read_bytes()
+        assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000, name  # a drawn figure, not an empty canvas
+    m = json.loads((report / "metrics.json").read_text())
+    frauds = int(df["is_fraud"].sum())
+    assert m["data"] == {"source": str(path), "label_column": "is_fraud", "rows": len(df), "frauds": frauds,
+                         "normals": len(df) - frauds, "fraud_rate": frauds / len(df)}
+    assert m["model"]["version"] == FraudVAE.load(model_dir).version_
+    assert 0.8 < m["auc_roc"] <= 1 and m["no_skill_average_precision"] < m["average_precision"] <= 1
+    at, cm = m["at_threshold"], m["at_threshold"]["confusion_matrix"]
+    assert sum(cm.values()) == len(df) and cm["tp"] + cm["fn"] == frauds
+    assert at["fpr"] == pytest.approx(cm["fp"] / (cm["fp"] + cm["tn"]))
+    assert at["recall"] == pytest.approx(cm["tp"] / frauds) and at["flagged"] == cm["tp"] + cm["fp"]
+    assert set(m["recall_at_fpr"]) == {"0.001", "0.01"}
+    assert m["recall_at_fpr"]["0.001"]["recall"] <= m["recall_at_fpr"]["0.01"]["recall"]
+    out = capsys.readouterr().out
+    assert "AUC-ROC" in out and "actual fraud" in out and str(report) in out
+
+
+def test_evaluate_agrees_with_the_scores(fitted, data):
+    ev = evaluate(fitted, data, "is_fraud")
+    scores = fitted.score(data)["score"].to_numpy()
+    y = data["is_fraud"].to_numpy()
+    np.testing.assert_allclose(ev.scores, scores)
+    assert ev.metrics["auc_roc"] == pytest.approx(roc_auc_score(y, scores))
+    assert ev.metrics["average_precision"] == pytest.approx(average_precision_score(y, scores))
+    assert ev.metrics["at_threshold"]["flagged"] == int((scores > fitted.threshold_.value).sum())
+
+
+def test_recall_at_fpr_by_brute_force():
+    rng = np.random.default_rng(0)
+    y = (rng.random(3000) < 0.1).astype(int)
+    s = rng.normal(size=3000) + 1.5 * y
+    for target in (0.001, 0.01, 0.1):
+        got = recall_at_fpr(s, y, target)
+        best = max(((s[y == 1] >= t).mean() for t in np.unique(s) if (s[y == 0] >= t).mean() <= target), default=0)
+        assert got["recall"] == pytest.approx(best)
+        flag = s >= got["threshold"]
+        assert flag[y == 0].mean() <= target and flag[y == 1].mean() == pytest.approx(best)
+
+
+def test_report_replaces_an_old_one_whole(fitted, data, tmp_path):
+    report = tmp_path / "r"
+    report.mkdir()
+    (report / "stale.txt").write_text("old")
+    write_report(evaluate(fitted, data, "is_fraud"), report)
+    assert not (report / "stale.txt").exists() and (report / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no label column", "label column 'is_fraud' is not a column"),
+    ("label not binary", "is not binary: value 2 in row"),
+    ("no fraud rows", "has no fraud rows"),
+    ("no normal rows", "has no normal rows"),
+    ("missing feature", "missing column(s) the model needs: 'amount'"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(model_dir, labelled, tmp_path, capsys, case, message):
+    df, _ = labelled
+    bad = {"no label column": lambda d: d.drop(columns="is_fraud"),
+           "label not binary": lambda d: d.assign(is_fraud=d["is_fraud"] * 2),
+           "no fraud rows": lambda d: d[d["is_fraud"] == 0],
+           "no normal rows": lambda d: d[d["is_fraud"] == 1],
+           "missing feature": lambda d: d.drop(columns="amount")}[case](df)
+    path = tmp_path / "bad.csv"
+    bad.to_csv(path, index=False)
+    report = tmp_path / "report"
+    assert main(["evaluate", str(path), "--model", str(model_dir), "--label-column", "is_fraud",
+                 "--report", str(report)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not report.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
+
+
+def test_evaluate_refuses_a_frame_without_both_classes(fitted, data):
+    with pytest.raises(DataError, match="no fraud rows"):
+        evaluate(fitted, data[data["is_fraud"] == 0], "is_fraud")
