@@ -17,6 +17,15 @@ EXIT_BAD_INPUT = 2
 
 
 def _fit(a: argparse.Namespace) -> int:
+    from fraudvae.distributed import process_group
+
+    # under torchrun: every process reads the file and fits the same preprocessing, trains on its
+    # share of the rows (DDP), and rank 0 alone writes the model and reports
+    with process_group(a.device) as rank:
+        return _fit_in_process(a, rank)
+
+
+def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
     from tqdm import tqdm
 
     from fraudvae.detector import FraudVAE
@@ -28,7 +37,7 @@ def _fit(a: argparse.Namespace) -> int:
                    alert_rate=a.alert_rate, seed=a.seed, epochs=a.epochs, batch_size=a.batch_size,
                    beta=a.beta, device=a.device,
                    **({} if a.validation_fraction is None else {"validation_fraction": a.validation_fraction}))
-    bar = tqdm(desc="training", unit="epoch", disable=a.quiet or None, leave=False)
+    bar = tqdm(desc="training", unit="epoch", disable=a.quiet or rank > 0 or None, leave=False)
 
     def progress(epoch: int, total: int, losses: dict) -> None:
         bar.total = total
@@ -39,6 +48,8 @@ def _fit(a: argparse.Namespace) -> int:
         det.fit(df, progress=progress)
     finally:
         bar.close()
+    if rank > 0:
+        return 0
     path = det.save(a.model)
     m = det.metrics_
     roles: dict[str, list[str]] = {}

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fraudvae.distributed import all_sum, broadcast_state, rank_and_world
 from fraudvae.errors import ConfigError
 from fraudvae.model import VAE
 from fraudvae.preprocess import Encoded
@@ -118,7 +119,7 @@ def negative_elbo(model: VAE, tensors: Tensors, batch: int = 8192) -> torch.Tens
         nll, kl = model(*take(tensors, slice(i, i + batch)), sample=False)
         out.append((nll.sum(-1) + kl).mean(0))
     model.train(was_training)
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0, device=tensors[0].device)
 
 
 @torch.no_grad()
@@ -145,33 +146,47 @@ def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfi
           progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Fit `model` in place; returns the history (loss per epoch, best epoch, stop reason).
 
-    The weights of the epoch with the lowest validation negative ELBO are kept."""
+    The weights of the epoch with the lowest validation negative ELBO are kept.
+
+    In a joined process group (torchrun) every process is given the same rows and trains with
+    DistributedDataParallel: each epoch's shuffle is the same everywhere and each process takes its
+    own share of it, with batches of `batch / world` rows so that a step sees as many rows as one
+    process would; validation loss is summed over the processes' shares of the validation rows, so
+    early stopping decides the same everywhere; the processes end with rank 0's exact weights."""
     device = next(model.parameters()).device
-    torch.manual_seed(config.seed)
+    rank, world = rank_and_world()
+    torch.manual_seed(config.seed + rank)  # latent noise differs by process; the shuffle below does not
     gen = torch.Generator().manual_seed(config.seed)
     batch, epochs, lr = derived_sizes(len(train_data), config)
     tr = to_tensors(train_data, device)
-    va = to_tensors(val_data, device)
+    va = take(to_tensors(val_data, device), slice(rank, None, world))
     opt = Adam(list(model.parameters()), lr=lr, weight_decay=config.weight_decay)
     history: dict = {"train_loss": [], "val_loss": [], "batch_size": batch, "max_epochs": epochs, "lr": lr}
     best, best_state, best_epoch, stale = math.inf, copy.deepcopy(model.state_dict()), 0, 0
-    n = len(train_data)
+    n = len(train_data) - len(train_data) % world  # equal shares: every process takes as many steps
+    step = max(1, math.ceil(batch / world))
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, broadcast_buffers=False)  # also copies rank 0's initial weights
     model.train()
     for epoch in range(1, epochs + 1):
         beta = config.beta * min(1.0, epoch / config.warmup_epochs) if config.warmup_epochs else config.beta
-        perm = torch.randperm(n, generator=gen).to(device)
+        perm = torch.randperm(len(train_data), generator=gen)[:n][rank::world].to(device)
         total = 0.0
-        for i in range(0, n, batch):
-            idx = perm[i: i + batch]
-            nll, kl = model(*take(tr, idx), sample=True)
+        for i in range(0, len(perm), step):
+            idx = perm[i: i + step]
+            nll, kl = net(*take(tr, idx), sample=True)
             loss = (nll.sum(-1) + beta * kl).mean(1).sum()  # members are independent: sum their losses
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             opt.step()
             total += loss.item() * len(idx)
-        train_loss = total / n
-        val_loss = float(negative_elbo(model, va).mean())
+        val = negative_elbo(model, va)
+        total, val_sum, val_count = all_sum([total, float(val.sum()), len(val)], device)
+        train_loss, val_loss = total / n, val_sum / val_count
         history["train_loss"].append(train_loss)
         history["val_loss"].append(val_loss)
         if not np.isfinite(train_loss):
@@ -194,6 +209,7 @@ def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfi
         history["stop"] = f"reached max epochs ({epochs})"
     model.load_state_dict(best_state)
     model.eval()
-    fit_decoder_variance(model, va)
+    fit_decoder_variance(model, to_tensors(val_data, device))
+    broadcast_state(model)
     history.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=len(history["val_loss"]))
     return history

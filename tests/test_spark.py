@@ -1,0 +1,62 @@
+"""`fraudvae.spark.score` in local[2] mode: the CLI's scores, row for row."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudvae import ConfigError, SchemaError, example_transactions
+from fraudvae.cli import main
+
+pyspark = pytest.importorskip("pyspark", reason="the spark extra is not installed")  # CI installs it
+from fraudvae.spark import score  # noqa: E402
+
+# pyspark 4 warns that it does not fully support pandas 3 yet (FutureWarning, DeprecationWarning)
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from pyspark.sql import SparkSession
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # pyspark's notice about pandas 3
+        session = (SparkSession.builder.master("local[2]").appName("fraudvae-tests")
+                   .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def scored_by_cli(model_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("spark")
+    example_transactions(rows=700, fraud_rate=0.05, seed=12).to_csv(d / "new.csv", index=False)
+    assert main(["score", str(d / "new.csv"), "--model", str(model_dir), "--output", str(d / "cli.csv"),
+                 "--quiet"]) == 0
+    return d / "new.csv", pd.read_csv(d / "cli.csv")
+
+
+@pytest.mark.parametrize("ship", [False, True])
+def test_spark_scores_equal_the_cli(spark, model_dir, scored_by_cli, ship):
+    path, cli = scored_by_cli
+    df = spark.read.csv(str(path), header=True, inferSchema=True).repartition(3)  # several batches
+    out = score(df, model_dir, ship=ship)
+    assert out.columns == [*df.columns, "score", "flag", "p_value", "top_features"]
+    assert dict(out.dtypes)["flag"] == "boolean" and dict(out.dtypes)["score"] == "double"
+    got = out.toPandas().set_index("transaction_id").loc[cli["transaction_id"]]
+    assert len(got) == len(cli)
+    np.testing.assert_allclose(got["score"], cli["score"], rtol=1e-6)
+    np.testing.assert_allclose(got["p_value"], cli["p_value"], rtol=1e-9)
+    assert (got["flag"].astype(int).to_numpy() == cli["flag"].to_numpy()).all()
+    assert (got["top_features"].to_numpy() == cli["top_features"].to_numpy()).all()
+
+
+def test_spark_refuses_bad_frames_on_the_driver(spark, model_dir, scored_by_cli):
+    path, _ = scored_by_cli
+    df = spark.read.csv(str(path), header=True, inferSchema=True)
+    with pytest.raises(SchemaError, match="'amount'"):
+        score(df.drop("amount"), model_dir)
+    with pytest.raises(ConfigError, match="'score'"):
+        score(df.withColumnRenamed("risk_1", "score"), model_dir)
