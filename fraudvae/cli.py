@@ -103,12 +103,12 @@ def _score(a: argparse.Namespace) -> int:
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
-    print(f"scored {n} rows with model {det.version_}: {flagged} flagged ({flagged / max(n, 1):.2%}) "
-          f"at threshold {det.threshold_.value:.4f}; written to {out_path}")
+    # the report goes to stderr: the scores are the output (stdout stays clean for pipelines)
+    report = [f"scored {n} rows with model {det.version_}: {flagged} flagged ({flagged / max(n, 1):.2%}) "
+              f"at threshold {det.threshold_.value:.4f}; written to {out_path}"]
     if flagged:
-        best = pd.concat(top).nlargest(5, "score")
-        print("most suspicious rows:")
-        print(best.to_string(index=False))
+        report += ["most suspicious rows:", pd.concat(top).nlargest(5, "score").to_string(index=False)]
+    print("\n".join(report), file=sys.stderr)
     return 0
 
 

@@ -169,7 +169,9 @@ def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfi
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, broadcast_buffers=False)  # also copies rank 0's initial weights
+        # copies rank 0's initial weights; (the buffer sync option's name changed across torch
+        # releases, and the only buffer, a few category offsets, costs nothing to sync)
+        net = DistributedDataParallel(model)
     model.train()
     for epoch in range(1, epochs + 1):
         beta = config.beta * min(1.0, epoch / config.warmup_epochs) if config.warmup_epochs else config.beta

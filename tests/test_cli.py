@@ -36,7 +36,8 @@ def test_fit_then_score(csvs, cli_model, capsys):
     assert list(scored.columns) == ["transaction_id", "score", "flag", "p_value", "top_features"]
     assert (scored["transaction_id"] == new["transaction_id"]).all()
     assert set(scored["flag"]) <= {0, 1} and np.isfinite(scored["score"]).all()
-    assert "scored 400 rows" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "scored 400 rows" in out.err and out.out == ""  # the report on stderr, stdout clean
 
 
 def test_fit_summary_names_roles(csvs, capsys):
