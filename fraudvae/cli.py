@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -79,30 +77,22 @@ def _score(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fraudvae.detector import FraudVAE
-    from fraudvae.io import iter_table
+    from fraudvae.io import atomic_file, iter_table
 
     det = FraudVAE.load(a.model, device=a.device)
     out_path = Path(a.output).resolve()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     n = flagged = 0
     top: list[pd.DataFrame] = []
-    try:
-        with tqdm(desc="scoring", unit="row", disable=a.quiet or None, leave=False) as bar:
-            for chunk in iter_table(a.data, a.chunk_rows):
-                res = det.score(chunk)
-                res["flag"] = res["flag"].astype(int)
-                res.to_csv(tmp, mode="a", header=n == 0, index=False)
-                n += len(res)
-                flagged += int(res["flag"].sum())
-                top.append(res.nlargest(5, "score"))
-                bar.update(len(res))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(out_path) as tmp, tqdm(desc="scoring", unit="row", disable=a.quiet or None,
+                                            leave=False) as bar:
+        for chunk in iter_table(a.data, a.chunk_rows):  # written as it goes: memory does not grow with the file
+            res = det.score(chunk)
+            res["flag"] = res["flag"].astype(int)
+            res.to_csv(tmp, mode="a", header=n == 0, index=False)
+            n += len(res)
+            flagged += int(res["flag"].sum())
+            top.append(res.nlargest(5, "score"))
+            bar.update(len(res))
     # the report goes to stderr: the scores are the output (stdout stays clean for pipelines)
     report = [f"scored {n} rows with model {det.version_}: {flagged} flagged ({flagged / max(n, 1):.2%}) "
               f"at threshold {det.threshold_.value:.4f}; written to {out_path}"]
@@ -127,19 +117,13 @@ def _evaluate(a: argparse.Namespace) -> int:
 
 def _sample(a: argparse.Namespace) -> int:
     from fraudvae.detector import FraudVAE
+    from fraudvae.io import atomic_file
 
     det = FraudVAE.load(a.model, device=a.device)
     df = det.sample(a.n, seed=a.seed)
     out = Path(a.output).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_file(out) as tmp:
         df.to_csv(tmp, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     print(f"wrote {len(df):,} synthetic rows ({len(df.columns)} columns) drawn from model {det.version_} "
           f"with seed {a.seed} to {out}")
     return 0
