@@ -134,10 +134,7 @@ class Preprocessor:
         Stricter than `transform`, as befits typed input: numbers must be JSON numbers (not text,
         not booleans) and finite; ``None`` is a missing value. Raises `SchemaError` with ``row``
         (the position in the lists) and ``column`` set at the first bad value."""
-        missing = [name for name in self.schema.names() if name not in columns]
-        if missing:
-            raise SchemaError(f"missing column(s) the model needs: {', '.join(map(repr, missing))}",
-                              column=missing[0])
+        self.schema.check(columns)
         return self._assemble(
             n,
             {name: _numbers(columns[name], name) for name in self.state["numeric"]},

@@ -12,6 +12,7 @@ override the choice (``categorical=`` forces a column in).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -52,11 +53,14 @@ class Schema:
         return cls(columns=tuple(Column(**c) for c in d["columns"]), dropped=dict(d["dropped"]),
                    label_column=d["label_column"], id_column=d["id_column"])
 
-    def check(self, df: pd.DataFrame) -> None:
-        """Raise `SchemaError` naming every column the model needs that `df` lacks."""
-        missing = [n for n in self.names() if n not in df.columns]
+    def check(self, data: pd.DataFrame | Iterable[str]) -> None:
+        """Raise `SchemaError` naming every column the model needs that `data` (a frame, or the
+        column names of any table) lacks; its ``column`` is the first of them."""
+        present = set(data.columns if isinstance(data, pd.DataFrame) else data)
+        missing = [n for n in self.names() if n not in present]
         if missing:
-            raise SchemaError(f"missing column(s) the model needs: {', '.join(map(repr, missing))}")
+            raise SchemaError(f"missing column(s) the model needs: {', '.join(map(repr, missing))}",
+                              column=missing[0])
 
 
 def infer_schema(

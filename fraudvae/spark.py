@@ -48,7 +48,6 @@ def score(df: DataFrame, model_dir: str | os.PathLike, *, ship: bool = False, de
     from pyspark.sql.types import BooleanType, DoubleType, StringType, StructField, StructType
 
     from fraudvae.detector import FraudVAE
-    from fraudvae.errors import SchemaError
 
     path = Path(model_dir).resolve()
     det = FraudVAE.load(path, device="cpu")  # fail fast on the driver: a bad directory, a bad schema
@@ -56,9 +55,7 @@ def score(df: DataFrame, model_dir: str | os.PathLike, *, ship: bool = False, de
     if clash:
         raise ConfigError(f"the DataFrame already has column(s) {', '.join(map(repr, clash))}: "
                           "rename them before scoring")
-    missing = [c for c in det.schema_.names() if c not in df.columns]
-    if missing:
-        raise SchemaError(f"missing column(s) the model needs: {', '.join(map(repr, missing))}", column=missing[0])
+    det.schema_.check(df.columns)
     version = det.version_
     sc = df.sparkSession.sparkContext
     if sc.master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:

@@ -159,7 +159,8 @@ def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfi
     gen = torch.Generator().manual_seed(config.seed)
     batch, epochs, lr = derived_sizes(len(train_data), config)
     tr = to_tensors(train_data, device)
-    va = take(to_tensors(val_data, device), slice(rank, None, world))
+    va_all = to_tensors(val_data, device)
+    va = take(va_all, slice(rank, None, world))  # this process's share of the validation loss
     opt = Adam(list(model.parameters()), lr=lr, weight_decay=config.weight_decay)
     history: dict = {"train_loss": [], "val_loss": [], "batch_size": batch, "max_epochs": epochs, "lr": lr}
     best, best_state, best_epoch, stale = math.inf, copy.deepcopy(model.state_dict()), 0, 0
@@ -211,7 +212,7 @@ def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfi
         history["stop"] = f"reached max epochs ({epochs})"
     model.load_state_dict(best_state)
     model.eval()
-    fit_decoder_variance(model, to_tensors(val_data, device))
+    fit_decoder_variance(model, va_all)
     broadcast_state(model)
     history.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=len(history["val_loss"]))
     return history

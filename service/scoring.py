@@ -2,7 +2,7 @@
 
 FastAPI's per-request machinery (dependency solving, request objects, response models) costs more
 than scoring a row does, so the one endpoint in the payment path is written against ASGI directly;
-the rest of the API is ordinary FastAPI, and `openapi.py` documents this endpoint with the others.
+the rest of the API is ordinary FastAPI, and `schemas.score_path` documents this endpoint with the others.
 Every outcome is counted in the metrics, and every error is answered by `errors.answer`.
 """
 
