@@ -32,6 +32,7 @@ class TrainConfig:
     warmup_epochs: int = 10  # the KL weight rises linearly from 0 to beta over these epochs
     patience: int = 10  # epochs without a better validation loss before stopping
     target_steps: int = 3000  # optimizer steps the derived epoch count aims at
+    variance_prior_rows: float = 1000.0  # weight of the marginal variance in the decoder-variance fit
     seed: int = 0
     device: str = "auto"
 
@@ -42,6 +43,7 @@ class TrainConfig:
                   ("beta", self.beta, lambda v: 0 < v <= 100, "in (0, 100]"),
                   ("warmup_epochs", self.warmup_epochs, lambda v: v >= 0, ">= 0"),
                   ("patience", self.patience, lambda v: v >= 1, ">= 1"),
+                  ("variance_prior_rows", self.variance_prior_rows, lambda v: v >= 0, ">= 0"),
                   ("device", self.device, lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
                    "auto, cpu or cuda")]
         for name, value, ok, allowed in checks:
@@ -123,13 +125,18 @@ def negative_elbo(model: VAE, tensors: Tensors, batch: int = 8192) -> torch.Tens
 
 
 @torch.no_grad()
-def fit_decoder_variance(model: VAE, tensors: Tensors) -> None:
+def fit_decoder_variance(model: VAE, tensors: Tensors, prior_rows: float = 0.0) -> None:
     """Re-estimate each numeric feature's decoder variance on held-out rows.
 
     Trained by gradient descent, the variances shrink to the training residuals, which are too
     small for rows the model has not memorised: scores then blow up on unseen normal rows and a
-    few over-confident features dominate. The maximum-likelihood variance of held-out residuals
-    (at the posterior mean, as scoring uses) is the honest one."""
+    few over-confident features dominate. The variance of held-out residuals (at the posterior
+    mean, as scoring uses) is the honest one, and it is shrunk toward the feature's marginal
+    variance (1 in scaled units: "the model explains nothing"), weighted as `prior_rows` rows:
+    (sum of squared residuals + prior_rows) / (observed rows + prior_rows), the shrinkage a
+    conjugate prior on the variance gives. With few held-out values (small data, a feature mostly at its point mass)
+    a variance stays near the marginal's, so no feature is trusted to be predicted tighter than a
+    handful of rows can show; with many rows the residuals decide."""
     c = model.config
     if not c.n_numeric:
         return
@@ -138,7 +145,8 @@ def fit_decoder_variance(model: VAE, tensors: Tensors) -> None:
     mean = model.decode(mu)[..., : c.n_numeric]  # (k, n, n_numeric)
     if observed is None:
         observed = torch.ones_like(numeric)
-    sq = ((numeric - mean) ** 2 * observed).sum(1, keepdim=True) / observed.sum(0).clamp_min(1.0)
+    sq = ((((numeric - mean) ** 2 * observed).sum(1, keepdim=True) + prior_rows)
+          / (observed.sum(0) + prior_rows).clamp_min(1.0))
     model.numeric_logvar.copy_(torch.log(sq.clamp_min(1e-6)))
 
 
@@ -212,7 +220,7 @@ def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfi
         history["stop"] = f"reached max epochs ({epochs})"
     model.load_state_dict(best_state)
     model.eval()
-    fit_decoder_variance(model, va_all)
+    fit_decoder_variance(model, va_all, config.variance_prior_rows)
     broadcast_state(model)
     history.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=len(history["val_loss"]))
     return history

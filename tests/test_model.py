@@ -56,3 +56,26 @@ def test_kl_is_zero_at_the_prior():
 def test_default_sizes_grow_with_inputs():
     small, big = ModelConfig.default(3, 0, ()), ModelConfig.default(100, 10, (20, 30))
     assert small.latent_dim <= big.latent_dim and small.hidden[0] <= big.hidden[0]
+
+
+def test_decoder_variance_is_shrunk_toward_the_marginal():
+    from fraudvae.train import fit_decoder_variance
+
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(2, 0, (), (8, 4), 2)).eval()
+    n = 400
+    numeric = torch.randn(n, 2)
+    observed = torch.ones(n, 2)
+    observed[100:, 1] = 0.0  # the second feature observed on 100 rows only
+    tensors = (numeric, observed, torch.zeros(n, 0), torch.zeros(n, 0, dtype=torch.long))
+    with torch.no_grad():
+        mean = model.decode(model.encode(model.encode_input(*tensors[0:1], tensors[2], tensors[3]))[0])[0]
+    sq = ((numeric - mean) ** 2 * observed).sum(0)
+    fit_decoder_variance(model, tensors, prior_rows=0.0)
+    torch.testing.assert_close(model.numeric_logvar.exp()[0, 0], sq / observed.sum(0))
+    fit_decoder_variance(model, tensors, prior_rows=300.0)
+    expected = (sq + 300.0) / (observed.sum(0) + 300.0)
+    torch.testing.assert_close(model.numeric_logvar.exp()[0, 0], expected)
+    # the feature seen on fewer rows moves further toward 1
+    raw = sq / observed.sum(0)
+    assert (expected[1] - 1).abs() / (raw[1] - 1).abs() < (expected[0] - 1).abs() / (raw[0] - 1).abs()
