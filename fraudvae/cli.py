@@ -33,7 +33,7 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
     det = FraudVAE(label_column=a.label_column, id_column=a.id_column, drop=tuple(a.drop),
                    categorical=tuple(a.categorical), target_fpr=None if a.alert_rate else a.target_fpr,
                    alert_rate=a.alert_rate, seed=a.seed, epochs=a.epochs, batch_size=a.batch_size,
-                   beta=a.beta, device=a.device,
+                   beta=a.beta, point_mass_share=a.point_mass_share, device=a.device,
                    **({} if a.validation_fraction is None else {"validation_fraction": a.validation_fraction}))
     bar = tqdm(desc="training", unit="epoch", disable=a.quiet or rank > 0 or None, leave=False)
 
@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--beta", type=float, default=1.0, help="KL weight (default 1)")
     f.add_argument("--validation-fraction", type=float,
                    help="share of normal rows held out, the last ones in the file (default: the library's, 0.3)")
+    f.add_argument("--point-mass-share", type=_fraction, metavar="SHARE",
+                   help="model a numeric value held by at least this share of rows (say 0.25) as a point mass")
     f.add_argument("--device", default="auto", help="auto, cpu or cuda")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(run=_fit)

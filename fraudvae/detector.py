@@ -56,6 +56,9 @@ class FraudVAE:
     target_fpr, alert_rate : how the threshold is set on validation normals (see `calibrate`).
     seed, device : reproducibility and where to run (``auto`` picks CUDA when available).
     label_column, id_column, drop, categorical : schema options (see `fraudvae.schema`).
+    point_mass_share : when set (say 0.25), a numeric column whose commonest value holds at least
+        this share of training rows gets a point mass (an "at that value" indicator, the Gaussian for
+        the other values); off by default (see bench/RESULTS.md for what it changes).
     top_k : how many contributing columns `score` reports per row.
     """
 
@@ -66,7 +69,7 @@ class FraudVAE:
                  target_fpr: float | None = 0.01, alert_rate: float | None = None, seed: int = 0,
                  device: str = "auto", label_column: str | None = None, id_column: str | None = None,
                  drop: tuple[str, ...] = (), categorical: tuple[str, ...] = (),
-                 min_category_count: int = 5, top_k: int = 3) -> None:
+                 min_category_count: int = 5, point_mass_share: float | None = None, top_k: int = 3) -> None:
         self.hidden = hidden
         self.latent_dim = latent_dim
         self.members = members
@@ -86,6 +89,7 @@ class FraudVAE:
         self.drop = tuple(drop)
         self.categorical = tuple(categorical)
         self.min_category_count = min_category_count
+        self.point_mass_share = point_mass_share
         self.top_k = top_k
 
     # ------------------------------------------------------------------ fitting
@@ -98,6 +102,8 @@ class FraudVAE:
                               "(must be in [0.05, 0.5])")
         if self.validation not in ("tail", "random"):
             raise ConfigError(f"validation={self.validation!r} is not allowed (must be 'tail' or 'random')")
+        if self.point_mass_share is not None and not 0 < self.point_mass_share < 1:
+            raise ConfigError(f"point_mass_share={self.point_mass_share!r} is not allowed (must be in (0, 1))")
         if self.min_category_count < 1 or self.top_k < 0 or not 1 <= self.members <= 64:
             raise ConfigError(f"min_category_count={self.min_category_count}, top_k={self.top_k}, "
                               f"members={self.members}: need min_category_count >= 1, top_k >= 0, 1 <= members <= 64")
@@ -121,7 +127,8 @@ class FraudVAE:
             order = np.random.default_rng(self.seed).permutation(len(normal))
         train_rows, val_rows = normal.iloc[np.sort(order[n_val:])], normal.iloc[np.sort(order[:n_val])]
 
-        pre = Preprocessor.fit(train_rows, schema, PreprocessConfig(min_category_count=self.min_category_count))
+        pre = Preprocessor.fit(train_rows, schema, PreprocessConfig(
+            min_category_count=self.min_category_count, spike_share=self.point_mass_share))
         model_config = ModelConfig.default(pre.n_numeric, len(pre.binary_owners), tuple(pre.cardinalities),
                                            self.hidden, self.latent_dim, self.members)
         torch.manual_seed(self.seed)

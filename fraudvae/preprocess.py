@@ -2,7 +2,11 @@
 
 All state is fitted on training normals only and is plain JSON (`to_dict`/`from_dict`).
 Missing values: numeric and binary gaps are imputed, plus a missing-indicator feature when the
-training data had gaps in that column; categorical gaps are a category of their own. Rare
+training data had gaps in that column; categorical gaps are a category of their own. Optionally
+(``spike_share``), a numeric column with one value holding a large share of the training rows (a
+count that is mostly 0, a fee that is mostly the standard one) gets a point mass: an indicator
+"at that value", and the Gaussian only for the other values (a density cannot describe an atom;
+fitted as one, its variance collapses onto the atom and every other value looks extreme). Rare
 training categories and categories never seen in training share one "other" bucket.
 """
 
@@ -28,6 +32,7 @@ class PreprocessConfig:
     min_category_count: int = 5  # rarer training categories go to "other"
     max_categories: int = 100  # per column, the most frequent ones; the rest go to "other"
     log_skew: float = 2.0  # non-negative columns skewed beyond this are modelled on a log scale
+    spike_share: float | None = None  # a numeric value held by at least this share of rows is a point mass
 
 
 @dataclass(frozen=True)
@@ -70,12 +75,15 @@ class Preprocessor:
             ok = x[np.isfinite(x)]
             if ok.size == 0:  # the schema saw values, but not among the training normals
                 ok = np.zeros(1)
-            log = bool(ok.min() >= 0 and _skew(ok) > config.log_skew)
-            t = np.log1p(ok) if log else ok
+            spike, share = _spike(ok, config.spike_share)
+            rest = ok if spike is None else ok[ok != spike]  # what the Gaussian describes
+            log = bool(ok.min() >= 0 and _skew(rest) > config.log_skew)
+            t = np.log1p(rest) if log else rest
             center = float(np.mean(t))
             scale = float(np.std(t)) or 1.0
             numeric[name] = {"log": log, "center": center, "scale": scale,
-                             "fill": float(np.median(t)), "indicator": bool(np.isnan(x).any()),
+                             "fill": float(np.median(t)),
+                             "indicator": bool(np.isnan(x).any()), "spike": spike, "spike_share": share,
                              # for `inverse` only: the training range and precision
                              "min": float(ok.min()), "max": float(ok.max()), "decimals": _decimals(ok)}
         for name in schema.names("binary"):
@@ -151,9 +159,16 @@ class Preprocessor:
         with np.errstate(invalid="ignore"):
             t = np.where(p["log"], np.log1p(np.maximum(x, 0.0)), x)
         t = np.where(gap, p["fill"], t)
+        at_spike = x == p["spike"]  # NaN (no point mass, or a gap) equals nothing
+        t = np.where(at_spike, p["center"], t)  # the network input: the indicator says where it is
         num = np.clip((t - p["center"]) / p["scale"], -CLIP, CLIP).astype(np.float32)
-        observed = (~(gap & p["indicator"])).astype(np.float32)
+        # an imputed number is not evidence (its missing indicator is), nor is the point mass's
+        # value (its indicator is)
+        observed = (~(gap & p["indicator"]) & ~at_spike).astype(np.float32)
         indicators = list(gap[:, p["indicator"]].T)
+        has_spike = ~np.isnan(p["spike"])
+        # a gap's point-mass indicator is unknown: the training share stands in for it
+        spikes = list(np.where(gap, p["spike_share"], at_spike)[:, has_spike].T)
         bins, bin_indicators = [], []
         for name, s in self.state["binary"].items():
             x = binary[name]
@@ -161,7 +176,7 @@ class Preprocessor:
             bins.append(np.where(gap, s["fill"], x))
             if s["indicator"]:
                 bin_indicators.append(gap)
-        cols = bins + indicators + bin_indicators
+        cols = bins + indicators + bin_indicators + spikes
         flags = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
         cat = np.zeros((n, len(self.state["categorical"])), dtype=np.int64)
         for j, (name, s) in enumerate(self.state["categorical"].items()):
@@ -179,8 +194,8 @@ class Preprocessor:
         """Per-column numeric parameters as vectors (the arithmetic runs on all columns at once)."""
         if "_numeric" not in self.__dict__:
             specs = self.state["numeric"].values()
-            self._numeric = {k: np.array([s[k] for s in specs], dtype=bool if k in ("log", "indicator") else float)
-                             for k in ("log", "center", "scale", "fill", "indicator")}
+            self._numeric = {k: np.array([s.get(k) for s in specs], dtype=bool if k in ("log", "indicator") else float)
+                             for k in ("log", "center", "scale", "fill", "indicator", "spike", "spike_share")}
         return self._numeric
 
     def _index(self, name: str) -> dict[str, int]:
@@ -207,6 +222,8 @@ class Preprocessor:
             decimals = s.get("decimals")
             if decimals is not None:
                 x = np.round(x, decimals)
+            if ("spike", name) in flags:
+                x = np.where(flags[("spike", name)] > 0.5, s["spike"], x)
             gap = flags.get(("missing", name), np.zeros(n)) > 0.5
             col = pd.Series(np.where(gap, np.nan, x))
             out[name] = col.astype("Int64") if decimals == 0 else col
@@ -231,10 +248,12 @@ class Preprocessor:
         return pd.DataFrame({name: out[name] for name in self.schema.names()})
 
     def _flag_names(self) -> list[tuple[str, str]]:
-        """What each Bernoulli feature is, in model order: ("value", column) or ("missing", column)."""
+        """What each Bernoulli feature is, in model order: ("value", column), ("missing", column) or
+        ("spike", column) (a numeric column at its point mass)."""
         names = [("value", n) for n in self.state["binary"]]
         names += [("missing", n) for n, s in self.state["numeric"].items() if s["indicator"]]
         names += [("missing", n) for n, s in self.state["binary"].items() if s["indicator"]]
+        names += [("spike", n) for n, s in self.state["numeric"].items() if s.get("spike") is not None]
         return names
 
     def to_dict(self) -> dict:
@@ -400,6 +419,18 @@ def _decimals(x: np.ndarray, most: int = 6) -> int | None:
         if np.all(np.abs(np.round(x, d) - x) <= 1e-9 * np.maximum(1.0, np.abs(x))):
             return d
     return None
+
+
+def _spike(x: np.ndarray, share: float | None) -> tuple[float | None, float | None]:
+    """The most frequent value and its share, when it holds at least `share` of `x` and other
+    values exist (a column of one or two values is not modelled as a number); else (None, None)."""
+    if share is None:
+        return None, None
+    values, counts = np.unique(x, return_counts=True)
+    i = int(np.argmax(counts))
+    if len(values) < 3 or counts[i] < share * len(x):
+        return None, None
+    return float(values[i]), float(counts[i] / len(x))
 
 
 def _skew(x: np.ndarray) -> float:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from fraudvae import FraudVAE, ModelFileError, NotFittedError, SchemaError, example_transactions
+from fraudvae import ConfigError, FraudVAE, ModelFileError, NotFittedError, SchemaError, example_transactions
 
 
 def test_planted_frauds_are_found(fitted):
@@ -123,3 +123,25 @@ def test_describe_is_json_ready(fitted):
     assert d["threshold"] == fitted.threshold_.value
     assert d["schema"]["id_column"] == "transaction_id"
     assert d["metrics"]["fraud_rows"] > 0 and "history" not in d["metrics"]
+
+
+def test_point_mass_option(tmp_path):
+    def rows(n, seed):
+        rng = np.random.default_rng(seed)
+        z = rng.normal(size=(n, 2))
+        count = np.where(rng.random(n) < 0.9, 0, 1 + rng.poisson(2.0, n)).astype(float)
+        return pd.DataFrame({"chargebacks": count, "a": z[:, 0], "b": 0.8 * z[:, 0] + 0.6 * z[:, 1]})
+
+    train, test = rows(3000, 0), rows(500, 1)
+    assert FraudVAE(seed=0, epochs=5).fit(train).preprocessor_.state["numeric"]["chargebacks"]["spike"] is None
+    det = FraudVAE(seed=0, point_mass_share=0.25).fit(train)
+    assert det.preprocessor_.state["numeric"]["chargebacks"]["spike"] == 0.0
+    out = det.score(test)
+    assert np.isfinite(out["score"]).all() and 0.0 < out["flag"].mean() < 0.05
+    odd = det.score(pd.DataFrame({"chargebacks": [40.0, 0.0], "a": [0.0, 0.0], "b": [0.0, 0.0]}))
+    assert odd["flag"].astype(int).tolist() == [1, 0] and odd["top_features"].iloc[0].startswith("chargebacks")
+    again = FraudVAE.load(det.save(tmp_path / "m"))
+    assert again.point_mass_share == 0.25
+    np.testing.assert_array_equal(again.score(test)["score"], out["score"])
+    with pytest.raises(ConfigError, match="point_mass_share"):
+        FraudVAE(point_mass_share=1.5).fit(train)

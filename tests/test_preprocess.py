@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from fraudvae.errors import SchemaError
-from fraudvae.preprocess import MISSING, OTHER, Preprocessor
+from fraudvae.preprocess import MISSING, OTHER, PreprocessConfig, Preprocessor
 from fraudvae.schema import infer_schema
 
 
@@ -83,3 +83,54 @@ def test_levels_missing_from_training_rows_stay_finite():
     assert np.isfinite(enc.numeric).all() and np.isfinite(enc.binary).all()
     j = list(pre.state["binary"]).index("b")
     assert set(enc.binary[:, j]) == {0.0, 1.0}
+
+
+def _zero_inflated(n: int, seed: int) -> pd.DataFrame:
+    """`chargebacks` is 0 on ~90% of rows, otherwise a small count; `x` a plain number."""
+    rng = np.random.default_rng(seed)
+    count = np.where(rng.random(n) < 0.9, 0, 1 + rng.poisson(2.0, n)).astype(float)
+    return pd.DataFrame({"chargebacks": count, "x": rng.normal(size=n)})
+
+
+def test_a_dominant_value_is_a_point_mass_with_its_own_indicator():
+    df = _zero_inflated(1000, 0)
+    df.loc[:9, "chargebacks"] = np.nan
+    assert _fit(df).state["numeric"]["chargebacks"]["spike"] is None  # an option, off by default
+    pre = Preprocessor.fit(df, infer_schema(df), PreprocessConfig(spike_share=0.25))
+    s = pre.state["numeric"]["chargebacks"]
+    rest = df["chargebacks"][df["chargebacks"] > 0]
+    assert s["spike"] == 0.0 and s["spike_share"] == pytest.approx((df["chargebacks"] == 0).mean() / 0.99)
+    assert s["center"] == pytest.approx(rest.mean()) and s["scale"] == pytest.approx(rest.std(ddof=0))
+    assert pre.state["numeric"]["x"]["spike"] is None  # a continuous column has no atom
+    assert pre._flag_names() == [("missing", "chargebacks"), ("spike", "chargebacks")]
+    enc = pre.transform(df)
+    j = list(pre.state["numeric"]).index("chargebacks")
+    zero, gap = (df["chargebacks"] == 0).to_numpy(), df["chargebacks"].isna().to_numpy()
+    assert (enc.binary[zero, 1] == 1).all() and (enc.binary[~zero & ~gap, 1] == 0).all()
+    assert np.allclose(enc.binary[gap, 1], s["spike_share"])  # unknown: the training share
+    # the Gaussian sees only the other values; the network input at the atom is the centre
+    assert (enc.numeric_observed[zero | gap, j] == 0).all() and (enc.numeric_observed[~zero & ~gap, j] == 1).all()
+    assert (enc.numeric[zero, j] == 0).all()
+    back = pre.inverse(enc.numeric, enc.binary, enc.categorical)
+    assert back["chargebacks"][~gap].astype(float).tolist() == df["chargebacks"][~gap].tolist()
+    assert back["chargebacks"][gap].isna().all()
+
+
+def test_no_point_mass_below_the_share():
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"x": rng.normal(size=500), "y": rng.integers(0, 5, 500) * 10.0})  # 5 values, ~20% each
+    assert Preprocessor.fit(df, infer_schema(df), PreprocessConfig(spike_share=0.25)).state[
+        "numeric"]["y"]["spike"] is None
+    share = (df["y"] == df["y"].mode()[0]).mean()
+    pre = Preprocessor.fit(df, infer_schema(df), PreprocessConfig(spike_share=0.15))
+    assert pre.state["numeric"]["y"]["spike"] == df["y"].mode()[0]
+    assert pre.state["numeric"]["y"]["spike_share"] == pytest.approx(share)
+
+
+def test_models_saved_without_point_masses_still_load():
+    df = _zero_inflated(300, 1)
+    pre = Preprocessor.fit(df, infer_schema(df), PreprocessConfig(spike_share=0.25))
+    old = {k: {c: {f: v for f, v in s.items() if f not in ("spike", "spike_share")} for c, s in cols.items()}
+           if k == "numeric" else cols for k, cols in pre.to_dict().items()}
+    enc = Preprocessor.from_dict(pre.schema, old).transform(df)
+    assert enc.binary.shape == (300, 0) and enc.numeric_observed.all()
