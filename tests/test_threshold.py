@@ -30,3 +30,22 @@ def test_round_trip():
 def test_bad_targets(kw):
     with pytest.raises(ConfigError):
         calibrate(np.arange(10.0), **kw)
+
+
+def test_threshold_is_the_conformal_order_statistic():
+    v = np.random.default_rng(2).permutation(np.arange(1.0, 250.0))  # 249 validation scores 1..249
+    t = calibrate(v, target_fpr=0.01)
+    assert t.value == 248.0  # ceil(250 * 0.99) = 248th smallest: one validation score above it
+    # a row is flagged exactly when its conformal p-value is at most the target
+    probe = np.arange(0.5, 260.0, 1.0)
+    np.testing.assert_array_equal(probe > t.value, t.p_values(probe) <= 0.01)
+    assert calibrate(np.arange(1.0, 50.0), target_fpr=0.01).value == 49.0  # too few rows: the maximum
+
+
+def test_conformal_threshold_holds_its_rate_on_small_validation_sets():
+    """Over many small validation sets, fresh normal rows are flagged at most at the target rate
+    on average (the empirical quantile flags more)."""
+    rng = np.random.default_rng(3)
+    rates = [(rng.standard_t(3, 20_000) > calibrate(rng.standard_t(3, 150), target_fpr=0.02).value).mean()
+             for _ in range(300)]
+    assert np.mean(rates) <= 0.02
