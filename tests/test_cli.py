@@ -134,3 +134,19 @@ def test_parquet_and_alert_rate(csvs, tmp_path, capsys):
     assert main(["score", str(tmp_path / "new.parquet"), "--model", str(tmp_path / "m"), "--output",
                  str(tmp_path / "o.csv"), "--chunk-rows", "128", "--quiet"]) == 0
     assert len(pd.read_csv(tmp_path / "o.csv")) == 400
+
+
+def test_point_mass_flag(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    pd.DataFrame({"refunds": np.where(rng.random(800) < 0.8, 0.0, rng.uniform(1, 50, 800).round(2)),
+                  "amount": rng.lognormal(3, 1, 800).round(2)}).to_csv(tmp_path / "t.csv", index=False)
+    assert main(["fit", str(tmp_path / "t.csv"), "--model", str(tmp_path / "m"), "--epochs", "2", "--quiet",
+                 "--point-mass-share", "0.5"]) == 0
+    from fraudvae import FraudVAE
+
+    det = FraudVAE.load(tmp_path / "m")
+    assert det.point_mass_share == 0.5 and det.preprocessor_.state["numeric"]["refunds"]["spike"] == 0.0
+    with pytest.raises(SystemExit) as e:  # argparse: out of range
+        main(["fit", str(tmp_path / "t.csv"), "--model", str(tmp_path / "m2"), "--point-mass-share", "1.5"])
+    assert e.value.code == 2 and not (tmp_path / "m2").exists()
+    capsys.readouterr()
