@@ -125,18 +125,19 @@ def negative_elbo(model: VAE, tensors: Tensors, batch: int = 8192) -> torch.Tens
 
 
 @torch.no_grad()
-def fit_decoder_variance(model: VAE, tensors: Tensors, prior_rows: float = 0.0) -> None:
+def fit_decoder_variance(model: VAE, tensors: Tensors, *, prior_rows: float) -> None:
     """Re-estimate each numeric feature's decoder variance on held-out rows.
 
     Trained by gradient descent, the variances shrink to the training residuals, which are too
     small for rows the model has not memorised: scores then blow up on unseen normal rows and a
     few over-confident features dominate. The variance of held-out residuals (at the posterior
     mean, as scoring uses) is the honest one, and it is shrunk toward the feature's marginal
-    variance (1 in scaled units: "the model explains nothing"), weighted as `prior_rows` rows:
-    (sum of squared residuals + prior_rows) / (observed rows + prior_rows), the shrinkage a
-    conjugate prior on the variance gives. With few held-out values (small data, a feature mostly at its point mass)
-    a variance stays near the marginal's, so no feature is trusted to be predicted tighter than a
-    handful of rows can show; with many rows the residuals decide."""
+    variance (1 in scaled units: "the model explains nothing"), weighted as `prior_rows` rows
+    (`TrainConfig.variance_prior_rows`): (sum of squared residuals + prior_rows) / (observed rows +
+    prior_rows), the shrinkage a conjugate prior on the variance gives. With few held-out values
+    (small data, a feature mostly at its point mass) a variance stays near the marginal's, so no
+    feature is trusted to be predicted tighter than a handful of rows can show; with many rows the
+    residuals decide."""
     c = model.config
     if not c.n_numeric:
         return
@@ -220,7 +221,7 @@ def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfi
         history["stop"] = f"reached max epochs ({epochs})"
     model.load_state_dict(best_state)
     model.eval()
-    fit_decoder_variance(model, va_all, config.variance_prior_rows)
+    fit_decoder_variance(model, va_all, prior_rows=config.variance_prior_rows)
     broadcast_state(model)
     history.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=len(history["val_loss"]))
     return history
