@@ -80,6 +80,6 @@ def calibrate(validation_scores: np.ndarray, target_fpr: float | None = None,
     if len(v) == 0 or not np.isfinite(v).all():
         raise DataError("calibration needs at least one finite validation score")
     # the small tolerance keeps (n + 1)(1 - target) from rounding up past an exact integer
-    rank = min(len(v), math.ceil((len(v) + 1) * (1.0 - target) - 1e-9))
+    rank = min(len(v), max(1, math.ceil((len(v) + 1) * (1.0 - target) - 1e-9)))
     value = float(v[rank - 1])
     return Threshold(value, method, float(target), tuple(float(x) for x in v))

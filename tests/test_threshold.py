@@ -49,3 +49,8 @@ def test_conformal_threshold_holds_its_rate_on_small_validation_sets():
     rates = [(rng.standard_t(3, 20_000) > calibrate(rng.standard_t(3, 150), target_fpr=0.02).value).mean()
              for _ in range(300)]
     assert np.mean(rates) <= 0.02
+
+
+def test_a_target_near_one_cuts_at_the_lowest_score():
+    # (n + 1)(1 - target) below the rounding tolerance must not wrap round to the highest score
+    assert calibrate(np.arange(1.0, 11.0), alert_rate=1 - 1e-12).value == 1.0
