@@ -5,14 +5,24 @@ Scores are negative ELBOs in nats: higher = more suspicious.
 
 __version__ = "0.1.0"
 
-from fraudvae.detector import FraudVAE, Scores
-from fraudvae.errors import ConfigError, DataError, FraudVAEError, ModelFileError, NotFittedError, SchemaError
-from fraudvae.example import example_transactions
-from fraudvae.io import iter_table, read_table
-from fraudvae.preprocess import Encoded
-from fraudvae.schema import to_binary_label
-from fraudvae.threshold import Threshold, calibrate
+# the public names are imported on first use: `fraudvae --help` must not wait for torch
+_EXPORTS = {
+    "FraudVAE": "fraudvae.detector", "Scores": "fraudvae.detector", "Encoded": "fraudvae.preprocess",
+    "FraudVAEError": "fraudvae.errors", "ConfigError": "fraudvae.errors", "DataError": "fraudvae.errors",
+    "SchemaError": "fraudvae.errors", "ModelFileError": "fraudvae.errors", "NotFittedError": "fraudvae.errors",
+    "Threshold": "fraudvae.threshold", "calibrate": "fraudvae.threshold", "example_transactions": "fraudvae.example",
+    "read_table": "fraudvae.io", "iter_table": "fraudvae.io", "to_binary_label": "fraudvae.schema",
+}
+__all__ = [*_EXPORTS, "__version__"]
 
-__all__ = ["FraudVAE", "Scores", "Encoded", "FraudVAEError", "ConfigError", "DataError", "SchemaError",
-           "ModelFileError", "NotFittedError", "Threshold", "calibrate", "example_transactions", "read_table",
-           "iter_table", "to_binary_label", "__version__"]
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS:
+        from importlib import import_module
+
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'fraudvae' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

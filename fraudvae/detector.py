@@ -6,6 +6,7 @@ log-likelihood plus KL divergence, evaluated at the posterior mean), and higher 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -56,6 +57,10 @@ class FraudVAE:
     target_fpr, alert_rate : how the threshold is set on validation normals (see `calibrate`).
     seed, device : reproducibility and where to run (``auto`` picks CUDA when available).
     label_column, id_column, drop, categorical : schema options (see `fraudvae.schema`).
+    time_columns : columns to read as date-times (others are recognised by their values, or as epoch
+        seconds by a time-like name); the model sees each one's hour of day and day of week.
+    label_check : refuse a 0/1 column named like a fraud label when no ``label_column`` is given
+        (training on the frauds with the label as an input is never what was meant).
     point_mass_share : when set (say 0.25), a numeric column whose commonest value holds at least
         this share of training rows gets a point mass (an "at that value" indicator, the Gaussian for
         the other values); off by default (see bench/RESULTS.md for what it changes).
@@ -69,7 +74,7 @@ class FraudVAE:
                  target_fpr: float | None = 0.01, alert_rate: float | None = None, seed: int = 0,
                  device: str = "auto", label_column: str | None = None, id_column: str | None = None,
                  drop: tuple[str, ...] = (), categorical: tuple[str, ...] = (),
-                 min_category_count: int = 5, point_mass_share: float | None = None, top_k: int = 3) -> None:
+                 time_columns: tuple[str, ...] = (), label_check: bool = True, min_category_count: int = 5, point_mass_share: float | None = None, top_k: int = 3) -> None:
         self.hidden = hidden
         self.latent_dim = latent_dim
         self.members = members
@@ -88,6 +93,8 @@ class FraudVAE:
         self.id_column = id_column
         self.drop = tuple(drop)
         self.categorical = tuple(categorical)
+        self.time_columns = tuple(time_columns)
+        self.label_check = label_check
         self.min_category_count = min_category_count
         self.point_mass_share = point_mass_share
         self.top_k = top_k
@@ -113,11 +120,13 @@ class FraudVAE:
         device = resolve_device(self.device)
         if len(df) == 0:
             raise DataError("the data has no rows")
-        schema = infer_schema(df, self.label_column, self.id_column, self.drop, self.categorical)
+        schema = infer_schema(df, self.label_column, self.id_column, self.drop, self.categorical, self.time_columns,
+                              self.label_check)
         labels = (to_binary_label(df[self.label_column], self.label_column) if self.label_column
                   else np.zeros(len(df), dtype=np.int64))
-        normal = df[labels == 0].reset_index(drop=True)
-        frauds = df[labels == 1].reset_index(drop=True)
+        # the index is kept: errors name a row by it (a file's line number, see `fraudvae.io`)
+        normal = df[labels == 0]
+        frauds = df[labels == 1]
         if len(normal) < MIN_NORMAL_ROWS:
             raise DataError(f"training needs at least {MIN_NORMAL_ROWS} normal rows, got {len(normal)}")
         n_val = max(2, int(round(self.validation_fraction * len(normal))))
@@ -211,18 +220,23 @@ class FraudVAE:
         terms, kl = self._terms(encoded)
         scores = terms.sum(1) + kl
         names = np.array(self._columns(), dtype=object)
-        excess = self._by_column(terms) - self.baseline_
+        # a column whose value is missing (and says nothing) is never among the reasons
+        excess = np.where(self._unobserved(encoded), -np.inf, self._by_column(terms) - self.baseline_)
         top = names[np.argsort(-excess, axis=1, kind="stable")[:, : self.top_k]]
         return Scores(scores, scores > self.threshold_.value, self.threshold_.p_values(scores), top)
 
     def explain(self, df: pd.DataFrame) -> pd.DataFrame:
         """Per-column contributions (nats) to each row's score, plus the ``latent`` KL term.
 
-        Columns sum to the score. Compare with `baseline_` (the validation median) to see what
-        is unusual."""
+        Columns sum to the score (``DataFrame.sum`` skips NaN). NaN marks a value that is missing
+        and contributes nothing (training had no gaps in its column, so a gap says nothing); a
+        column whose gaps the model learned shows what the gap itself costs. Compare with
+        `baseline_` (the validation median) to see what is unusual."""
         self._check_fitted()
-        terms, kl = self._terms(self._encode(df))
-        out = pd.DataFrame(self._by_column(terms), columns=self._columns(), index=df.index)
+        enc = self._encode(df)
+        terms, kl = self._terms(enc)
+        by_column = np.where(self._unobserved(enc), np.nan, self._by_column(terms))
+        out = pd.DataFrame(by_column, columns=self._columns(), index=df.index)
         out["latent"] = kl
         return out
 
@@ -291,27 +305,50 @@ class FraudVAE:
     def _columns(self) -> list[str]:
         return self.schema_.names()
 
-    def _by_column(self, terms: np.ndarray) -> np.ndarray:
-        """(n, n_terms) -> (n, n_columns): a column's terms summed (value and missing indicator)."""
+    def _assignment(self) -> np.ndarray:
+        """(n_terms, n_columns) 0/1: which column each likelihood term belongs to."""
+        cached = self.__dict__.get("assignment_")
+        if cached is not None and cached[0] is self.preprocessor_:
+            return cached[1]
         cols = self._columns()
         pos = {c: i for i, c in enumerate(cols)}
-        assign = np.zeros((terms.shape[1], len(cols)))
-        for j, owner in enumerate(self.preprocessor_.feature_owners()):
+        owners = self.preprocessor_.feature_owners()
+        assign = np.zeros((len(owners), len(cols)))
+        for j, owner in enumerate(owners):
             assign[j, pos[owner]] = 1.0
-        return terms @ assign
+        self.assignment_ = (self.preprocessor_, assign)
+        return assign
+
+    def _by_column(self, terms: np.ndarray) -> np.ndarray:
+        """(n, n_terms) -> (n, n_columns): a column's terms summed (value and missing indicator)."""
+        return terms @ self._assignment()
+
+    def _unobserved(self, enc: Encoded) -> np.ndarray:
+        """(n, n_columns) bool: every term of the column masked (a gap that says nothing)."""
+        return (enc.observed.astype(np.float64) @ self._assignment()) == 0
+
+    def _scoring_model(self) -> VAE:
+        """The network in float64, for scoring: float32 sums come out differently with the batch's
+        size (the kernels block and vectorise by shape), which moves a row's score in its 7th digit
+        with the rows scored beside it; in float64 those differences sit far below 1e-9 relative, so
+        a row scores the same alone, in a file, in a chunk or in a server's batch."""
+        cached = self.__dict__.get("scoring_model_")
+        if cached is None or cached[0] is not self.model_:
+            scoring = copy.deepcopy(self.model_).double().eval()
+            self.scoring_model_ = cached = (self.model_, scoring)
+        return cached[1]
 
     @torch.inference_mode()
     def _terms(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature NLL (n, n_terms) and KL (n,) at the posterior mean, averaged over ensemble
-        members, float64."""
-        if self.model_.training:  # eval() walks every submodule: not on each small batch
-            self.model_.eval()
+        members, float64 (computed in float64: batch-independent)."""
+        model = self._scoring_model()
         terms, kls = [], []
         for i in range(0, len(enc), SCORE_BATCH):
-            part = to_tensors(enc.take(slice(i, i + SCORE_BATCH)), self.device_)
-            nll, kl = self.model_(*part, sample=False)  # (members, n, n_terms), (members, n)
-            terms.append(nll.double().mean(0).cpu().numpy())
-            kls.append(kl.double().mean(0).cpu().numpy())
+            numeric, observed, binary, categorical = to_tensors(enc.take(slice(i, i + SCORE_BATCH)), self.device_)
+            nll, kl = model(numeric.double(), observed, binary.double(), categorical, sample=False)
+            terms.append(nll.mean(0).cpu().numpy())  # (members, n, n_terms) -> (n, n_terms)
+            kls.append(kl.mean(0).cpu().numpy())
         if not terms:
             return np.zeros((0, self.model_config_.n_terms)), np.zeros(0)
         return np.concatenate(terms), np.concatenate(kls)

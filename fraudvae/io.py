@@ -1,13 +1,21 @@
-"""Files: reading tables (CSV, or Parquet by extension) with errors a user can act on, and
-writing directories atomically."""
+"""Files: reading tables (CSV in any common delimiter, or Parquet by extension) with errors a user
+can act on, and writing files and directories atomically with the usual permissions.
+
+A frame read from a CSV file is indexed by the file's line numbers (the header is line 1, the
+first row line 2, as an editor shows them; the index is named "line"), so every error about a
+value names the line to look at. Parquet rows are numbered from 0 (index named "row").
+"""
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +23,22 @@ import pandas as pd
 from fraudvae.errors import DataError
 
 CHUNK_ROWS = 50_000
+DELIMITERS = (",", ";", "\t", "|")
+SNIFF_BYTES = 1 << 16
+NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """How a CSV file is written: its delimiter (given or detected) and text encoding."""
+
+    sep: str = ","
+    encoding: str = "utf-8-sig"  # UTF-8, with or without a byte-order mark
+    detected: bool = False
+
+    def describe(self) -> str:
+        how = "detected" if self.detected else "given"
+        return f"delimiter {self.sep!r} ({NAMES.get(self.sep, 'custom')}, {how}), encoding {self.encoding}"
 
 
 def _check_file(path: Path) -> None:
@@ -26,68 +50,217 @@ def _check_file(path: Path) -> None:
         raise DataError(f"file is empty: {str(path)!r}")
 
 
-def _is_parquet(path: Path) -> bool:
-    return path.suffix.lower() in (".parquet", ".pq")
+def is_parquet(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in (".parquet", ".pq")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """The whole file as a frame. Raises `DataError` for a missing, empty or unreadable file."""
+def _not_utf8(path: Path, e: UnicodeDecodeError, encoding: str) -> DataError:
+    return DataError(f"cannot read {str(path)!r} as {encoding}: byte 0x{e.object[e.start]:02x} at offset {e.start} "
+                     f"is not valid text in it. A Latin-1 or Windows-1252 export (common from Excel) reads with "
+                     f"--encoding cp1252; otherwise pass the file's encoding with --encoding")
+
+
+def csv_format(path: str | Path, sep: str | None = None, encoding: str | None = None) -> CsvFormat:
+    """The file's delimiter (`sep`, else detected among , ; tab | from its first lines: the one that
+    splits every line into the same number of fields, more than one) and encoding (default UTF-8)."""
+    path = Path(path)
+    encoding = encoding or "utf-8-sig"
+    if sep is not None:
+        sep = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(sep, sep)
+        if len(sep) != 1:
+            raise DataError(f"--sep {sep!r}: the delimiter must be one character (or \\t / tab)")
+        return CsvFormat(sep, encoding, detected=False)
+    _check_file(path)
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    try:
+        text = head.decode(encoding)
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # not merely a character cut in two at the end of the sample
+            raise _not_utf8(path, e, encoding) from None
+        text = head[: e.start].decode(encoding)
+    except LookupError:
+        raise DataError(f"--encoding {encoding!r} is not an encoding Python knows (try utf-8 or cp1252)") from None
+    lines = text.splitlines()
+    if len(head) == SNIFF_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last line of the sample may be cut short
+    lines = lines[:50]
+    best, most = ",", 1
+    for cand in DELIMITERS:
+        try:
+            counts = {len(row) for row in csv.reader(lines, delimiter=cand) if row}
+        except csv.Error:
+            continue
+        if len(counts) == 1 and (n := counts.pop()) > most:
+            best, most = cand, n
+    return CsvFormat(best, encoding, detected=True)
+
+
+def _nested(path: Path, columns: Collection[str] | None) -> tuple[list[str], list[str]]:
+    """(columns to read, nested columns left out) of a Parquet file; a nested column that is read is
+    refused, naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    read, skipped = [], []
+    for field in schema:
+        if columns is not None and field.name not in columns:
+            if pa.types.is_nested(field.type):
+                skipped.append(field.name)
+            continue
+        if pa.types.is_nested(field.type):
+            kind = "list" if pa.types.is_list(field.type) or pa.types.is_large_list(field.type) else \
+                "struct" if pa.types.is_struct(field.type) else "nested"
+            raise DataError(f"column {field.name!r} of {str(path)!r} holds {kind} values ({field.type}): fraudvae "
+                            f"reads flat columns (numbers, text, booleans, date-times). Flatten it into columns of "
+                            f"its own, or leave it out with --drop {field.name}", column=field.name)
+        read.append(field.name)
+    return read, skipped
+
+
+def read_table(path: str | Path, fmt: CsvFormat | None = None, skip: Collection[str] = ()) -> pd.DataFrame:
+    """The whole file as a frame (see the module docstring for its index). Parquet columns named in
+    `skip` are not read. Raises `DataError` for a missing, empty or unreadable file."""
     path = Path(path)
     _check_file(path)
     try:
-        df = pd.read_parquet(path) if _is_parquet(path) else pd.read_csv(path, encoding="utf-8-sig")
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        if is_parquet(path):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            fields = pq.read_schema(path)
+            read, skipped = _nested(path, [f.name for f in fields if f.name not in skip or not pa.types.is_nested(f.type)])
+            df = pd.read_parquet(path, columns=read)
+            df.index = pd.RangeIndex(len(df), name="row")
+            df.attrs["skipped"] = skipped  # nested columns left out on request (never read, so never "dropped")
+        else:
+            fmt = fmt or csv_format(path)
+            df = pd.read_csv(path, sep=fmt.sep, encoding=fmt.encoding)
+            df.index = pd.RangeIndex(2, 2 + len(df), name="line")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e, (fmt or CsvFormat()).encoding) from None
+    except (ValueError, OSError, pd.errors.ParserError) as e:
+        if isinstance(e, DataError):
+            raise
         raise DataError(f"cannot read {str(path)!r}: {str(e).splitlines()[0]}") from None
     if df.shape[1] == 0 or len(df) == 0:
         raise DataError(f"file has no data rows: {str(path)!r}")
     return df
 
 
-def iter_table(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+def iter_table(path: str | Path, chunk_rows: int = CHUNK_ROWS, fmt: CsvFormat | None = None,
+               columns: Collection[str] | None = None) -> Iterator[pd.DataFrame]:
     """The file in chunks of at most `chunk_rows` rows; each chunk's index continues the previous
-    one's, so row numbers in error messages count from the start of the file (0 = first data row)."""
+    one's (line numbers for CSV). For Parquet, only `columns` are read when given (a nested column
+    the caller does not need is no error)."""
     path = Path(path)
     _check_file(path)
     try:
-        if _is_parquet(path):
+        if is_parquet(path):
             import pyarrow.parquet as pq
 
+            read, _ = _nested(path, columns)
             start = 0
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=read):
                 df = batch.to_pandas()
-                df.index = pd.RangeIndex(start, start + len(df))
+                df.index = pd.RangeIndex(start, start + len(df), name="row")
                 start += len(df)
                 yield df
             return
-        reader = pd.read_csv(path, encoding="utf-8-sig", chunksize=chunk_rows)
-        first = True
+        fmt = fmt or csv_format(path)
+        reader = pd.read_csv(path, sep=fmt.sep, encoding=fmt.encoding, chunksize=chunk_rows)
+        first, start = True, 2
         for df in reader:
             if first and df.shape[1] == 0:
                 raise DataError(f"file has no columns: {str(path)!r}")
             first = False
+            df.index = pd.RangeIndex(start, start + len(df), name="line")
+            start += len(df)
             yield df
         if first:
             raise DataError(f"file has no data rows: {str(path)!r}")
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e, (fmt or CsvFormat()).encoding) from None
+    except (ValueError, OSError, pd.errors.ParserError) as e:
         if isinstance(e, DataError):
             raise
         raise DataError(f"cannot read {str(path)!r}: {str(e).splitlines()[0]}") from None
+
+
+# ------------------------------------------------------------------------------------- writing
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _temp_prefix(path: Path) -> str:
+    # the writer's pid is in the name, so a later run can tell a dead writer's leftover from a live one
+    return f".{path.name}.tmp{os.getpid()}."
+
+
+def clean_leftovers(path: Path) -> None:
+    """Remove temporary siblings of `path` that a killed writer left (SIGKILL runs no cleanup); a
+    live process's are left alone."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp(\d+)\.")
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return
+    for p in siblings:
+        m = pattern.match(p.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # its writer is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def check_writable(path: str | Path, given: str | None = None) -> Path:
+    """Refuse, before any work, an output path that cannot be a file: a directory, a parent that is
+    a file or not writable. Names the path as the user gave it. Returns the resolved path."""
+    shown = given if given is not None else str(path)
+    p = Path(path).resolve()
+    if p.is_dir():
+        raise DataError(f"--output {shown!r} is a directory: give a file name, such as {str(Path(shown) / 'scores.csv')!r}")
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"--output {shown!r} cannot be written: {str(parent)!r} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"--output {shown!r} cannot be written: no permission to write in {str(parent)!r}")
+    return p
 
 
 @contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """A fresh temporary sibling of `path` to fill. When the block ends normally it takes `path`'s
     place (an existing directory there is swapped out, then removed); when it raises, it is removed
-    and `path` is untouched. A crash never leaves a half-written directory at `path`."""
+    and `path` is untouched. A crash never leaves a half-written directory at `path`. Files get the
+    usual permissions (0644 under umask 022), whatever the library that wrote them chose."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    clean_leftovers(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o755)
+        mask = _umask()
+        for p in tmp.rglob("*"):
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+        os.chmod(tmp, 0o777 & ~mask)
         old = None
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path) + "old.", dir=path.parent))
             os.rename(path, old / "d")
         os.rename(tmp, path)
         if old is not None:
@@ -99,16 +272,17 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
-    """A temporary sibling of `path` to write; it becomes `path` when the block ends normally and is
-    removed when it raises, so readers never see a half-written file."""
+    """A temporary sibling of `path` to write; it becomes `path` (mode 0666 less the umask) when the
+    block ends normally and is removed when it raises, so readers never see a half-written file."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    clean_leftovers(path)
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

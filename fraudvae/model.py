@@ -97,7 +97,8 @@ class VAE(nn.Module):
         """(n, n_input) network input: numbers, flags, then one-hot categories."""
         parts = [numeric, binary]
         if self.config.cardinalities:
-            onehot = torch.zeros(len(categorical), sum(self.config.cardinalities), device=categorical.device)
+            onehot = torch.zeros(len(categorical), sum(self.config.cardinalities), device=categorical.device,
+                                 dtype=numeric.dtype)
             onehot.scatter_(1, categorical + self.cat_offsets, 1.0)
             parts.append(onehot)
         return torch.cat(parts, dim=1) if self.config.n_input > self.config.n_numeric else numeric
@@ -138,20 +139,21 @@ class VAE(nn.Module):
         categorical = torch.stack(cats, 1) if cats else torch.zeros(n, 0, dtype=torch.long, device=dev)
         return numeric, binary, categorical
 
-    def forward(self, numeric: torch.Tensor, numeric_observed: torch.Tensor | None, binary: torch.Tensor,
+    def forward(self, numeric: torch.Tensor, observed: torch.Tensor | None, binary: torch.Tensor,
                 categorical: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member, per-feature negative log-likelihood (k, n, n_terms) and KL (k, n), in nats.
 
         With ``sample`` the latent is drawn by reparameterisation (training); without, the
-        posterior mean is decoded, so the result is deterministic (scoring). ``numeric_observed``
-        (n, n_numeric) masks imputed numbers out; None when nothing was imputed."""
+        posterior mean is decoded, so the result is deterministic (scoring). ``observed``
+        (n, n_terms) masks the terms of imputed values out (a gap is not evidence); None when no
+        value was imputed."""
         mu, logvar = self.encode(self.encode_input(numeric, binary, categorical))
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         out = self.decode(z)
-        return reconstruction_nll(self, out, numeric, numeric_observed, binary, categorical), kl_divergence(mu, logvar)
+        return reconstruction_nll(self, out, numeric, observed, binary, categorical), kl_divergence(mu, logvar)
 
 
-def reconstruction_nll(model: VAE, out: torch.Tensor, numeric: torch.Tensor, numeric_observed: torch.Tensor | None,
+def reconstruction_nll(model: VAE, out: torch.Tensor, numeric: torch.Tensor, observed: torch.Tensor | None,
                        binary: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
     """(k, n, n_terms) negative log-likelihood of each feature under the decoder output ``out``."""
     c = model.config
@@ -159,9 +161,7 @@ def reconstruction_nll(model: VAE, out: torch.Tensor, numeric: torch.Tensor, num
     if c.n_numeric:
         mean = out[..., : c.n_numeric]
         logvar = model.numeric_logvar.clamp(DEC_LOGVAR_MIN, DEC_LOGVAR_MAX)
-        nll = 0.5 * (LOG_2PI + logvar + (numeric - mean) ** 2 * torch.exp(-logvar))
-        # an imputed number is not evidence (its missing indicator is)
-        terms.append(nll if numeric_observed is None else nll * numeric_observed)
+        terms.append(0.5 * (LOG_2PI + logvar + (numeric - mean) ** 2 * torch.exp(-logvar)))
     if c.n_binary:
         logits = out[..., c.n_numeric: c.n_numeric + c.n_binary]
         terms.append(F.binary_cross_entropy_with_logits(logits, binary.expand_as(logits), reduction="none"))
@@ -171,7 +171,10 @@ def reconstruction_nll(model: VAE, out: torch.Tensor, numeric: torch.Tensor, num
         target = categorical[:, j].expand(logits.shape[:-1])
         terms.append(F.cross_entropy(logits.transpose(1, 2), target, reduction="none").unsqueeze(-1))
         start += k
-    return torch.cat(terms, dim=-1) if len(terms) > 1 else terms[0]
+    nll = torch.cat(terms, dim=-1) if len(terms) > 1 else terms[0]
+    # an imputed value is not evidence (a missing indicator is); where() rather than a product, so a
+    # masked term is exactly 0 whatever the network made of the imputed input
+    return nll if observed is None else torch.where(observed > 0, nll, torch.zeros((), dtype=nll.dtype))
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,13 @@
 """Turn a frame into model inputs: scaled numbers, 0/1 flags and category indices.
 
 All state is fitted on training normals only and is plain JSON (`to_dict`/`from_dict`).
-Missing values: numeric and binary gaps are imputed, plus a missing-indicator feature when the
-training data had gaps in that column; categorical gaps are a category of their own. Optionally
+Missing values: numeric and binary gaps are imputed (for the network's input), plus a
+missing-indicator feature when the training data had gaps in that column; categorical gaps are a
+category of their own when training had them. A gap is never evidence about its value: its
+likelihood term is masked out of the score (`Encoded.observed`), and only an indicator or a
+"missing" category learned in training can make a gap itself count. Time columns become two
+categorical features, hour of day and day of week. Numbers on a log scale use a signed log, so a
+value below the training range (a refund in an amount column) scores by how far below it is. Optionally
 (``spike_share``), a numeric column with one value holding a large share of the training rows (a
 count that is mostly 0, a fee that is mostly the standard one) gets a point mass: an indicator
 "at that value", and the Gaussian only for the other values (a density cannot describe an atom;
@@ -20,8 +25,9 @@ from itertools import repeat
 import numpy as np
 import pandas as pd
 
-from fraudvae.errors import SchemaError
-from fraudvae.schema import FALSE_STRINGS, TRUE_STRINGS, Schema, show
+from fraudvae.errors import DataError, SchemaError
+from fraudvae.schema import FALSE_STRINGS, TRUE_STRINGS, Schema, first_bad, show, where
+from fraudvae.values import MISSING_MARKERS, clock_features, decimal_mark, guess_time_format, parse_numbers, parse_times
 
 OTHER, MISSING = 0, 1  # reserved category indices; the training vocabulary starts at 2
 CLIP = 1e3  # scaled numbers are clipped here so that any finite input gives a finite score
@@ -37,18 +43,25 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class Encoded:
-    """Model inputs for n rows. ``binary`` holds binary columns, then missing indicators."""
+    """Model inputs for n rows. ``binary`` holds binary columns, then missing indicators (and
+    point-mass indicators); ``categorical`` holds categorical columns, then each time column's hour
+    of day and day of week."""
 
     numeric: np.ndarray  # (n, n_numeric) float32, scaled
-    numeric_observed: np.ndarray  # (n, n_numeric) float32, 0 where a value was imputed
+    observed: np.ndarray  # (n, n_terms) float32: 0 where a term's value was imputed (not evidence)
     binary: np.ndarray  # (n, n_binary) float32 in [0, 1]
     categorical: np.ndarray  # (n, n_categorical) int64 indices
 
     def __len__(self) -> int:
         return len(self.numeric)
 
+    @property
+    def numeric_observed(self) -> np.ndarray:
+        """(n, n_numeric): the numeric terms of `observed`."""
+        return self.observed[:, : self.numeric.shape[1]]
+
     def take(self, idx: np.ndarray | slice) -> Encoded:
-        return Encoded(self.numeric[idx], self.numeric_observed[idx], self.binary[idx], self.categorical[idx])
+        return Encoded(self.numeric[idx], self.observed[idx], self.binary[idx], self.categorical[idx])
 
     @staticmethod
     def concat(parts: Sequence[Encoded]) -> Encoded:
@@ -56,7 +69,7 @@ class Encoded:
         if len(parts) == 1:
             return parts[0]
         return Encoded(*(np.concatenate([getattr(p, f) for p in parts])
-                         for f in ("numeric", "numeric_observed", "binary", "categorical")))
+                         for f in ("numeric", "observed", "binary", "categorical")))
 
 
 class Preprocessor:
@@ -69,43 +82,58 @@ class Preprocessor:
     # ---- fitting
     @classmethod
     def fit(cls, df: pd.DataFrame, schema: Schema, config: PreprocessConfig = PreprocessConfig()) -> Preprocessor:
-        numeric, binary, categorical = {}, {}, {}
+        numeric, binary, categorical, times = {}, {}, {}, {}
         for name in schema.names("numeric"):
-            x = _numeric(df[name], name)
+            decimal = decimal_mark(df[name])
+            x = _numeric(df[name], name, decimal)
             ok = x[np.isfinite(x)]
             if ok.size == 0:  # the schema saw values, but not among the training normals
                 ok = np.zeros(1)
             spike, share = _spike(ok, config.spike_share)
             rest = ok if spike is None else ok[ok != spike]  # what the Gaussian describes
-            log = bool(ok.min() >= 0 and _skew(rest) > config.log_skew)
-            t = np.log1p(rest) if log else rest
-            center = float(np.mean(t))
-            scale = float(np.std(t)) or 1.0
-            numeric[name] = {"log": log, "center": center, "scale": scale,
-                             "fill": float(np.median(t)),
-                             "indicator": bool(np.isnan(x).any()), "spike": spike, "spike_share": share,
-                             # for `inverse` only: the training range and precision
-                             "min": float(ok.min()), "max": float(ok.max()), "decimals": _decimals(ok)}
+            with np.errstate(over="ignore", invalid="ignore"):
+                log = bool(ok.min() >= 0 and _skew(rest) > config.log_skew)
+                t = np.log1p(rest) if log else rest
+                spec = {"log": log, "center": float(np.mean(t)), "scale": float(np.std(t)) or 1.0,
+                        "fill": float(np.median(t)), "indicator": bool(np.isnan(x).any()), "spike": spike,
+                        "spike_share": share, "decimal": decimal,
+                        # for `inverse` only: the training range and precision
+                        "min": float(ok.min()), "max": float(ok.max()), "decimals": _decimals(ok)}
+            _check_scalable(df[name], name, x, spec)
+            numeric[name] = spec
         for name in schema.names("binary"):
             s = df[name]
             spec = {"low": None, "high": None}
-            if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-                vals = np.unique(s.dropna().to_numpy(dtype=float))
-                spec = {"low": float(vals[0]), "high": float(vals[-1])}
+            if _is_number_column(s):
+                decimal = decimal_mark(s)
+                vals = np.unique(_numeric(s, name, decimal))
+                vals = vals[~np.isnan(vals)]
+                spec = {"low": float(vals[0]), "high": float(vals[-1]), "decimal": decimal}
             x = _binary(s, name, spec)
             ok = x[~np.isnan(x)]
             fill = float(np.round(ok.mean())) if ok.size else 0.0
             binary[name] = {**spec, "fill": fill, "indicator": bool(np.isnan(x).any())}
         for name in schema.names("categorical"):
-            counts = _keys(df[name]).value_counts(dropna=True)
-            kept = counts[counts >= config.min_category_count].index[: config.max_categories]
-            categorical[name] = {"vocabulary": [str(k) for k in kept]}
-        return cls(schema, {"numeric": numeric, "binary": binary, "categorical": categorical})
+            keys = _keys(df[name])
+            categorical[name] = {"vocabulary": _vocabulary(keys, config), "missing": bool(keys.isna().any())}
+        for name in schema.names("time"):
+            spec = _time_spec(df[name])
+            hour, day = clock_features(_times(df[name], name, spec))
+            times[name] = {**spec, "hour": _vocabulary(hour, config), "weekday": _vocabulary(day, config),
+                           "missing": bool(hour.isna().any())}
+        state = {"numeric": numeric, "binary": binary, "categorical": categorical}
+        if times:  # models without time columns keep the layout earlier versions wrote
+            state["time"] = times
+        return cls(schema, state)
 
     # ---- layout
     @property
     def n_numeric(self) -> int:
         return len(self.state["numeric"])
+
+    @property
+    def times(self) -> dict:
+        return self.state.get("time", {})
 
     @property
     def binary_owners(self) -> list[str]:
@@ -114,25 +142,43 @@ class Preprocessor:
 
     @property
     def cardinalities(self) -> list[int]:
-        return [len(s["vocabulary"]) + 2 for s in self.state["categorical"].values()]
+        return [len(vocabulary) + 2 for _, _, vocabulary, _ in self._category_features()]
 
     def feature_owners(self) -> list[str]:
         """Column name of every likelihood term, in model order: numeric, Bernoulli, categorical."""
-        return list(self.state["numeric"]) + self.binary_owners + list(self.state["categorical"])
+        return list(self.state["numeric"]) + self.binary_owners + [f[0] for f in self._category_features()]
+
+    def feature_names(self) -> list[str]:
+        """What every likelihood term is, in model order (a time column's are "COL.hour", "COL.weekday")."""
+        flags = [name if kind == "value" else f"{name}.{kind}" for kind, name in self._flag_names()]
+        cats = [name if part is None else f"{name}.{part}" for name, part, _, _ in self._category_features()]
+        return list(self.state["numeric"]) + flags + cats
 
     def vocabulary(self, name: str) -> list[str]:
         return ["<other>", "<missing>", *self.state["categorical"][name]["vocabulary"]]
 
+    def _category_features(self) -> list[tuple[str, str | None, list[str], bool]]:
+        """Every softmax feature in model order: (column, part, vocabulary, a gap is a learned
+        category). Categorical columns (part None), then each time column's hour and weekday.
+        Models of earlier versions do not say whether training had gaps: theirs count, as they did."""
+        out = [(name, None, s["vocabulary"], s.get("missing", True)) for name, s in self.state["categorical"].items()]
+        for name, s in self.times.items():
+            out += [(name, "hour", s["hour"], s["missing"]), (name, "weekday", s["weekday"], s["missing"])]
+        return out
+
     # ---- transforming
     def transform(self, df: pd.DataFrame) -> Encoded:
         """Encode `df` (extra columns ignored). Raises `SchemaError` naming a missing column or
-        a value of the wrong type with its row."""
+        a value of the wrong type with its row (or file line)."""
         self.schema.check(df)
+        keys = {name: _keys(df[name]) for name in self.state["categorical"]}
+        for name, s in self.times.items():
+            keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(_times(df[name], name, s))
         return self._assemble(
             len(df),
-            {name: _numeric(df[name], name) for name in self.state["numeric"]},
+            {name: _numeric(df[name], name, s.get("decimal", ".")) for name, s in self.state["numeric"].items()},
             {name: _binary(df[name], name, s) for name, s in self.state["binary"].items()},
-            {name: _keys(df[name]) for name in self.state["categorical"]},
+            keys,
         )
 
     def transform_columns(self, columns: Mapping[str, list], n: int) -> Encoded:
@@ -140,14 +186,18 @@ class Preprocessor:
         gives; extra columns ignored).
 
         Stricter than `transform`, as befits typed input: numbers must be JSON numbers (not text,
-        not booleans) and finite; ``None`` is a missing value. Raises `SchemaError` with ``row``
-        (the position in the lists) and ``column`` set at the first bad value."""
+        not booleans) and finite; ``None`` is a missing value; a time column takes the formats its
+        file had (text, or epoch numbers). Raises `SchemaError` with ``row`` (the position in the
+        lists) and ``column`` set at the first bad value."""
         self.schema.check(columns)
+        keys: dict = {name: _record_keys(columns[name], name) for name in self.state["categorical"]}
+        for name, s in self.times.items():
+            keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(_record_times(columns[name], name, s))
         return self._assemble(
             n,
             {name: _numbers(columns[name], name) for name in self.state["numeric"]},
             {name: _flags(columns[name], name, s) for name, s in self.state["binary"].items()},
-            {name: _record_keys(columns[name], name) for name in self.state["categorical"]},
+            keys,
         )
 
     def _assemble(self, n: int, numeric: dict[str, np.ndarray], binary: dict[str, np.ndarray],
@@ -157,38 +207,51 @@ class Preprocessor:
         x = np.stack([numeric[name] for name in self.state["numeric"]], axis=1) if self.n_numeric else np.zeros((n, 0))
         gap = np.isnan(x)
         with np.errstate(invalid="ignore"):
-            t = np.where(p["log"], np.log1p(np.maximum(x, 0.0)), x)
+            # a signed log: the same as log1p for the values training saw, and a value below them
+            # (a refund) lies as far below as its size says
+            t = np.where(p["log"], np.sign(x) * np.log1p(np.abs(x)), x)
         t = np.where(gap, p["fill"], t)
         at_spike = x == p["spike"]  # NaN (no point mass, or a gap) equals nothing
         t = np.where(at_spike, p["center"], t)  # the network input: the indicator says where it is
-        num = np.clip((t - p["center"]) / p["scale"], -CLIP, CLIP).astype(np.float32)
-        # an imputed number is not evidence (its missing indicator is), nor is the point mass's
-        # value (its indicator is)
-        observed = (~(gap & p["indicator"]) & ~at_spike).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            num = np.clip((t - p["center"]) / p["scale"], -CLIP, CLIP).astype(np.float32)
+        # an imputed number is not evidence (a missing indicator is), nor is the point mass's value
+        # (its indicator is)
+        observed = [~gap & ~at_spike]
         indicators = list(gap[:, p["indicator"]].T)
         has_spike = ~np.isnan(p["spike"])
         # a gap's point-mass indicator is unknown: the training share stands in for it
         spikes = list(np.where(gap, p["spike_share"], at_spike)[:, has_spike].T)
-        bins, bin_indicators = [], []
+        bins, bin_observed, bin_indicators = [], [], []
         for name, s in self.state["binary"].items():
-            x = binary[name]
-            gap = np.isnan(x)
-            bins.append(np.where(gap, s["fill"], x))
+            v = binary[name]
+            gap = np.isnan(v)
+            bins.append(np.where(gap, s["fill"], v))
+            bin_observed.append(~gap)
             if s["indicator"]:
                 bin_indicators.append(gap)
         cols = bins + indicators + bin_indicators + spikes
         flags = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
-        cat = np.zeros((n, len(self.state["categorical"])), dtype=np.int64)
-        for j, (name, s) in enumerate(self.state["categorical"].items()):
-            k = keys[name]
+        observed.append(np.ones((n, len(cols)), bool))
+        if bin_observed:
+            observed[-1][:, : len(bins)] = np.stack(bin_observed, axis=1)
+        features = self._category_features()
+        cat = np.zeros((n, len(features)), dtype=np.int64)
+        cat_observed = np.ones((n, len(features)), bool)
+        for j, (name, part, vocabulary, learned_gap) in enumerate(features):
+            k = keys[name if part is None else f"{name}.{part}"]
             if isinstance(k, pd.Series):  # a frame's column: vectorised lookup
-                idx = pd.Index(s["vocabulary"], dtype=object).get_indexer(k) + 2
+                idx = pd.Index(vocabulary, dtype=object).get_indexer(k) + 2
                 idx[idx == 1] = OTHER  # get_indexer's -1: a category not in the vocabulary
                 idx[k.isna().to_numpy()] = MISSING
                 cat[:, j] = idx
             else:
-                cat[:, j] = np.fromiter(map(self._index(name).get, k, repeat(OTHER)), np.int64, count=n)
-        return Encoded(num, observed, flags, cat)
+                index = self._index(name, part, vocabulary)
+                cat[:, j] = np.fromiter(map(index.get, k, repeat(OTHER)), np.int64, count=n)
+            if not learned_gap:  # training had no gaps here: a gap says nothing
+                cat_observed[:, j] = cat[:, j] != MISSING
+        observed.append(cat_observed)
+        return Encoded(num, np.concatenate(observed, axis=1).astype(np.float32), flags, cat)
 
     def _numeric_params(self) -> dict:
         """Per-column numeric parameters as vectors (the arithmetic runs on all columns at once)."""
@@ -198,13 +261,12 @@ class Preprocessor:
                              for k in ("log", "center", "scale", "fill", "indicator", "spike", "spike_share")}
         return self._numeric
 
-    def _index(self, name: str) -> dict[str, int]:
-        """Category key -> model index for one column (None: missing; the vocabulary starts at 2)."""
+    def _index(self, name: str, part: str | None, vocabulary: list[str]) -> dict[str | None, int]:
+        """Category key -> model index for one feature (None: missing; the vocabulary starts at 2)."""
         cache = self.__dict__.setdefault("_indices", {})
-        if name not in cache:
-            vocabulary = self.state["categorical"][name]["vocabulary"]
-            cache[name] = {None: MISSING, **{k: i + 2 for i, k in enumerate(vocabulary)}}
-        return cache[name]
+        if (name, part) not in cache:
+            cache[(name, part)] = {None: MISSING, **{k: i + 2 for i, k in enumerate(vocabulary)}}
+        return cache[(name, part)]
 
     def inverse(self, numeric: np.ndarray, binary: np.ndarray, categorical: np.ndarray) -> pd.DataFrame:
         """Model-space rows (scaled numbers, 0/1 flags, category indices) back to the schema's
@@ -217,7 +279,7 @@ class Preprocessor:
         out: dict[str, pd.Series] = {}
         for j, (name, s) in enumerate(self.state["numeric"].items()):
             t = numeric[:, j].astype(np.float64) * s["scale"] + s["center"]
-            x = np.expm1(np.maximum(t, 0.0)) if s["log"] else t
+            x = np.sign(t) * np.expm1(np.abs(t)) if s["log"] else t
             x = np.clip(x, s.get("min", -np.inf), s.get("max", np.inf))
             decimals = s.get("decimals")
             if decimals is not None:
@@ -245,7 +307,8 @@ class Preprocessor:
             if len(known) and known.map(lambda k: k.lstrip("-").isdigit() and str(int(k)) == k).all():
                 col = pd.to_numeric(col).astype("Int64")  # integer codes stay integers ("007" stays text)
             out[name] = col
-        return pd.DataFrame({name: out[name] for name in self.schema.names()})
+        # time columns are not generated: the model knows their hour and weekday, not a date
+        return pd.DataFrame({name: out[name] for name in self.schema.names() if name in out})
 
     def _flag_names(self) -> list[tuple[str, str]]:
         """What each Bernoulli feature is, in model order: ("value", column), ("missing", column) or
@@ -264,49 +327,108 @@ class Preprocessor:
         return cls(schema, d)
 
 
-def _bad_row(s: pd.Series, bad: np.ndarray) -> tuple[str, object]:
-    i = int(np.flatnonzero(bad)[0])
-    return f"row {s.index[i]}: {show(s.iloc[i])}", s.index[i]
-
-
-def _numeric(s: pd.Series, name: str) -> np.ndarray:
-    """A column as float64 with NaN for gaps; text or infinities are refused, naming the row."""
+def _is_number_column(s: pd.Series) -> bool:
+    """Numbers (read as such, or written as text), not booleans or true/false words."""
     if pd.api.types.is_bool_dtype(s):
-        x = s.to_numpy(dtype=float)
-    elif pd.api.types.is_numeric_dtype(s):
-        x = s.to_numpy(dtype=float, na_value=np.nan)
-    else:
-        coerced = pd.to_numeric(s, errors="coerce")
-        bad = (coerced.isna() & s.notna()).to_numpy()
-        if bad.any():
-            where, row = _bad_row(s, bad)
-            raise SchemaError(f"column {name!r} must be numeric, got {where}", row=row, column=name)
-        x = coerced.to_numpy(dtype=float, na_value=np.nan)
+        return False
+    if pd.api.types.is_numeric_dtype(s):
+        return True
+    values = s.dropna()
+    if values.map(lambda v: isinstance(v, bool | np.bool_)).all():
+        return False
+    x, bad = parse_numbers(s)
+    return not bad.any() and bool(np.isfinite(x).any())
+
+
+def _numeric(s: pd.Series, name: str, decimal: str = ".") -> np.ndarray:
+    """A column as float64 with NaN for gaps, numbers written as text read as numbers (see
+    `fraudvae.values`); text that is no number, or infinities, are refused naming the row or line."""
+    x, bad = parse_numbers(s, decimal)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SchemaError(f"column {name!r} must be numeric, got {first_bad(s, bad)}", row=s.index[i], column=name)
     inf = np.isinf(x)
     if inf.any():
-        where, row = _bad_row(s, inf)
-        raise SchemaError(f"column {name!r} must be finite, got {where}", row=row, column=name)
+        i = int(np.flatnonzero(inf)[0])
+        raise SchemaError(f"column {name!r} must be finite, got {first_bad(s, inf)}", row=s.index[i], column=name)
     return x
+
+
+def _check_scalable(s: pd.Series, name: str, x: np.ndarray, spec: dict) -> None:
+    """Refuse a numeric column whose fitted state is not finite (values near the double's limit, say
+    1e300, overflow its variance), naming the most extreme value: the model could neither train on
+    it nor be saved."""
+    if all(np.isfinite(v) for k, v in spec.items() if k in ("center", "scale", "fill", "min", "max")):
+        return
+    i = int(np.nanargmax(np.abs(x)))
+    raise DataError(f"column {name!r} holds values too large to scale, such as {show(s.iloc[i])} ({where(s, i)}): "
+                    f"fix the file (a placeholder for a missing value?), or leave the column out with --drop {name}",
+                    row=s.index[i], column=name)
+
+
+def _level(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Two-valued numbers as 0 (low) to 1 (high), a value between or beyond the levels as its
+    position, clipped; NaN only for gaps. Halved first, so levels near the double's limit (±1e308)
+    do not overflow their difference."""
+    if high == low:  # one level among the training normals: any other value is the other level
+        return np.where(np.isnan(x), np.nan, (x != low).astype(float))
+    return np.clip((x / 2 - low / 2) / (high / 2 - low / 2), 0.0, 1.0)
 
 
 def _binary(s: pd.Series, name: str, spec: dict) -> np.ndarray:
     """A binary column as 0/1 floats with NaN for gaps."""
     if spec.get("low") is not None:
-        x = _numeric(s, name)
-        low, high = spec["low"], spec["high"]
-        if high == low:  # one level among the training normals: any other value is the other level
-            return np.where(np.isnan(x), np.nan, (x != low).astype(float))
-        return np.clip((x - low) / (high - low), 0.0, 1.0)
+        return _level(_numeric(s, name, spec.get("decimal", ".")), spec["low"], spec["high"])
     if pd.api.types.is_bool_dtype(s):
-        return s.to_numpy(dtype=float)
+        return s.to_numpy(dtype=float, na_value=np.nan)
     text = s.map(lambda v: None if _isna(v) else str(v).strip().lower())
     pos, neg = text.isin(TRUE_STRINGS).to_numpy(), text.isin(FALSE_STRINGS).to_numpy()
-    gap = text.isna().to_numpy()
+    gap = text.isna().to_numpy() | text.isin(MISSING_MARKERS).to_numpy() & ~pos & ~neg
     bad = ~(pos | neg | gap)
     if bad.any():
-        where, row = _bad_row(s, bad)
-        raise SchemaError(f"column {name!r} must be true/false, got {where}", row=row, column=name)
+        i = int(np.flatnonzero(bad)[0])
+        raise SchemaError(f"column {name!r} must be true/false, got {first_bad(s, bad)}", row=s.index[i], column=name)
     return np.where(gap, np.nan, pos.astype(float))
+
+
+def _vocabulary(keys: pd.Series, config: PreprocessConfig) -> list[str]:
+    counts = keys.value_counts(dropna=True)
+    return [str(k) for k in counts[counts >= config.min_category_count].index[: config.max_categories]]
+
+
+def _time_spec(s: pd.Series) -> dict:
+    """How a time column is written: epoch seconds or milliseconds ("unit"), or text ("format")."""
+    if _is_number_column(s):
+        from fraudvae.values import epoch_unit
+
+        return {"unit": epoch_unit(parse_numbers(s)[0]) or "s", "format": None}
+    return {"unit": None, "format": guess_time_format(s)[0]}
+
+
+def _times(s: pd.Series, name: str, spec: dict) -> pd.Series:
+    t, bad = parse_times(s, spec["format"], spec["unit"])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        want = f"epoch {'seconds' if spec['unit'] == 's' else 'milliseconds'}" if spec["unit"] else \
+            f"a date-time like its training values ({spec['format'] or 'ISO 8601'})"
+        raise SchemaError(f"column {name!r} must be {want}, got {first_bad(s, bad)}", row=s.index[i], column=name)
+    return t
+
+
+def _record_times(values: list, name: str, spec: dict) -> pd.Series:
+    """Record values of a time column: strings (or numbers, for an epoch column) and None."""
+    for i, v in enumerate(values):
+        ok = v is None or (type(v) is str) or (spec["unit"] is not None and type(v) in (int, float))
+        if not ok:
+            raise _record_error(values, i, name, "a date-time string or null" if spec["unit"] is None
+                                else "epoch seconds (a number), a date-time string or null")
+    s = pd.Series(values, dtype=object)
+    t, bad = parse_times(s, spec["format"], spec["unit"])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        want = "a date-time like the training file's" if spec["unit"] is None else "epoch seconds"
+        raise _record_error(values, i, name, want)
+    return t
 
 
 def _isna(v: object) -> bool:
@@ -381,11 +503,7 @@ def _numbers(values: list, name: str) -> np.ndarray:
 def _flags(values: list, name: str, spec: dict) -> np.ndarray:
     """Record values of a binary column as 0/1 floats with NaN for None."""
     if spec.get("low") is not None:  # trained on a two-valued number: the same arithmetic as frames
-        x = _numbers(values, name)
-        low, high = spec["low"], spec["high"]
-        if high == low:
-            return np.where(np.isnan(x), np.nan, (x != low).astype(float))
-        return np.clip((x - low) / (high - low), 0.0, 1.0)
+        return _level(_numbers(values, name), spec["low"], spec["high"])
     if set(map(type, values)) <= {bool, type(None)}:  # JSON booleans and nulls
         return np.array(values, dtype=np.float64)  # True 1, False 0, None NaN
     out = np.empty(len(values))

@@ -59,7 +59,9 @@ class Adam:
 
     def __init__(self, params: list[torch.nn.Parameter], lr: float, weight_decay: float,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        self.params = [p for p in params if p.requires_grad]
+        # a parameter with no elements (the numeric decoder variance of a file with no numbers) gets
+        # no gradient: the fused kernel refuses None
+        self.params = [p for p in params if p.requires_grad and p.numel()]
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
         self.exp_avgs = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
@@ -101,8 +103,8 @@ Tensors = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]
 
 
 def to_tensors(data: Encoded, device: torch.device) -> Tensors:
-    """Model inputs on `device`; the observed-mask is None when no number was imputed (saves work)."""
-    observed = None if data.numeric_observed.all() else torch.from_numpy(data.numeric_observed).to(device)
+    """Model inputs on `device`; the observed-mask is None when no value was imputed (saves work)."""
+    observed = None if data.observed.all() else torch.from_numpy(data.observed).to(device)
     return (torch.from_numpy(data.numeric).to(device), observed,
             torch.from_numpy(data.binary).to(device), torch.from_numpy(data.categorical).to(device))
 
@@ -144,8 +146,7 @@ def fit_decoder_variance(model: VAE, tensors: Tensors, *, prior_rows: float) -> 
     numeric, observed, binary, categorical = tensors
     mu, _ = model.encode(model.encode_input(numeric, binary, categorical))
     mean = model.decode(mu)[..., : c.n_numeric]  # (k, n, n_numeric)
-    if observed is None:
-        observed = torch.ones_like(numeric)
+    observed = torch.ones_like(numeric) if observed is None else observed[:, : c.n_numeric]
     sq = ((((numeric - mean) ** 2 * observed).sum(1, keepdim=True) + prior_rows)
           / (observed.sum(0) + prior_rows).clamp_min(1.0))
     model.numeric_logvar.copy_(torch.log(sq.clamp_min(1e-6)))

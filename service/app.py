@@ -44,7 +44,7 @@ def load_detector(settings: Settings) -> FraudVAE:
 def warm_up(detector: FraudVAE) -> None:
     """One forward pass on placeholder rows, so the first request does not pay for lazy setup."""
     c, n = detector.model_config_, 8
-    detector.score_encoded(Encoded(np.zeros((n, c.n_numeric), np.float32), np.ones((n, c.n_numeric), np.float32),
+    detector.score_encoded(Encoded(np.zeros((n, c.n_numeric), np.float32), np.ones((n, c.n_terms), np.float32),
                                    np.zeros((n, c.n_binary), np.float32),
                                    np.ones((n, len(c.cardinalities)), np.int64)))
 

@@ -66,6 +66,7 @@ class RequestDecoder:
         "numeric": float | None,
         "binary": bool | int | float | str | None,
         "categorical": str | int | float | bool | None,
+        "time": str | int | float | None,  # the training file's date-time text, or epoch seconds
     }
 
     def __init__(self, detector: FraudVAE, max_rows: int) -> None:
@@ -146,7 +147,8 @@ def score_path(detector: FraudVAE | None, max_rows: int, keyed: bool) -> tuple[d
     if detector is not None:
         kinds = {"numeric": {"type": ["number", "null"]},
                  "binary": {"type": ["boolean", "number", "string", "null"]},
-                 "categorical": {"type": ["string", "number", "boolean", "null"]}}
+                 "categorical": {"type": ["string", "number", "boolean", "null"]},
+                 "time": {"type": ["string", "number", "null"]}}
         for col in detector.schema_.columns:
             props[col.name] = {**kinds[col.role], "description": f"{col.role} column; null = missing"}
         props[detector.schema_.id_column or "id"] = {"description": "optional: echoed back in the result"}

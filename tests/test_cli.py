@@ -84,7 +84,7 @@ def test_label_not_binary(csvs, tmp_path, capsys):
     df.to_csv(tmp_path / "l.csv", index=False)
     err = _fails(["fit", str(tmp_path / "l.csv"), "--model", str(tmp_path / "m"), "--label-column", "is_fraud"],
                  capsys, tmp_path / "m")
-    assert "'is_fraud' is not binary: value 3 in row 5" in err
+    assert "'is_fraud' is not binary: value 3 (line 7)" in err
 
 
 def test_scoring_file_lacking_columns(csvs, cli_model, tmp_path, capsys):
@@ -101,7 +101,7 @@ def test_bad_value_in_a_later_chunk_writes_nothing(csvs, cli_model, tmp_path, ca
     df.to_csv(tmp_path / "n.csv", index=False)
     err = _fails(["score", str(tmp_path / "n.csv"), "--model", str(cli_model), "--output", str(tmp_path / "o.csv"),
                   "--chunk-rows", "100"], capsys, tmp_path / "o.csv")
-    assert "row 300" in err and "'amount'" in err
+    assert "line 302" in err and "'amount'" in err
     assert list(tmp_path.iterdir()) == [tmp_path / "n.csv"]
 
 

@@ -80,7 +80,7 @@ def test_report_replaces_an_old_one_whole(fitted, data, tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("no label column", "label column 'is_fraud' is not a column"),
-    ("label not binary", "is not binary: value 2 in row"),
+    ("label not binary", "is not binary: value 2 (line"),
     ("no fraud rows", "has no fraud rows"),
     ("no normal rows", "has no normal rows"),
     ("missing feature", "missing column(s) the model needs: 'amount'"),

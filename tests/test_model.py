@@ -6,7 +6,7 @@ from fraudvae.model import VAE, ModelConfig, kl_divergence
 def _batch(n=8, members=3):
     cfg = ModelConfig(3, 2, (4, 5), (16, 8), 2, members)
     g = torch.Generator().manual_seed(0)
-    return cfg, (torch.randn(n, cfg.n_numeric, generator=g), torch.ones(n, cfg.n_numeric),
+    return cfg, (torch.randn(n, cfg.n_numeric, generator=g), torch.ones(n, cfg.n_terms),
                  torch.randint(0, 2, (n, cfg.n_binary), generator=g).float(),
                  torch.stack([torch.randint(0, k, (n,), generator=g) for k in cfg.cardinalities], 1))
 
@@ -40,6 +40,19 @@ def test_no_mask_equals_all_observed():
     a, _ = model(num, obs, b, c, sample=False)
     n, _ = model(num, None, b, c, sample=False)
     assert torch.equal(a, n)
+
+
+def test_masked_terms_are_exactly_zero_and_others_unchanged():
+    """A gap is not evidence: every kind of term (numeric, Bernoulli, softmax) can be masked."""
+    cfg, (num, obs, b, c) = _batch()
+    model = VAE(cfg).eval()
+    full, _ = model(num, obs, b, c, sample=False)
+    mask = obs.clone()
+    mask[0, 0] = mask[1, cfg.n_numeric] = mask[2, cfg.n_terms - 1] = 0.0  # a number, a flag, a category
+    part, _ = model(num, mask, b, c, sample=False)
+    assert part[:, 0, 0].eq(0).all() and part[:, 1, cfg.n_numeric].eq(0).all() and part[:, 2, -1].eq(0).all()
+    keep = mask.bool().expand_as(full)
+    assert torch.equal(part[keep], full[keep])
 
 
 def test_extreme_inputs_stay_finite():

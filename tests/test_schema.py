@@ -55,5 +55,5 @@ def test_binary_labels(values, expected):
 
 
 def test_non_binary_label_is_named():
-    with pytest.raises(DataError, match=r"label column 'y' is not binary: value 2 in row 1"):
+    with pytest.raises(DataError, match=r"label column 'y' is not binary: value 2 \(row 1\)"):
         to_binary_label(pd.Series([0, 2, 1]), "y")

@@ -1,0 +1,222 @@
+"""Reading values as real files write them: numbers as text, missing-value markers, date-times.
+
+Exports write numbers with thousands separators ("1,355.21"), currency signs ("$12.50"), a leading
+"+", parentheses or a trailing minus for negatives ("(12.50)", "12.50-"), and gaps as "NA", "-" or
+"?". `parse_numbers` reads all of them, the same way at fit and at score, and says which values it
+could not read. Date-times are read with the format guessed at fit (`guess_time_format`), or as
+epoch seconds or milliseconds; the model sees their hour of day and day of week, in the time zone
+as written (an offset such as "+02:00" is not converted away).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "?", "#n/a"})
+CURRENCY = "$€£¥₹"
+# a number's body once signs and currency are off: plain, or with thousands separators in groups of 3
+_PLAIN = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_GROUPED = {".": re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d*)?"), ",": re.compile(r"\d{1,3}(?:\.\d{3})+(?:,\d*)?")}
+_CODES = re.compile(r"^(?:USD|EUR|GBP|CAD|AUD|CHF|JPY|INR)\s*|\s*(?:USD|EUR|GBP|CAD|AUD|CHF|JPY|INR)$")
+TIME_NAME = re.compile(r"(?:^|[^a-z])(?:time|timestamp|ts|date|datetime|dt)(?:$|[^a-z])|_at$|[a-z](?:Time|Date)")
+EPOCH_SECONDS = (1e8, 4.2e9)  # 1973 to 2103
+EPOCH_MILLISECONDS = (1e11, 4.2e12)
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def is_missing_marker(text: str) -> bool:
+    return text.strip().lower() in MISSING_MARKERS
+
+
+def parse_number(text: str, decimal: str = ".") -> float | None:
+    """One written number as a float, NaN for a missing marker, None when it is not a number.
+
+    ``decimal`` is the column's decimal mark: "." (thousands ","), or "," (thousands ".")."""
+    s = text.strip()
+    if s.lower() in MISSING_MARKERS:
+        return float("nan")
+    negative = False
+    if len(s) > 2 and s[0] == "(" and s[-1] == ")":
+        negative, s = True, s[1:-1].strip()
+    elif len(s) > 1 and s[-1] == "-":
+        negative, s = True, s[:-1].strip()
+    for _ in range(2):  # "-$12", "$-12", "+12 €", "USD 12"
+        s = _CODES.sub("", s).strip(CURRENCY + " ")
+        if s[:1] in "+-" and s:
+            if s[0] == "-":
+                if negative:
+                    return None
+                negative = True
+            s = s[1:].strip()
+    if decimal == "." and "," in s:
+        if not _GROUPED["."].fullmatch(s):
+            return None
+        s = s.replace(",", "")
+    elif decimal == "," and ("," in s or "." in s):
+        if _GROUPED[","].fullmatch(s) or re.fullmatch(r"\d+,\d*", s):
+            s = s.replace(".", "").replace(",", ".")
+        else:
+            return None
+    if not _PLAIN.fullmatch(s):
+        return None
+    v = float(s)
+    return -v if negative else v
+
+
+def parse_numbers(s: pd.Series, decimal: str = ".") -> tuple[np.ndarray, np.ndarray]:
+    """A column of written numbers as float64 (NaN for gaps and missing markers) and a bool mask of
+    the values that are not numbers. Numeric columns pass through; each distinct text is parsed once."""
+    if pd.api.types.is_bool_dtype(s):
+        return s.to_numpy(dtype=float, na_value=np.nan), np.zeros(len(s), bool)
+    if pd.api.types.is_numeric_dtype(s):
+        return s.to_numpy(dtype=float, na_value=np.nan), np.zeros(len(s), bool)
+    present = s.notna().to_numpy()
+    x = np.full(len(s), np.nan)
+    bad = np.zeros(len(s), bool)
+    if not present.any():
+        return x, bad
+    values = s[present]
+    codes, uniques = pd.factorize(values)
+    parsed = np.array([_one(v, decimal) for v in uniques], dtype=float)  # NaN gap, inf marks "not a number"
+    got = parsed[codes]
+    idx = np.flatnonzero(present)
+    notnum = np.isnan(got) & np.array([not _is_gap(v) for v in uniques], bool)[codes]
+    x[idx] = np.where(notnum, np.nan, got)
+    bad[idx] = notnum
+    return x, bad
+
+
+_NOT_A_NUMBER = float("nan")
+
+
+def _is_gap(v: object) -> bool:
+    return isinstance(v, str) and v.strip().lower() in MISSING_MARKERS
+
+
+def _one(v: object, decimal: str) -> float:
+    """A value as a float; NaN both for a gap and for text that is no number (`_is_gap` tells apart)."""
+    if isinstance(v, bool | np.bool_):
+        return float(v)
+    if isinstance(v, int | float | np.integer | np.floating):
+        return float(v)
+    parsed = parse_number(str(v), decimal)
+    return _NOT_A_NUMBER if parsed is None else parsed
+
+
+def decimal_mark(s: pd.Series) -> str:
+    """"," when a text column writes its decimals with a comma ("12,50", "1.234,56") and never in a
+    way that only "." reads; else "." (the default, also for columns with no separator at all)."""
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return "."
+    sample = pd.Series(s.dropna().unique()[:5000]).astype(str).str.strip()
+    comma = sample.str.fullmatch(r"[-+(]?[$€£¥]?\s*(?:\d{1,3}(?:\.\d{3})+|\d+),\d+\s*[€$]?\)?-?").sum()
+    dot_only = sample.str.fullmatch(r"[-+(]?[$€£¥]?\s*(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+\s*[€$]?\)?-?").sum()
+    # "1,355" fits both: a comma followed by exactly 3 digits is read as thousands unless others prove otherwise
+    proof = sample.str.contains(r",\d{1,2}(?:\D|$)|,\d{4,}").sum()
+    return "," if comma and proof and not dot_only else "."
+
+
+# ----------------------------------------------------------------------------------------- time
+def looks_like_time_name(name: str) -> bool:
+    return TIME_NAME.search(name) is not None or TIME_NAME.search(name.lower()) is not None
+
+
+def epoch_unit(x: np.ndarray) -> str | None:
+    """"s" or "ms" when every finite value lies where epoch seconds (or milliseconds) of 1973-2103 do."""
+    ok = x[np.isfinite(x)]
+    if ok.size == 0:
+        return None
+    for unit, (lo, hi) in (("s", EPOCH_SECONDS), ("ms", EPOCH_MILLISECONDS)):
+        if ok.min() >= lo and ok.max() <= hi:
+            return unit
+    return None
+
+
+def guess_time_format(s: pd.Series) -> tuple[str | None, float]:
+    """The strftime format most of a text column's values follow, and the share of non-missing values
+    it reads (0 when the column is not date-times). Tries month-first and day-first readings."""
+    values = pd.Series(s.dropna().astype(str).str.strip())
+    values = values[~values.str.lower().isin(MISSING_MARKERS)]
+    if values.empty:
+        return None, 0.0
+    # a date-time has digits and separators: pure numbers, words and codes are not
+    head = values.iloc[:200]
+    if not head.str.contains(r"\d[-/.]\d|\d:\d|\d{4}-\d").mean() >= 0.5:
+        return None, 0.0
+    from pandas.tseries.api import guess_datetime_format
+
+    best: tuple[str | None, float] = (None, 0.0)
+    probe = values.iloc[:2000]
+    for first in dict.fromkeys(head.iloc[:5]):
+        for dayfirst in (False, True):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fmt = guess_datetime_format(first, dayfirst=dayfirst)
+            if fmt is None or fmt == best[0]:
+                continue
+            share = float(parse_times(probe, fmt)[1].__invert__().mean())
+            if share > best[1]:
+                best = (fmt, share)
+    return best
+
+
+def parse_times(s: pd.Series, fmt: str | None, unit: str | None = None) -> tuple[pd.Series, np.ndarray]:
+    """Date-times as naive wall-clock timestamps (NaT for gaps) and a bool mask of the values that
+    could not be read. Text is read with `fmt`, then value by value as ISO 8601; numbers (and numeric
+    text) as epoch `unit` ("s" or "ms") when it is given."""
+    n = len(s)
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+    bad = np.zeros(n, bool)
+    if n == 0:
+        return out, bad
+    if unit is not None:
+        x, notnum = parse_numbers(s)
+        ok = np.isfinite(x)
+        with np.errstate(invalid="ignore"):
+            ns = np.where(ok, x, 0) * (1e9 if unit == "s" else 1e6)
+        inside = ok & (np.abs(ns) < 9.2e18)
+        out[inside] = pd.to_datetime(ns[inside].astype(np.int64), unit="ns")
+        return out, notnum | (ok & ~inside) | (~ok & ~np.isnan(x))
+    text = s.astype(object).where(s.notna(), None)
+    present = np.array([v is not None and not (isinstance(v, str) and _is_gap(v)) for v in text], bool)
+    if not present.any():
+        return out, bad
+    strings = pd.Series([str(v).strip() for v in text[present]], index=s.index[present])
+    try:
+        parsed = pd.to_datetime(strings, format=fmt, errors="coerce") if fmt else None
+    except ValueError:  # offsets that differ from row to row: read value by value below
+        parsed = None
+    if parsed is None:
+        parsed = pd.Series(pd.NaT, index=strings.index)
+    if getattr(parsed.dtype, "tz", None) is not None:
+        parsed = parsed.dt.tz_localize(None)  # the wall clock as written
+    parsed = pd.Series(parsed, index=strings.index).astype("datetime64[ns]")
+    failed = parsed.isna().to_numpy()
+    if failed.any():
+        retry = [_iso(v) for v in strings[failed]]
+        parsed.iloc[np.flatnonzero(failed)] = pd.Series(retry, dtype="datetime64[ns]").to_numpy()
+    out[present] = parsed.to_numpy()
+    bad[present] = parsed.isna().to_numpy()
+    return out, bad
+
+
+def _iso(text: str) -> pd.Timestamp | None:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return pd.Timestamp(t.replace(tzinfo=None))
+
+
+def clock_features(t: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Hour of day ("0".."23") and day of week ("Mon".."Sun") as category keys, None for gaps."""
+    gap = t.isna().to_numpy()
+    hour = pd.Series(np.where(gap, None, t.dt.hour.fillna(0).astype(int).astype(str).to_numpy()),
+                     index=t.index, dtype=object)
+    day = np.array(WEEKDAYS, dtype=object)[t.dt.dayofweek.fillna(0).astype(int).to_numpy()]
+    return hour, pd.Series(np.where(gap, None, day), index=t.index, dtype=object)
