@@ -23,12 +23,15 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process the signal 
 FLOAT_FORMAT = "%.10g"  # ten significant digits: scores exact to 1e-9 relative, no 17-digit noise
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised where the program is, so that open temporary files are removed on the way out."""
-
-
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
+    """SIGTERM: remove the temporary files being written and stop at once. (Raising an exception
+    instead would unwind through whatever runs at that instant, an import's callback included,
+    where it can be swallowed.)"""
+    from fraudvae.io import remove_temporaries
+
+    remove_temporaries()
+    os.write(2, b"fraudvae: terminated (SIGTERM); nothing written\n")
+    os._exit(EXIT_TERMINATED)
 
 
 def _read_format(a: argparse.Namespace):  # -> CsvFormat | None
@@ -337,7 +340,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fraudvae: interrupted", file=sys.stderr)
         return 130
-    except Terminated:
-        print("fraudvae: terminated (SIGTERM); nothing written", file=sys.stderr)
-        return EXIT_TERMINATED
     return EXIT_BAD_INPUT

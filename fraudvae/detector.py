@@ -74,7 +74,8 @@ class FraudVAE:
                  target_fpr: float | None = 0.01, alert_rate: float | None = None, seed: int = 0,
                  device: str = "auto", label_column: str | None = None, id_column: str | None = None,
                  drop: tuple[str, ...] = (), categorical: tuple[str, ...] = (),
-                 time_columns: tuple[str, ...] = (), label_check: bool = True, min_category_count: int = 5, point_mass_share: float | None = None, top_k: int = 3) -> None:
+                 time_columns: tuple[str, ...] = (), label_check: bool = True, min_category_count: int = 5,
+                 point_mass_share: float | None = None, top_k: int = 3) -> None:
         self.hidden = hidden
         self.latent_dim = latent_dim
         self.members = members

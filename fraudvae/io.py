@@ -130,7 +130,8 @@ def read_table(path: str | Path, fmt: CsvFormat | None = None, skip: Collection[
             import pyarrow.parquet as pq
 
             fields = pq.read_schema(path)
-            read, skipped = _nested(path, [f.name for f in fields if f.name not in skip or not pa.types.is_nested(f.type)])
+            wanted = [f.name for f in fields if f.name not in skip or not pa.types.is_nested(f.type)]
+            read, skipped = _nested(path, wanted)
             df = pd.read_parquet(path, columns=read)
             df.index = pd.RangeIndex(len(df), name="row")
             df.attrs["skipped"] = skipped  # nested columns left out on request (never read, so never "dropped")
@@ -189,6 +190,20 @@ def iter_table(path: str | Path, chunk_rows: int = CHUNK_ROWS, fmt: CsvFormat | 
 
 
 # ------------------------------------------------------------------------------------- writing
+_LIVE: set[Path] = set()  # temporary files and directories being written now
+
+
+def remove_temporaries() -> None:
+    """Remove every temporary file or directory this process is writing (for a signal handler that
+    ends the process at once, when no `finally` will run)."""
+    for p in list(_LIVE):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    _LIVE.clear()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -231,7 +246,8 @@ def check_writable(path: str | Path, given: str | None = None) -> Path:
     shown = given if given is not None else str(path)
     p = Path(path).resolve()
     if p.is_dir():
-        raise DataError(f"--output {shown!r} is a directory: give a file name, such as {str(Path(shown) / 'scores.csv')!r}")
+        example = str(Path(shown) / "scores.csv")
+        raise DataError(f"--output {shown!r} is a directory: give a file name, such as {example!r}")
     parent = p.parent
     while not parent.exists():
         parent = parent.parent
@@ -252,6 +268,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
+    _LIVE.add(tmp)
     try:
         yield tmp
         mask = _umask()
@@ -268,6 +285,8 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _LIVE.discard(tmp)
 
 
 @contextmanager
@@ -280,9 +299,11 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    _LIVE.add(tmp)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        _LIVE.discard(tmp)

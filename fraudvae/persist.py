@@ -57,7 +57,10 @@ def save_model(det: FraudVAE, path: Path) -> Path:
     path = path.resolve()
     with atomic_directory(path) as tmp:
         weights = {k: v.detach().cpu().contiguous() for k, v in det.model_.state_dict().items()}
-        save_file(weights, str(tmp / WEIGHTS))
+        try:
+            save_file(weights, str(tmp / WEIGHTS))
+        except SafetensorError as e:  # an I/O failure (a full disk) surfaces as the library's own error
+            raise ModelFileError(f"cannot write the model to {str(path)!r}: {str(e).split(': ', 1)[-1]}") from None
         meta = {
             "format": FORMAT,
             "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in det.get_params().items()},

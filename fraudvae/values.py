@@ -218,5 +218,5 @@ def clock_features(t: pd.Series) -> tuple[pd.Series, pd.Series]:
     gap = t.isna().to_numpy()
     hour = pd.Series(np.where(gap, None, t.dt.hour.fillna(0).astype(int).astype(str).to_numpy()),
                      index=t.index, dtype=object)
-    day = np.array(WEEKDAYS, dtype=object)[t.dt.dayofweek.fillna(0).astype(int).to_numpy()]
+    day = np.array(WEEKDAYS, dtype=object)[t.dt.day_of_week.fillna(0).astype(int).to_numpy()]
     return hour, pd.Series(np.where(gap, None, day), index=t.index, dtype=object)

@@ -1,0 +1,73 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudvae.values import (
+    clock_features,
+    decimal_mark,
+    epoch_unit,
+    guess_time_format,
+    looks_like_time_name,
+    parse_number,
+    parse_numbers,
+    parse_times,
+)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1,355.21", 1355.21), ("$12.50", 12.5), ("-$12.50", -12.5), ("$-12.50", -12.5), ("+0.52", 0.52),
+    ("(0.52)", -0.52), ("0.52-", -0.52), ("12 €", 12.0), ("USD 7", 7.0), ("1e5", 1e5), (" 42 ", 42.0),
+    ("1,234,567", 1234567.0), (".5", 0.5),
+])
+def test_written_numbers(text, value):
+    assert parse_number(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["", "NA", "N/A", "null", "NaN", "-", "?", "none"])
+def test_missing_markers_are_gaps(text):
+    assert math.isnan(parse_number(text))
+
+
+@pytest.mark.parametrize("text", ["abc", "12..5", "x7", "1,23.4", "--5", "(-5)", "1 000", "12,50"])
+def test_not_numbers(text):
+    assert parse_number(text) is None
+
+
+def test_decimal_comma_columns():
+    s = pd.Series(["12,50", "1.234,56", "3"])
+    assert decimal_mark(s) == ","
+    x, bad = parse_numbers(s, ",")
+    assert x.tolist() == [12.5, 1234.56, 3.0] and not bad.any()
+    assert decimal_mark(pd.Series(["1,355", "12.5"])) == "."  # "1,355" alone proves nothing
+
+
+def test_parse_numbers_marks_what_is_not_a_number():
+    x, bad = parse_numbers(pd.Series(["1,355.21", "abc", None, "NA", "3"], dtype=object))
+    assert np.isnan(x[[1, 2, 3]]).all() and x[0] == 1355.21 and x[4] == 3.0
+    assert bad.tolist() == [False, True, False, False, False]
+
+
+def test_time_names_and_epochs():
+    for name in ("timestamp", "time", "trans_date", "created_at", "eventTime", "ts"):
+        assert looks_like_time_name(name), name
+    for name in ("amount", "counts", "hour", "status"):
+        assert not looks_like_time_name(name), name
+    assert epoch_unit(np.array([1.7e9, 1.71e9])) == "s" and epoch_unit(np.array([1.7e12])) == "ms"
+    assert epoch_unit(np.array([0.0, 172792.0])) is None  # seconds since the start of a file, not a clock
+
+
+def test_time_formats_and_wall_clock():
+    assert guess_time_format(pd.Series(["8/3/2020 6:18", "8/13/2020 16:18"])) == ("%m/%d/%Y %H:%M", 1.0)
+    assert guess_time_format(pd.Series(["13/3/2020 6:18", "8/3/2020 16:18"]))[0] == "%d/%m/%Y %H:%M"
+    assert guess_time_format(pd.Series(["A12", "B7"]))[0] is None
+    # offsets are not converted away: the hour is the one written
+    t, bad = parse_times(pd.Series(["2024-03-04T23:12:00+02:00", "2024-03-04T08:12:00-05:00"]), "%Y-%m-%dT%H:%M:%S%z")
+    assert not bad.any() and t.dt.hour.tolist() == [23, 8]
+    t, bad = parse_times(pd.Series(["2024-03-04T08:12:00", "not a time", None], dtype=object), "%Y-%m-%dT%H:%M:%S")
+    assert bad.tolist() == [False, True, False] and pd.isna(t[2])
+    hour, day = clock_features(t)
+    assert hour.tolist() == ["8", None, None] and day.tolist() == ["Mon", None, None]
+    t, bad = parse_times(pd.Series([1_709_539_920, None]), None, "s")  # 2024-03-04 08:12 UTC
+    assert not bad.any() and t.dt.hour[0] == 8
