@@ -1,8 +1,8 @@
 """Detection quality, side by side: fraudvae and its peers on the same one-class splits.
 
 The protocol is DTE's one-class protocol (the team's PROTOCOL.md, outside the repository): at
-most 50,000 rows (seeded subsample), the first half of the normal rows in file order for training, the other normals plus
-every anomaly for testing. Peers get standardized features (string columns one-hot encoded
+most 50,000 rows (seeded subsample), the first half of the normal rows in file order for
+training, the other normals plus every anomaly for testing. Peers get standardized features (string columns one-hot encoded
 first); fraudvae gets the raw columns and its defaults, nothing tuned per dataset.
 
 Usage:
