@@ -2,8 +2,8 @@
 
 The protocol is DTE's one-class protocol (the team's PROTOCOL.md, outside the repository): at
 most 50,000 rows (seeded subsample), the first half of the normal rows in file order for
-training, the other normals plus every anomaly for testing. Peers get standardized features (string columns one-hot encoded
-first); fraudvae gets the raw columns and its defaults, nothing tuned per dataset.
+training, the other normals plus every anomaly for testing. Peers get standardized features
+(string columns one-hot encoded first); fraudvae gets the raw columns and its defaults, nothing tuned per dataset.
 
 Usage:
     python bench/quality.py PATH.npz|PATH.csv [...] [--seeds 0,1,2,3,4] [--methods fraudvae,knn,...]
