@@ -23,7 +23,14 @@ import numpy as np
 import pandas as pd
 
 from fraudvae.errors import DataError, SchemaError
-from fraudvae.values import epoch_unit, guess_time_format, looks_like_time_name, parse_numbers, parse_times
+from fraudvae.values import (
+    decimal_mark,
+    epoch_unit,
+    guess_time_format,
+    looks_like_time_name,
+    parse_numbers,
+    parse_times,
+)
 
 ROLES = ("numeric", "binary", "categorical", "time")
 # the columns `score` writes: an input column of the same name would be overwritten or confused with them
@@ -168,7 +175,7 @@ def _role(s: pd.Series, name: str, force_categorical: bool, force_time: bool = F
         return "categorical", ""
     text = not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or _is_bool_like(values))
     if text:
-        x, notnum = parse_numbers(s)
+        x, notnum = parse_numbers(s, decimal_mark(s))
         got = int(np.isfinite(x).sum() + np.isinf(x).sum())
         if got and not notnum.any():  # numbers written as text: read as the numbers they are
             s = pd.Series(x, index=s.index)

@@ -71,3 +71,16 @@ def test_time_formats_and_wall_clock():
     assert hour.tolist() == ["8", None, None] and day.tolist() == ["Mon", None, None]
     t, bad = parse_times(pd.Series([1_709_539_920, None]), None, "s")  # 2024-03-04 08:12 UTC
     assert not bad.any() and t.dt.hour[0] == 8
+
+
+def test_a_decimal_comma_column_is_numeric_end_to_end():
+    from fraudvae import FraudVAE
+
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(3, 1, 400).round(2)
+    euro = [f"{v:,.2f}".replace(",", " ").replace(".", ",").replace(" ", ".") for v in x]  # 1.234,56
+    det = FraudVAE(epochs=2, seed=0).fit(pd.DataFrame({"amount": euro, "b": rng.normal(size=400)}))
+    assert det.schema_.names("numeric") == ["amount", "b"]
+    assert det.preprocessor_.state["numeric"]["amount"]["decimal"] == ","
+    frame = pd.DataFrame({"amount": euro, "b": 0.5})
+    np.testing.assert_array_equal(det.score_samples_(frame), det.score_samples_(frame.assign(amount=x)))
