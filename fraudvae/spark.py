@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from fraudvae.errors import ConfigError, DataError
+from fraudvae.schema import OUTPUT_COLUMNS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from fraudvae.detector import FraudVAE
-
-OUTPUT_COLUMNS = ("score", "flag", "p_value", "top_features")
 
 
 @lru_cache(maxsize=4)
