@@ -17,7 +17,6 @@ training categories and categories never seen in training share one "other" buck
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -25,9 +24,20 @@ from itertools import repeat
 import numpy as np
 import pandas as pd
 
-from fraudvae.errors import DataError, SchemaError
-from fraudvae.schema import FALSE_STRINGS, TRUE_STRINGS, Schema, first_bad, show, where
-from fraudvae.values import MISSING_MARKERS, clock_features, decimal_mark, guess_time_format, parse_numbers, parse_times
+from fraudvae.errors import DataError
+from fraudvae.readers import (
+    is_number_column,
+    read_flags,
+    read_keys,
+    read_numbers,
+    read_times,
+    record_flags,
+    record_keys,
+    record_numbers,
+    record_times,
+)
+from fraudvae.schema import Schema, show, where
+from fraudvae.values import clock_features, decimal_mark, epoch_unit, guess_time_format, parse_numbers
 
 OTHER, MISSING = 0, 1  # reserved category indices; the training vocabulary starts at 2
 CLIP = 1e3  # scaled numbers are clipped here so that any finite input gives a finite score
@@ -85,7 +95,7 @@ class Preprocessor:
         numeric, binary, categorical, times = {}, {}, {}, {}
         for name in schema.names("numeric"):
             decimal = decimal_mark(df[name])
-            x = _numeric(df[name], name, decimal)
+            x = read_numbers(df[name], name, decimal)
             ok = x[np.isfinite(x)]
             if ok.size == 0:  # the schema saw values, but not among the training normals
                 ok = np.zeros(1)
@@ -104,21 +114,21 @@ class Preprocessor:
         for name in schema.names("binary"):
             s = df[name]
             spec = {"low": None, "high": None}
-            if _is_number_column(s):
+            if is_number_column(s):
                 decimal = decimal_mark(s)
-                vals = np.unique(_numeric(s, name, decimal))
+                vals = np.unique(read_numbers(s, name, decimal))
                 vals = vals[~np.isnan(vals)]
                 spec = {"low": float(vals[0]), "high": float(vals[-1]), "decimal": decimal}
-            x = _binary(s, name, spec)
+            x = read_flags(s, name, spec)
             ok = x[~np.isnan(x)]
             fill = float(np.round(ok.mean())) if ok.size else 0.0
             binary[name] = {**spec, "fill": fill, "indicator": bool(np.isnan(x).any())}
         for name in schema.names("categorical"):
-            keys = _keys(df[name])
+            keys = read_keys(df[name])
             categorical[name] = {"vocabulary": _vocabulary(keys, config), "missing": bool(keys.isna().any())}
         for name in schema.names("time"):
             spec = _time_spec(df[name])
-            hour, day = clock_features(_times(df[name], name, spec))
+            hour, day = clock_features(read_times(df[name], name, spec))
             times[name] = {**spec, "hour": _vocabulary(hour, config), "weekday": _vocabulary(day, config),
                            "missing": bool(hour.isna().any())}
         state = {"numeric": numeric, "binary": binary, "categorical": categorical}
@@ -171,13 +181,13 @@ class Preprocessor:
         """Encode `df` (extra columns ignored). Raises `SchemaError` naming a missing column or
         a value of the wrong type with its row (or file line)."""
         self.schema.check(df)
-        keys = {name: _keys(df[name]) for name in self.state["categorical"]}
+        keys = {name: read_keys(df[name]) for name in self.state["categorical"]}
         for name, s in self.times.items():
-            keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(_times(df[name], name, s))
+            keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(read_times(df[name], name, s))
         return self._assemble(
             len(df),
-            {name: _numeric(df[name], name, s.get("decimal", ".")) for name, s in self.state["numeric"].items()},
-            {name: _binary(df[name], name, s) for name, s in self.state["binary"].items()},
+            {name: read_numbers(df[name], name, s.get("decimal", ".")) for name, s in self.state["numeric"].items()},
+            {name: read_flags(df[name], name, s) for name, s in self.state["binary"].items()},
             keys,
         )
 
@@ -190,13 +200,13 @@ class Preprocessor:
         file had (text, or epoch numbers). Raises `SchemaError` with ``row`` (the position in the
         lists) and ``column`` set at the first bad value."""
         self.schema.check(columns)
-        keys: dict = {name: _record_keys(columns[name], name) for name in self.state["categorical"]}
+        keys: dict = {name: record_keys(columns[name], name) for name in self.state["categorical"]}
         for name, s in self.times.items():
-            keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(_record_times(columns[name], name, s))
+            keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(record_times(columns[name], name, s))
         return self._assemble(
             n,
-            {name: _numbers(columns[name], name) for name in self.state["numeric"]},
-            {name: _flags(columns[name], name, s) for name, s in self.state["binary"].items()},
+            {name: record_numbers(columns[name], name) for name in self.state["numeric"]},
+            {name: record_flags(columns[name], name, s) for name, s in self.state["binary"].items()},
             keys,
         )
 
@@ -327,33 +337,6 @@ class Preprocessor:
         return cls(schema, d)
 
 
-def _is_number_column(s: pd.Series) -> bool:
-    """Numbers (read as such, or written as text), not booleans or true/false words."""
-    if pd.api.types.is_bool_dtype(s):
-        return False
-    if pd.api.types.is_numeric_dtype(s):
-        return True
-    values = s.dropna()
-    if values.map(lambda v: isinstance(v, bool | np.bool_)).all():
-        return False
-    x, bad = parse_numbers(s)
-    return not bad.any() and bool(np.isfinite(x).any())
-
-
-def _numeric(s: pd.Series, name: str, decimal: str = ".") -> np.ndarray:
-    """A column as float64 with NaN for gaps, numbers written as text read as numbers (see
-    `fraudvae.values`); text that is no number, or infinities, are refused naming the row or line."""
-    x, bad = parse_numbers(s, decimal)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise SchemaError(f"column {name!r} must be numeric, got {first_bad(s, bad)}", row=s.index[i], column=name)
-    inf = np.isinf(x)
-    if inf.any():
-        i = int(np.flatnonzero(inf)[0])
-        raise SchemaError(f"column {name!r} must be finite, got {first_bad(s, inf)}", row=s.index[i], column=name)
-    return x
-
-
 def _check_scalable(s: pd.Series, name: str, x: np.ndarray, spec: dict) -> None:
     """Refuse a numeric column whose fitted state is not finite (values near the double's limit, say
     1e300, overflow its variance), naming the most extreme value: the model could neither train on
@@ -366,31 +349,6 @@ def _check_scalable(s: pd.Series, name: str, x: np.ndarray, spec: dict) -> None:
                     row=s.index[i], column=name)
 
 
-def _level(x: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Two-valued numbers as 0 (low) to 1 (high), a value between or beyond the levels as its
-    position, clipped; NaN only for gaps. Halved first, so levels near the double's limit (±1e308)
-    do not overflow their difference."""
-    if high == low:  # one level among the training normals: any other value is the other level
-        return np.where(np.isnan(x), np.nan, (x != low).astype(float))
-    return np.clip((x / 2 - low / 2) / (high / 2 - low / 2), 0.0, 1.0)
-
-
-def _binary(s: pd.Series, name: str, spec: dict) -> np.ndarray:
-    """A binary column as 0/1 floats with NaN for gaps."""
-    if spec.get("low") is not None:
-        return _level(_numeric(s, name, spec.get("decimal", ".")), spec["low"], spec["high"])
-    if pd.api.types.is_bool_dtype(s):
-        return s.to_numpy(dtype=float, na_value=np.nan)
-    text = s.map(lambda v: None if _isna(v) else str(v).strip().lower())
-    pos, neg = text.isin(TRUE_STRINGS).to_numpy(), text.isin(FALSE_STRINGS).to_numpy()
-    gap = text.isna().to_numpy() | text.isin(MISSING_MARKERS).to_numpy() & ~pos & ~neg
-    bad = ~(pos | neg | gap)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise SchemaError(f"column {name!r} must be true/false, got {first_bad(s, bad)}", row=s.index[i], column=name)
-    return np.where(gap, np.nan, pos.astype(float))
-
-
 def _vocabulary(keys: pd.Series, config: PreprocessConfig) -> list[str]:
     counts = keys.value_counts(dropna=True)
     return [str(k) for k in counts[counts >= config.min_category_count].index[: config.max_categories]]
@@ -398,137 +356,9 @@ def _vocabulary(keys: pd.Series, config: PreprocessConfig) -> list[str]:
 
 def _time_spec(s: pd.Series) -> dict:
     """How a time column is written: epoch seconds or milliseconds ("unit"), or text ("format")."""
-    if _is_number_column(s):
-        from fraudvae.values import epoch_unit
-
+    if is_number_column(s):
         return {"unit": epoch_unit(parse_numbers(s)[0]) or "s", "format": None}
     return {"unit": None, "format": guess_time_format(s)[0]}
-
-
-def _times(s: pd.Series, name: str, spec: dict) -> pd.Series:
-    t, bad = parse_times(s, spec["format"], spec["unit"])
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        want = f"epoch {'seconds' if spec['unit'] == 's' else 'milliseconds'}" if spec["unit"] else \
-            f"a date-time like its training values ({spec['format'] or 'ISO 8601'})"
-        raise SchemaError(f"column {name!r} must be {want}, got {first_bad(s, bad)}", row=s.index[i], column=name)
-    return t
-
-
-def _record_times(values: list, name: str, spec: dict) -> pd.Series:
-    """Record values of a time column: strings (or numbers, for an epoch column) and None."""
-    for i, v in enumerate(values):
-        ok = v is None or (type(v) is str) or (spec["unit"] is not None and type(v) in (int, float))
-        if not ok:
-            raise _record_error(values, i, name, "a date-time string or null" if spec["unit"] is None
-                                else "epoch seconds (a number), a date-time string or null")
-    s = pd.Series(values, dtype=object)
-    t, bad = parse_times(s, spec["format"], spec["unit"])
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        want = "a date-time like the training file's" if spec["unit"] is None else "epoch seconds"
-        raise _record_error(values, i, name, want)
-    return t
-
-
-def _isna(v: object) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or v is pd.NaT
-
-
-def _key(v: object) -> str | None:
-    if _isna(v):
-        return None
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        return str(int(v)) if float(v).is_integer() else repr(float(v))
-    return str(v).strip()
-
-
-def _keys(s: pd.Series) -> pd.Series:
-    """Category keys (strings, None for gaps) that agree however the column was parsed: 1, 1.0 and
-    "1" are one category. Vectorised for the common column types, value by value otherwise."""
-    if pd.api.types.is_bool_dtype(s):
-        return s.map({True: "True", False: "False"}).astype(object)
-    if pd.api.types.is_numeric_dtype(s):
-        x = s.to_numpy(dtype=float, na_value=np.nan)
-        integral = np.isfinite(x) & (np.mod(x, 1) == 0) & (np.abs(x) < 2**53)
-        out = np.where(integral, np.where(integral, x, 0).astype(np.int64).astype(str), x.astype(str))
-        return pd.Series(np.where(np.isnan(x), None, out), index=s.index, dtype=object)
-    if pd.api.types.infer_dtype(s, skipna=True) == "string":
-        return s.str.strip().astype(object).where(s.notna(), None)
-    return s.map(_key).astype(object)
-
-
-_NUMBER_TYPES = frozenset({int, float, type(None)})
-_FLAG_VALUES = {True: 1.0, False: 0.0}  # 1 and 0 hash equal to True and False, so they map too
-_KEY_TYPES = (str, int, float, bool)
-
-
-def _json_type(v: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
-             float: "a number", type(None): "null"}
-    return names.get(type(v), type(v).__name__)
-
-
-def _record_error(values: list, i: int, name: str, want: str) -> SchemaError:
-    v = values[i]
-    shown = show(v) if isinstance(v, (str, int, float, bool)) else _json_type(v)
-    return SchemaError(f"record {i}, column {name!r}: must be {want}, got {shown}", row=i, column=name)
-
-
-def _numbers(values: list, name: str) -> np.ndarray:
-    """Record values of a numeric column as float64 with NaN for None; anything else refused."""
-    if set(map(type, values)) <= _NUMBER_TYPES:
-        try:
-            x = np.array(values, dtype=np.float64)  # None -> NaN
-        except OverflowError:  # an integer beyond the double range
-            i = next(i for i, v in enumerate(values) if type(v) is int and abs(v) > sys.float_info.max)
-            raise _record_error(values, i, name, "a finite number or null") from None
-        finite = np.isfinite(x)
-        if finite.all():
-            return x
-        for i in np.flatnonzero(~finite).tolist():  # NaN is fine where it stands for None
-            if values[i] is not None:
-                raise _record_error(values, i, name, "a finite number or null")
-        return x
-    for i, v in enumerate(values):
-        if type(v) not in _NUMBER_TYPES:
-            raise _record_error(values, i, name, "a finite number or null")
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _flags(values: list, name: str, spec: dict) -> np.ndarray:
-    """Record values of a binary column as 0/1 floats with NaN for None."""
-    if spec.get("low") is not None:  # trained on a two-valued number: the same arithmetic as frames
-        return _level(_numbers(values, name), spec["low"], spec["high"])
-    if set(map(type, values)) <= {bool, type(None)}:  # JSON booleans and nulls
-        return np.array(values, dtype=np.float64)  # True 1, False 0, None NaN
-    out = np.empty(len(values))
-    for i, v in enumerate(values):
-        if v is None:
-            out[i] = np.nan
-        elif type(v) in (bool, int) and v in _FLAG_VALUES:
-            out[i] = _FLAG_VALUES[v]
-        elif type(v) is str and v.strip().lower() in TRUE_STRINGS | FALSE_STRINGS:
-            out[i] = float(v.strip().lower() in TRUE_STRINGS)
-        else:
-            raise _record_error(values, i, name, "true, false or null")
-    return out
-
-
-def _record_keys(values: list, name: str) -> list[str | None]:
-    """Record values of a categorical column as category keys (see `_key`)."""
-    if set(map(type, values)) == {str}:
-        return list(map(str.strip, values))
-    keys = []
-    for i, v in enumerate(values):
-        if v is not None and (not isinstance(v, _KEY_TYPES) or (type(v) is float and not np.isfinite(v))):
-            raise _record_error(values, i, name, "a string, number, boolean or null")
-        keys.append(_key(v))
-    return keys
 
 
 def _decimals(x: np.ndarray, most: int = 6) -> int | None:

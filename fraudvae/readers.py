@@ -1,0 +1,193 @@
+"""Reading one column's values for its role, the same way at fit and at score: from a frame
+(values as a file gives them: numbers written as text, missing markers, date-times) or from lists of
+JSON values (a typed request: stricter, numbers must be JSON numbers). Every refusal names the
+column and the row, file line or record."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from fraudvae.errors import SchemaError
+from fraudvae.schema import FALSE_STRINGS, TRUE_STRINGS, first_bad, show
+from fraudvae.values import MISSING_MARKERS, parse_numbers, parse_times
+
+
+def is_number_column(s: pd.Series) -> bool:
+    """Numbers (read as such, or written as text), not booleans or true/false words."""
+    if pd.api.types.is_bool_dtype(s):
+        return False
+    if pd.api.types.is_numeric_dtype(s):
+        return True
+    values = s.dropna()
+    if values.map(lambda v: isinstance(v, bool | np.bool_)).all():
+        return False
+    x, bad = parse_numbers(s)
+    return not bad.any() and bool(np.isfinite(x).any())
+
+
+def read_numbers(s: pd.Series, name: str, decimal: str = ".") -> np.ndarray:
+    """A column as float64 with NaN for gaps, numbers written as text read as numbers (see
+    `fraudvae.values`); text that is no number, or infinities, are refused naming the row or line."""
+    x, bad = parse_numbers(s, decimal)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SchemaError(f"column {name!r} must be numeric, got {first_bad(s, bad)}", row=s.index[i], column=name)
+    inf = np.isinf(x)
+    if inf.any():
+        i = int(np.flatnonzero(inf)[0])
+        raise SchemaError(f"column {name!r} must be finite, got {first_bad(s, inf)}", row=s.index[i], column=name)
+    return x
+
+
+def to_level(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Two-valued numbers as 0 (low) to 1 (high), a value between or beyond the levels as its
+    position, clipped; NaN only for gaps. Halved first, so levels near the double's limit (±1e308)
+    do not overflow their difference."""
+    if high == low:  # one level among the training normals: any other value is the other level
+        return np.where(np.isnan(x), np.nan, (x != low).astype(float))
+    return np.clip((x / 2 - low / 2) / (high / 2 - low / 2), 0.0, 1.0)
+
+
+def read_flags(s: pd.Series, name: str, spec: dict) -> np.ndarray:
+    """A binary column as 0/1 floats with NaN for gaps."""
+    if spec.get("low") is not None:
+        return to_level(read_numbers(s, name, spec.get("decimal", ".")), spec["low"], spec["high"])
+    if pd.api.types.is_bool_dtype(s):
+        return s.to_numpy(dtype=float, na_value=np.nan)
+    text = s.map(lambda v: None if _isna(v) else str(v).strip().lower())
+    pos, neg = text.isin(TRUE_STRINGS).to_numpy(), text.isin(FALSE_STRINGS).to_numpy()
+    gap = text.isna().to_numpy() | text.isin(MISSING_MARKERS).to_numpy() & ~pos & ~neg
+    bad = ~(pos | neg | gap)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SchemaError(f"column {name!r} must be true/false, got {first_bad(s, bad)}", row=s.index[i], column=name)
+    return np.where(gap, np.nan, pos.astype(float))
+
+
+def read_times(s: pd.Series, name: str, spec: dict) -> pd.Series:
+    t, bad = parse_times(s, spec["format"], spec["unit"])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        want = f"epoch {'seconds' if spec['unit'] == 's' else 'milliseconds'}" if spec["unit"] else \
+            f"a date-time like its training values ({spec['format'] or 'ISO 8601'})"
+        raise SchemaError(f"column {name!r} must be {want}, got {first_bad(s, bad)}", row=s.index[i], column=name)
+    return t
+
+
+def record_times(values: list, name: str, spec: dict) -> pd.Series:
+    """Record values of a time column: strings (or numbers, for an epoch column) and None."""
+    for i, v in enumerate(values):
+        ok = v is None or (type(v) is str) or (spec["unit"] is not None and type(v) in (int, float))
+        if not ok:
+            raise _record_error(values, i, name, "a date-time string or null" if spec["unit"] is None
+                                else "epoch seconds (a number), a date-time string or null")
+    s = pd.Series(values, dtype=object)
+    t, bad = parse_times(s, spec["format"], spec["unit"])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        want = "a date-time like the training file's" if spec["unit"] is None else "epoch seconds"
+        raise _record_error(values, i, name, want)
+    return t
+
+
+def _isna(v: object) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or v is pd.NaT
+
+
+def _key(v: object) -> str | None:
+    if _isna(v):
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return str(int(v)) if float(v).is_integer() else repr(float(v))
+    return str(v).strip()
+
+
+def read_keys(s: pd.Series) -> pd.Series:
+    """Category keys (strings, None for gaps) that agree however the column was parsed: 1, 1.0 and
+    "1" are one category. Vectorised for the common column types, value by value otherwise."""
+    if pd.api.types.is_bool_dtype(s):
+        return s.map({True: "True", False: "False"}).astype(object)
+    if pd.api.types.is_numeric_dtype(s):
+        x = s.to_numpy(dtype=float, na_value=np.nan)
+        integral = np.isfinite(x) & (np.mod(x, 1) == 0) & (np.abs(x) < 2**53)
+        out = np.where(integral, np.where(integral, x, 0).astype(np.int64).astype(str), x.astype(str))
+        return pd.Series(np.where(np.isnan(x), None, out), index=s.index, dtype=object)
+    if pd.api.types.infer_dtype(s, skipna=True) == "string":
+        return s.str.strip().astype(object).where(s.notna(), None)
+    return s.map(_key).astype(object)
+
+
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+_FLAG_VALUES = {True: 1.0, False: 0.0}  # 1 and 0 hash equal to True and False, so they map too
+_KEY_TYPES = (str, int, float, bool)
+
+
+def _json_type(v: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(v), type(v).__name__)
+
+
+def _record_error(values: list, i: int, name: str, want: str) -> SchemaError:
+    v = values[i]
+    shown = show(v) if isinstance(v, (str, int, float, bool)) else _json_type(v)
+    return SchemaError(f"record {i}, column {name!r}: must be {want}, got {shown}", row=i, column=name)
+
+
+def record_numbers(values: list, name: str) -> np.ndarray:
+    """Record values of a numeric column as float64 with NaN for None; anything else refused."""
+    if set(map(type, values)) <= _NUMBER_TYPES:
+        try:
+            x = np.array(values, dtype=np.float64)  # None -> NaN
+        except OverflowError:  # an integer beyond the double range
+            i = next(i for i, v in enumerate(values) if type(v) is int and abs(v) > sys.float_info.max)
+            raise _record_error(values, i, name, "a finite number or null") from None
+        finite = np.isfinite(x)
+        if finite.all():
+            return x
+        for i in np.flatnonzero(~finite).tolist():  # NaN is fine where it stands for None
+            if values[i] is not None:
+                raise _record_error(values, i, name, "a finite number or null")
+        return x
+    for i, v in enumerate(values):
+        if type(v) not in _NUMBER_TYPES:
+            raise _record_error(values, i, name, "a finite number or null")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def record_flags(values: list, name: str, spec: dict) -> np.ndarray:
+    """Record values of a binary column as 0/1 floats with NaN for None."""
+    if spec.get("low") is not None:  # trained on a two-valued number: the same arithmetic as frames
+        return to_level(record_numbers(values, name), spec["low"], spec["high"])
+    if set(map(type, values)) <= {bool, type(None)}:  # JSON booleans and nulls
+        return np.array(values, dtype=np.float64)  # True 1, False 0, None NaN
+    out = np.empty(len(values))
+    for i, v in enumerate(values):
+        if v is None:
+            out[i] = np.nan
+        elif type(v) in (bool, int) and v in _FLAG_VALUES:
+            out[i] = _FLAG_VALUES[v]
+        elif type(v) is str and v.strip().lower() in TRUE_STRINGS | FALSE_STRINGS:
+            out[i] = float(v.strip().lower() in TRUE_STRINGS)
+        else:
+            raise _record_error(values, i, name, "true, false or null")
+    return out
+
+
+def record_keys(values: list, name: str) -> list[str | None]:
+    """Record values of a categorical column as category keys (see `_key`)."""
+    if set(map(type, values)) == {str}:
+        return list(map(str.strip, values))
+    keys = []
+    for i, v in enumerate(values):
+        if v is not None and (not isinstance(v, _KEY_TYPES) or (type(v) is float and not np.isfinite(v))):
+            raise _record_error(values, i, name, "a string, number, boolean or null")
+        keys.append(_key(v))
+    return keys
