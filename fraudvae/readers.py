@@ -83,12 +83,13 @@ def record_times(values: list, name: str, spec: dict) -> pd.Series:
         ok = v is None or (type(v) is str) or (spec["unit"] is not None and type(v) in (int, float))
         if not ok:
             raise _record_error(values, i, name, "a date-time string or null" if spec["unit"] is None
-                                else "epoch seconds (a number), a date-time string or null")
+                                else "an epoch time (a number or numeric string) or null")
     s = pd.Series(values, dtype=object)
     t, bad = parse_times(s, spec["format"], spec["unit"])
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        want = "a date-time like the training file's" if spec["unit"] is None else "epoch seconds"
+        want = "a date-time like the training file's" if spec["unit"] is None else \
+            f"epoch {'seconds' if spec['unit'] == 's' else 'milliseconds'} of 1973-2103"
         raise _record_error(values, i, name, want)
     return t
 
