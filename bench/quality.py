@@ -8,7 +8,8 @@ training, the other normals plus every anomaly for testing. Peers get standardiz
 Usage:
     python bench/quality.py PATH.npz|PATH.csv [...] [--seeds 0,1,2,3,4] [--methods fraudvae,knn,...]
 A CSV needs a 0/1 column named by --label (default ``label``). Prints one line per run, then
-per-dataset and overall means of AUC-ROC and AP, and fraudvae's realised FPR/recall at its threshold.
+per-dataset and overall means of AUC-ROC and AP, fraudvae's AP minus each peer's per dataset (wins,
+losses, the worst gap), and fraudvae's realised FPR/recall at its threshold.
 """
 
 from __future__ import annotations
@@ -115,6 +116,13 @@ def main() -> None:
     print(table.round(3).to_string())
     print("\nmean over datasets:")
     print(d.groupby("method")[["auc_roc", "ap"]].mean().round(4).sort_values("ap", ascending=False).to_string())
+    ap_table = d.groupby(["dataset", "method"])["ap"].mean().unstack("method")
+    if "fraudvae" in ap_table:
+        for other in (m for m in ap_table.columns if m != "fraudvae"):
+            gap = (ap_table["fraudvae"] - ap_table[other]).sort_values()
+            print(f"\nfraudvae AP minus {other}'s, per dataset (mean over seeds): {int((gap > 0).sum())} wins, "
+                  f"{int((gap < 0).sum())} losses, worst {gap.iloc[0]:+.3f} ({gap.index[0]}), mean {gap.mean():+.4f}")
+            print("  " + ", ".join(f"{k} {v:+.3f}" for k, v in gap.items()))
     ours = d[d.method == "fraudvae"]
     if len(ours):
         print("\nfraudvae at its threshold (1% target FPR): realised test FPR and recall, mean over seeds")
