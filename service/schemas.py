@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from operator import attrgetter
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -29,7 +29,8 @@ class ScoreResult(BaseModel):
     flag: bool = Field(description="score > threshold")
     p_value: float = Field(description="share of validation normals scoring at or above this one")
     top_features: list[str] = Field(description="the columns most unusual for this row, most unusual first")
-    id: Any = Field(None, description="the transaction's id field, echoed")
+    id: str | int | None = Field(None, description="the transaction's id field, echoed (a string of at most "
+                                                   "256 characters, a 64-bit integer, or null)")
 
 
 class ScoreResponse(BaseModel):
@@ -47,6 +48,12 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+MAX_ID_CHARS = 256
+# an id is echoed back, so it must be one the response can carry: a bounded string, a 64-bit integer, null
+ID_TYPE = (Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
+           | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | None)
 
 
 def dumps(body: Any) -> bytes:
@@ -78,7 +85,7 @@ class RequestDecoder:
         fields = [(f"f{i}", self.ROLE_TYPES[c.role]) for i, c in enumerate(schema.columns)]
         rename = {f"f{i}": c.name for i, c in enumerate(schema.columns)}
         if self.id_field not in self.names:
-            fields.append(("row_id", Any, None))
+            fields.append(("row_id", ID_TYPE, None))
             rename["row_id"] = self.id_field
         self.id_attr = next(k for k, v in rename.items() if v == self.id_field)
         self.attr_of = {v: k for k, v in rename.items()}
@@ -86,15 +93,24 @@ class RequestDecoder:
         self.decoder = msgspec.json.Decoder(msgspec.defstruct("ScoreRequest", [("transactions", list[transaction])]))
 
     def decode(self, body: bytes) -> Batch:
+        lenient = False
         try:
             request = self.decoder.decode(body)
         except msgspec.ValidationError as e:
             raise _validation_error(str(e)) from None
+        except UnicodeDecodeError as e:
+            raise ServiceError(400, f"the body is not valid UTF-8: byte 0x{e.object[e.start]:02x} at offset {e.start} "
+                                    "(send JSON encoded as UTF-8)") from None
+        except RecursionError:
+            raise ServiceError(400, "the body's JSON is nested too deeply") from None
         except msgspec.DecodeError as e:  # NaN, Infinity or broken JSON: parse leniently, check the same types
+            lenient = True
             try:
                 request = msgspec.convert(_loads_lenient(body, e), self.decoder.type)
             except msgspec.ValidationError as e2:
                 raise _validation_error(str(e2)) from None
+            except RecursionError:
+                raise ServiceError(400, "the body's JSON is nested too deeply") from None
         rows = request.transactions
         if not rows:
             raise ServiceError(422, "'transactions' is empty: send at least one transaction", field="transactions")
@@ -102,7 +118,16 @@ class RequestDecoder:
             raise ServiceError(413, f"{len(rows)} transactions in one request; at most {self.max_rows} allowed",
                                field="transactions")
         columns = {name: list(map(attrgetter(self.attr_of[name]), rows)) for name in self.names}
-        return Batch(columns, list(map(attrgetter(self.id_attr), rows)), len(rows))
+        ids = list(map(attrgetter(self.id_attr), rows))
+        if lenient:  # Python's parser, unlike msgspec's, lets a lone surrogate ("\ud800") through
+            for i, v in enumerate(ids):
+                if type(v) is str and not v.isascii():
+                    try:
+                        v.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise ServiceError(422, f"transaction {i}, field {self.id_field!r}: the id is not valid "
+                                                "unicode (a lone surrogate)", index=i, field=self.id_field) from None
+        return Batch(columns, ids, len(rows))
 
 
 def _validation_error(message: str) -> ServiceError:
@@ -128,7 +153,9 @@ def _loads_lenient(body: bytes, strict_error: Exception) -> Any:
 
     try:
         return json.loads(body, parse_constant=constant)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise ServiceError(400, "the body's JSON is nested too deeply") from None
+    except ValueError:
         raise ServiceError(400, f"the body is not valid JSON: {strict_error}") from None
 
 

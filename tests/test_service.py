@@ -186,3 +186,31 @@ def test_time_columns_take_json_strings_and_name_a_bad_transaction(tmp_path: Pat
         assert r.status_code == 422
         err = r.json()["error"]
         assert err["index"] == 4 and err["field"] == "ts" and "'yesterday'" in err["message"]
+
+
+@pytest.mark.parametrize("kind", ["latin-1", "deep"])
+def test_undecodable_bodies_are_400_not_500(client: TestClient, rows: list[dict], kind: str) -> None:
+    body = json.dumps({"transactions": rows[:2]}).encode()
+    if kind == "latin-1":  # a Latin-1 client's "café": not UTF-8
+        body = body.replace(b'"transaction_id": "', b'"transaction_id": "caf\xe9', 1)
+    else:  # an ignored extra field nested past any parser's limit
+        body = body.replace(b'"amount": ', b'"x": ' + b"[" * 5000 + b"]" * 5000 + b', "amount": ', 1)
+    r = client.post("/score", content=body, headers=JSON)
+    assert r.status_code == 400 and r.json()["error"]["status"] == 400, r.text
+    assert client.post("/score", json={"transactions": rows[:2]}).status_code == 200
+
+
+@pytest.mark.parametrize("bad_id", ["18446744073709551616", "-9223372036854775809", '"\\ud800"', "1.5", "true",
+                                    '"' + "x" * 300 + '"', '{"a": ' * 900 + "1" + "}" * 900])
+def test_ids_that_cannot_be_echoed_are_422_naming_the_transaction(client: TestClient, rows: list[dict],
+                                                                   bad_id: str) -> None:
+    body = json.dumps({"transactions": rows[:3]})
+    wanted = json.dumps(rows[1]["transaction_id"])
+    body = body.replace(f'"transaction_id": {wanted}', f'"transaction_id": {bad_id}', 1)
+    body = body.replace('"amount": ', '"amount": NaN, "_": ', 1) if bad_id.startswith('"\\u') else body
+    r = client.post("/score", content=body.encode(), headers=JSON)
+    assert r.status_code in (400, 422), r.text
+    if r.status_code == 422 and not bad_id.startswith('"\\u'):
+        assert r.json()["error"]["index"] == 1 and r.json()["error"]["field"] == "transaction_id"
+    ok = client.post("/score", json={"transactions": rows[:2]})
+    assert ok.status_code == 200  # the server is fine afterwards
