@@ -58,8 +58,17 @@ def to_service_error(e: Exception, retry_after_s: int) -> ServiceError:
     return ServiceError(500, f"internal error ({type(e).__name__}); the request was not scored")
 
 
+def _printable(text: str | None) -> str | None:
+    """Text that JSON can carry: a message may quote the client's own bad value, lone surrogates
+    (\\ud800) included, which no UTF-8 encoder accepts."""
+    if text is None or text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(e: ServiceError) -> dict:
-    return {"error": {"status": e.status, "message": e.message, "index": e.index, "field": e.field}}
+    return {"error": {"status": e.status, "message": _printable(e.message), "index": e.index,
+                      "field": _printable(e.field)}}
 
 
 def answer(e: ServiceError) -> Response:

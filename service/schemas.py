@@ -93,7 +93,6 @@ class RequestDecoder:
         self.decoder = msgspec.json.Decoder(msgspec.defstruct("ScoreRequest", [("transactions", list[transaction])]))
 
     def decode(self, body: bytes) -> Batch:
-        lenient = False
         try:
             request = self.decoder.decode(body)
         except msgspec.ValidationError as e:
@@ -104,13 +103,21 @@ class RequestDecoder:
         except RecursionError:
             raise ServiceError(400, "the body's JSON is nested too deeply") from None
         except msgspec.DecodeError as e:  # NaN, Infinity or broken JSON: parse leniently, check the same types
-            lenient = True
+            loaded = _loads_lenient(body, e)
             try:
-                request = msgspec.convert(_loads_lenient(body, e), self.decoder.type)
+                request = msgspec.convert(loaded, self.decoder.type)
             except msgspec.ValidationError as e2:
                 raise _validation_error(str(e2)) from None
             except RecursionError:
                 raise ServiceError(400, "the body's JSON is nested too deeply") from None
+            except UnicodeEncodeError:  # Python's parser, unlike msgspec's, lets a lone surrogate through
+                raise _surrogate_error(loaded) from None
+            ids = [getattr(row, self.id_attr) for row in request.transactions]
+            if any(type(v) is str and not v.isascii() for v in ids):  # an id is echoed: it must be encodable
+                try:
+                    orjson.dumps(ids)
+                except TypeError:
+                    raise _surrogate_error(loaded) from None
         rows = request.transactions
         if not rows:
             raise ServiceError(422, "'transactions' is empty: send at least one transaction", field="transactions")
@@ -118,16 +125,7 @@ class RequestDecoder:
             raise ServiceError(413, f"{len(rows)} transactions in one request; at most {self.max_rows} allowed",
                                field="transactions")
         columns = {name: list(map(attrgetter(self.attr_of[name]), rows)) for name in self.names}
-        ids = list(map(attrgetter(self.id_attr), rows))
-        if lenient:  # Python's parser, unlike msgspec's, lets a lone surrogate ("\ud800") through
-            for i, v in enumerate(ids):
-                if type(v) is str and not v.isascii():
-                    try:
-                        v.encode("utf-8")
-                    except UnicodeEncodeError:
-                        raise ServiceError(422, f"transaction {i}, field {self.id_field!r}: the id is not valid "
-                                                "unicode (a lone surrogate)", index=i, field=self.id_field) from None
-        return Batch(columns, ids, len(rows))
+        return Batch(columns, list(map(attrgetter(self.id_attr), rows)), len(rows))
 
 
 def _validation_error(message: str) -> ServiceError:
@@ -143,6 +141,25 @@ def _validation_error(message: str) -> ServiceError:
         field = missing.group(1)
     where = (f"transaction {index}" if index is not None else path or "body") + (f", field {field!r}" if field else "")
     return ServiceError(422, f"{where}: {what}", index=index, field=field)
+
+
+def _surrogate_error(loaded: Any) -> ServiceError:
+    """422 naming the transaction and field that hold a lone surrogate ("\\ud800": not unicode)."""
+    def bad(v: Any) -> bool:
+        try:
+            (v if isinstance(v, str) else repr(v)).encode("utf-8")
+            return False
+        except UnicodeEncodeError:
+            return True
+
+    rows = loaded.get("transactions") if isinstance(loaded, dict) else None
+    for i, row in enumerate(rows if isinstance(rows, list) else []):
+        for field, v in (row.items() if isinstance(row, dict) else []):
+            if bad(field) or bad(v):
+                shown = field.encode("utf-8", "backslashreplace").decode()
+                return ServiceError(422, f"transaction {i}, field {shown!r}: a lone surrogate is not unicode text",
+                                    index=i, field=shown)
+    return ServiceError(400, "the body holds a lone surrogate (such as \\ud800), which is not unicode text")
 
 
 def _loads_lenient(body: bytes, strict_error: Exception) -> Any:

@@ -207,10 +207,8 @@ def test_ids_that_cannot_be_echoed_are_422_naming_the_transaction(client: TestCl
     body = json.dumps({"transactions": rows[:3]})
     wanted = json.dumps(rows[1]["transaction_id"])
     body = body.replace(f'"transaction_id": {wanted}', f'"transaction_id": {bad_id}', 1)
-    body = body.replace('"amount": ', '"amount": NaN, "_": ', 1) if bad_id.startswith('"\\u') else body
     r = client.post("/score", content=body.encode(), headers=JSON)
-    assert r.status_code in (400, 422), r.text
-    if r.status_code == 422 and not bad_id.startswith('"\\u'):
-        assert r.json()["error"]["index"] == 1 and r.json()["error"]["field"] == "transaction_id"
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["index"] == 1 and r.json()["error"]["field"] == "transaction_id"
     ok = client.post("/score", json={"transactions": rows[:2]})
     assert ok.status_code == 200  # the server is fine afterwards
