@@ -76,12 +76,34 @@ def save_model(det: FraudVAE, path: Path) -> Path:
         }
         (tmp / META).write_text(json.dumps(meta, indent=1, allow_nan=False))
         manifest = {"format": FORMAT, "files": {name: _sha256(tmp / name) for name in (WEIGHTS, META)}}
-        # The model version is the digest of its contents: the same model, the same version.
-        version = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:12]
+        version = content_version(manifest["files"])
         manifest["version"] = version
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     det.version_ = version
     return path
+
+
+def content_version(digests: dict[str, str]) -> str:
+    """The model version: a digest of the files' digests. The same content, the same version; it is
+    recomputed from the files on every load, so an edited file cannot keep an old version."""
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _non_finite(value: object, where: str = "") -> str | None:
+    """The path of the first number in a JSON value that is NaN or infinite (None: all finite)."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return where or "(top)"
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return None
+    for key, v in items:
+        found = _non_finite(v, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
 
 
 def read_manifest(path: Path) -> dict:
@@ -110,6 +132,12 @@ def load_model(cls: type[FraudVAE], path: Path, device: str = "auto") -> FraudVA
     manifest = read_manifest(path)
     try:
         meta = json.loads((path / META).read_text())
+        # a model is data a reader checks: a non-finite number (a threshold of NaN, a scale of
+        # Infinity) would give NaN scores, so it is refused by name
+        bad = _non_finite({k: meta[k] for k in ("preprocessing", "threshold", "baseline_contributions",
+                                                 "model_config") if k in meta})
+        if bad:
+            raise ModelFileError(f"model directory {str(path)!r}: {META} has a number that is not finite at {bad}")
         params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
         det = cls(**params)
         det.schema_ = Schema.from_dict(meta["schema"])
@@ -122,11 +150,21 @@ def load_model(cls: type[FraudVAE], path: Path, device: str = "auto") -> FraudVA
         det.baseline_ = np.asarray(meta["baseline_contributions"], dtype=float)
         det.metrics_ = meta["metrics"]
         det.versions_ = meta["versions"]
+        pre, mc = det.preprocessor_, det.model_config_
+        if (pre.n_numeric, len(pre.binary_owners), tuple(pre.cardinalities)) != (mc.n_numeric, mc.n_binary,
+                                                                                   mc.cardinalities):
+            raise ModelFileError(f"model directory {str(path)!r}: the preprocessing state does not fit the network "
+                                 f"({pre.n_numeric} numbers, {len(pre.binary_owners)} flags, categories "
+                                 f"{pre.cardinalities} against model_config {mc})")
         model = VAE(det.model_config_)
-        model.load_state_dict(load_file(str(path / WEIGHTS)))
+        weights = load_file(str(path / WEIGHTS))
+        bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad:
+            raise ModelFileError(f"model directory {str(path)!r}: weight {bad!r} holds NaN or infinite values")
+        model.load_state_dict(weights)
     except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
         raise ModelFileError(f"model directory {str(path)!r} cannot be loaded: {e}") from None
-    det.version_ = manifest["version"]
+    det.version_ = content_version(manifest["files"])
     det.device_ = resolve_device(device)
     det.model_ = model.to(det.device_).eval()
     return det

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from fraudvae import FraudVAE
 
 from .batching import Batcher
@@ -83,6 +85,9 @@ class ScoreEndpoint:
             raise ServiceError(413, f"the body is {int(declared)} bytes; at most {settings.max_body_bytes} allowed")
         batch = rt.decoder.decode(await _read_body(receive, settings.max_body_bytes))
         scores = await rt.batcher.score(batch)
+        if not np.isfinite(scores.score).all():  # never a NaN in a 200: a model fault, answered as ours
+            log.error("non-finite score from model %s; request not answered with scores", rt.detector.version_)
+            raise ServiceError(500, "internal error: the model gave a non-finite score; the request was not scored")
         rt.metrics.on_scored(scores.score, scores.flag)
         det, ids = rt.detector, batch.ids
         results = [{"score": s, "flag": f, "p_value": p, "top_features": top, "id": i} for s, f, p, top, i in

@@ -145,3 +145,42 @@ def test_point_mass_option(tmp_path):
     np.testing.assert_array_equal(again.score(test)["score"], out["score"])
     with pytest.raises(ConfigError, match="point_mass_share"):
         FraudVAE(point_mass_share=1.5).fit(train)
+
+
+def _edit(model_dir, tmp_path, change) -> object:
+    """A copy of the model with model.json edited and the manifest's digests recomputed to match (what
+    an attacker with write access would do)."""
+    import hashlib
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(model_dir, copy)
+    meta = json.loads((copy / "model.json").read_text())
+    change(meta)
+    (copy / "model.json").write_text(json.dumps(meta))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["model.json"] = hashlib.sha256((copy / "model.json").read_bytes()).hexdigest()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_an_edited_model_cannot_keep_its_version_nor_load_non_finite_state(fitted, model_dir, tmp_path):
+    loaded = FraudVAE.load(model_dir)
+    assert loaded.version_ == json.loads((model_dir / "manifest.json").read_text())["version"]
+    edited = FraudVAE.load(_edit(model_dir, tmp_path, lambda m: m["threshold"].update(value=1e9)))
+    assert edited.version_ != loaded.version_  # the version comes from the content, on every load
+
+    def nan_scale(m):
+        m["preprocessing"]["numeric"]["amount"]["scale"] = float("nan")
+
+    with pytest.raises(ModelFileError, match=r"not finite at preprocessing\.numeric\.amount\.scale"):
+        FraudVAE.load(_edit(model_dir, tmp_path, nan_scale))
+    with pytest.raises(ModelFileError, match=r"not finite at threshold\.value"):
+        FraudVAE.load(_edit(model_dir, tmp_path, lambda m: m["threshold"].update(value=float("inf"))))
+
+    def drop_category(m):
+        m["preprocessing"]["categorical"]["country"]["vocabulary"].pop()
+
+    with pytest.raises(ModelFileError, match="does not fit the network"):
+        FraudVAE.load(_edit(model_dir, tmp_path, drop_category))

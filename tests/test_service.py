@@ -212,3 +212,18 @@ def test_ids_that_cannot_be_echoed_are_422_naming_the_transaction(client: TestCl
     assert r.json()["error"]["index"] == 1 and r.json()["error"]["field"] == "transaction_id"
     ok = client.post("/score", json={"transactions": rows[:2]})
     assert ok.status_code == 200  # the server is fine afterwards
+
+
+def test_a_non_finite_score_is_never_a_200(model_dir: Path, rows: list[dict], monkeypatch) -> None:
+    from fraudvae import Scores
+
+    with TestClient(create_app(Settings(model=model_dir))) as c:
+        real = FraudVAE.score_encoded
+
+        def broken(self, encoded):
+            s = real(self, encoded)
+            return Scores(np.full(len(s), np.nan), s.flag, s.p_value, s.top_features)
+
+        monkeypatch.setattr(FraudVAE, "score_encoded", broken)
+        r = c.post("/score", json={"transactions": rows[:3]})
+        assert r.status_code == 500 and "non-finite" in r.json()["error"]["message"]
