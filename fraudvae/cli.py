@@ -155,7 +155,8 @@ def _score(a: argparse.Namespace) -> int:
 
 
 class _stdout_sink:
-    """`--output -`: scores to stdout as they come (nothing to make atomic)."""
+    """`--output -`: scores to stdout as they come (nothing to make atomic). Flushed on the way out,
+    inside `main`, so a reader that has gone is met there (quietly), not at interpreter exit."""
 
     def __enter__(self):
         return sys.stdout

@@ -96,20 +96,21 @@ def csv_format(path: str | Path, sep: str | None = None, encoding: str | None = 
     return CsvFormat(best, encoding, detected=True)
 
 
-def _nested(path: Path, columns: Collection[str] | None) -> tuple[list[str], list[str]]:
-    """(columns to read, nested columns left out) of a Parquet file; a nested column that is read is
-    refused, naming it."""
+def _nested(path: Path, columns: Collection[str] | None,
+            skip: Collection[str] = ()) -> tuple[list[str], list[str]]:
+    """(columns to read, nested columns left out) of a Parquet file: `columns` (all when None), less
+    the nested columns named in `skip`. A nested column that is read is refused, naming it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(path)
     read, skipped = [], []
-    for field in schema:
-        if columns is not None and field.name not in columns:
-            if pa.types.is_nested(field.type):
+    for field in pq.read_schema(path):
+        nested = pa.types.is_nested(field.type)
+        if (columns is not None and field.name not in columns) or (nested and field.name in skip):
+            if nested:
                 skipped.append(field.name)
             continue
-        if pa.types.is_nested(field.type):
+        if nested:
             kind = "list" if pa.types.is_list(field.type) or pa.types.is_large_list(field.type) else \
                 "struct" if pa.types.is_struct(field.type) else "nested"
             raise DataError(f"column {field.name!r} of {str(path)!r} holds {kind} values ({field.type}): fraudvae "
@@ -124,14 +125,9 @@ def read_table(path: str | Path, fmt: CsvFormat | None = None, skip: Collection[
     `skip` are not read. Raises `DataError` for a missing, empty or unreadable file."""
     path = Path(path)
     _check_file(path)
-    try:
+    with _read_errors(path, fmt):
         if is_parquet(path):
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            fields = pq.read_schema(path)
-            wanted = [f.name for f in fields if f.name not in skip or not pa.types.is_nested(f.type)]
-            read, skipped = _nested(path, wanted)
+            read, skipped = _nested(path, None, skip)
             df = pd.read_parquet(path, columns=read)
             df.index = pd.RangeIndex(len(df), name="row")
             df.attrs["skipped"] = skipped  # nested columns left out on request (never read, so never "dropped")
@@ -139,12 +135,6 @@ def read_table(path: str | Path, fmt: CsvFormat | None = None, skip: Collection[
             fmt = fmt or csv_format(path)
             df = pd.read_csv(path, sep=fmt.sep, encoding=fmt.encoding)
             df.index = pd.RangeIndex(2, 2 + len(df), name="line")
-    except UnicodeDecodeError as e:
-        raise _not_utf8(path, e, (fmt or CsvFormat()).encoding) from None
-    except (ValueError, OSError, pd.errors.ParserError) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"cannot read {str(path)!r}: {str(e).splitlines()[0]}") from None
     if df.shape[1] == 0 or len(df) == 0:
         raise DataError(f"file has no data rows: {str(path)!r}")
     return df
@@ -157,7 +147,7 @@ def iter_table(path: str | Path, chunk_rows: int = CHUNK_ROWS, fmt: CsvFormat | 
     the caller does not need is no error)."""
     path = Path(path)
     _check_file(path)
-    try:
+    with _read_errors(path, fmt):
         if is_parquet(path):
             import pyarrow.parquet as pq
 
@@ -181,11 +171,20 @@ def iter_table(path: str | Path, chunk_rows: int = CHUNK_ROWS, fmt: CsvFormat | 
             yield df
         if first:
             raise DataError(f"file has no data rows: {str(path)!r}")
+
+
+@contextmanager
+def _read_errors(path: Path, fmt: CsvFormat | None) -> Iterator[None]:
+    """What reading a file can raise, as a `DataError` naming the file (and, for text that is not in
+    the expected encoding, the option that fixes it). `fmt` is the format the caller gave: a detected
+    one has the same encoding (the default's, when none was given)."""
+    try:
+        yield
+    except DataError:
+        raise
     except UnicodeDecodeError as e:
         raise _not_utf8(path, e, (fmt or CsvFormat()).encoding) from None
     except (ValueError, OSError, pd.errors.ParserError) as e:
-        if isinstance(e, DataError):
-            raise
         raise DataError(f"cannot read {str(path)!r}: {str(e).splitlines()[0]}") from None
 
 

@@ -158,12 +158,6 @@ class Preprocessor:
         """Column name of every likelihood term, in model order: numeric, Bernoulli, categorical."""
         return list(self.state["numeric"]) + self.binary_owners + [f[0] for f in self._category_features()]
 
-    def feature_names(self) -> list[str]:
-        """What every likelihood term is, in model order (a time column's are "COL.hour", "COL.weekday")."""
-        flags = [name if kind == "value" else f"{name}.{kind}" for kind, name in self._flag_names()]
-        cats = [name if part is None else f"{name}.{part}" for name, part, _, _ in self._category_features()]
-        return list(self.state["numeric"]) + flags + cats
-
     def vocabulary(self, name: str) -> list[str]:
         return ["<other>", "<missing>", *self.state["categorical"][name]["vocabulary"]]
 

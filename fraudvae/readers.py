@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fraudvae.errors import SchemaError
-from fraudvae.schema import FALSE_STRINGS, TRUE_STRINGS, first_bad, show
+from fraudvae.schema import FALSE_STRINGS, TRUE_STRINGS, first_bad, is_bool_like, show
 from fraudvae.values import MISSING_MARKERS, parse_numbers, parse_times
 
 
@@ -21,8 +21,7 @@ def is_number_column(s: pd.Series) -> bool:
         return False
     if pd.api.types.is_numeric_dtype(s):
         return True
-    values = s.dropna()
-    if values.map(lambda v: isinstance(v, bool | np.bool_)).all():
+    if is_bool_like(s.dropna()):
         return False
     x, bad = parse_numbers(s)
     return not bad.any() and bool(np.isfinite(x).any())

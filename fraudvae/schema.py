@@ -173,7 +173,7 @@ def _role(s: pd.Series, name: str, force_categorical: bool, force_time: bool = F
         return None, "empty (every value missing)"
     if force_categorical:
         return "categorical", ""
-    text = not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or _is_bool_like(values))
+    text = not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or is_bool_like(values))
     if text:
         x, notnum = parse_numbers(s, decimal_mark(s))
         got = int(np.isfinite(x).sum() + np.isinf(x).sum())
@@ -202,7 +202,7 @@ def _role(s: pd.Series, name: str, force_categorical: bool, force_time: bool = F
         if n_unique == n:
             return None, "row id (unique, monotonic along the file)"
         return None, "time or sequence column (monotonic along the file)"
-    if pd.api.types.is_bool_dtype(s) or _is_bool_like(values):
+    if pd.api.types.is_bool_dtype(s) or is_bool_like(values):
         return "binary", ""
     if not text:
         if n_unique == 2:
@@ -221,12 +221,13 @@ def _role(s: pd.Series, name: str, force_categorical: bool, force_time: bool = F
 def _time_role(s: pd.Series, name: str, forced: bool) -> bool:
     """Whether a text column is date-times; raises when most values are and a few are not (or, when
     `forced`, when they are not date-times at all)."""
-    if forced and (pd.api.types.is_numeric_dtype(s) or parse_numbers(s)[1].sum() == 0):
-        x = parse_numbers(s)[0]
-        if epoch_unit(x) is not None:
-            return True
-        raise DataError(f"--time-column {name!r}: its numbers are not epoch seconds or milliseconds of 1973-2103 "
-                        f"(found {np.nanmin(x):g} to {np.nanmax(x):g})", column=name)
+    if forced:
+        x, notnum = parse_numbers(s)
+        if not notnum.any():  # numbers, read as text or not
+            if epoch_unit(x) is not None:
+                return True
+            raise DataError(f"--time-column {name!r}: its numbers are not epoch seconds or milliseconds of "
+                            f"1973-2103 (found {np.nanmin(x):g} to {np.nanmax(x):g})", column=name)
     fmt, share = guess_time_format(s)
     if fmt is None or share < MOSTLY:
         if forced:
@@ -245,7 +246,7 @@ def show(value: object) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def _is_bool_like(values: pd.Series) -> bool:
+def is_bool_like(values: pd.Series) -> bool:
     """A column of Python booleans (object dtype, e.g. booleans with gaps)."""
     return values.dtype == object and values.map(lambda v: isinstance(v, (bool, np.bool_))).all()
 

@@ -29,10 +29,6 @@ EPOCH_MILLISECONDS = (1e11, 4.2e12)
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
-def is_missing_marker(text: str) -> bool:
-    return text.strip().lower() in MISSING_MARKERS
-
-
 def parse_number(text: str, decimal: str = ".") -> float | None:
     """One written number as a float, NaN for a missing marker, None when it is not a number.
 
@@ -80,32 +76,23 @@ def parse_numbers(s: pd.Series, decimal: str = ".") -> tuple[np.ndarray, np.ndar
     bad = np.zeros(len(s), bool)
     if not present.any():
         return x, bad
-    values = s[present]
-    codes, uniques = pd.factorize(values)
-    parsed = np.array([_one(v, decimal) for v in uniques], dtype=float)  # NaN gap, inf marks "not a number"
-    got = parsed[codes]
+    codes, uniques = pd.factorize(s[present])
+    parsed = [_one(v, decimal) for v in uniques]  # a float (NaN for a gap), or None: not a number
     idx = np.flatnonzero(present)
-    notnum = np.isnan(got) & np.array([not _is_gap(v) for v in uniques], bool)[codes]
-    x[idx] = np.where(notnum, np.nan, got)
-    bad[idx] = notnum
+    x[idx] = np.array([np.nan if v is None else v for v in parsed], dtype=float)[codes]
+    bad[idx] = np.array([v is None for v in parsed], dtype=bool)[codes]
     return x, bad
-
-
-_NOT_A_NUMBER = float("nan")
 
 
 def _is_gap(v: object) -> bool:
     return isinstance(v, str) and v.strip().lower() in MISSING_MARKERS
 
 
-def _one(v: object, decimal: str) -> float:
-    """A value as a float; NaN both for a gap and for text that is no number (`_is_gap` tells apart)."""
-    if isinstance(v, bool | np.bool_):
+def _one(v: object, decimal: str) -> float | None:
+    """A value as a float (NaN for a missing marker), None when it is not a number."""
+    if isinstance(v, bool | np.bool_ | int | float | np.integer | np.floating):
         return float(v)
-    if isinstance(v, int | float | np.integer | np.floating):
-        return float(v)
-    parsed = parse_number(str(v), decimal)
-    return _NOT_A_NUMBER if parsed is None else parsed
+    return parse_number(str(v), decimal)
 
 
 def decimal_mark(s: pd.Series) -> str:
