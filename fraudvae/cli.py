@@ -64,7 +64,8 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
                    target_fpr=None if a.alert_rate else a.target_fpr,
                    alert_rate=a.alert_rate, seed=a.seed, epochs=a.epochs, batch_size=a.batch_size,
                    beta=a.beta, point_mass_share=a.point_mass_share, device=a.device,
-                   **({} if a.validation_fraction is None else {"validation_fraction": a.validation_fraction}))
+                   **({} if a.validation_fraction is None else {"validation_fraction": a.validation_fraction}),
+                   **({} if a.validation is None else {"validation": a.validation}))
     bar = tqdm(desc="training", unit="epoch", disable=a.quiet or rank > 0 or None, leave=False)
 
     def progress(epoch: int, total: int, losses: dict) -> None:
@@ -253,8 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--epochs", type=_positive, help="maximum epochs (default: derived from the row count)")
     f.add_argument("--batch-size", type=_positive, help="rows per step (default: derived from the row count)")
     f.add_argument("--beta", type=float, default=1.0, help="KL weight")
+    f.add_argument("--validation", choices=("tail", "interleaved", "random"),
+                   help="which normal rows are held out for early stopping and the threshold: the last ones in "
+                        "the file, rows spread evenly over it, or a random share (default: the library's, tail)")
     f.add_argument("--validation-fraction", type=float,
-                   help="share of normal rows held out, the last ones in the file (default: the library's, 0.3)")
+                   help="share of normal rows held out (default: the library's, 0.3)")
     f.add_argument("--point-mass-share", type=_fraction, metavar="SHARE",
                    help="model a numeric value held by at least this share of rows (say 0.25) as a point mass")
     f.add_argument("--device", default="auto", help="auto, cpu or cuda")

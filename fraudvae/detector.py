@@ -21,7 +21,7 @@ from fraudvae.model import VAE, ModelConfig
 from fraudvae.preprocess import Encoded, PreprocessConfig, Preprocessor
 from fraudvae.schema import infer_schema, to_binary_label
 from fraudvae.threshold import calibrate
-from fraudvae.train import TrainConfig, resolve_device, to_tensors, train
+from fraudvae.train import TrainConfig, holdout_masks, resolve_device, to_tensors, train
 
 log = logging.getLogger(__name__)
 MIN_NORMAL_ROWS = 20
@@ -53,7 +53,13 @@ class FraudVAE:
     members : independent VAEs trained together; the score is the mean of their negative ELBOs.
     beta : weight of the KL term in training (the score always uses the plain ELBO).
     epochs, batch_size, lr, patience : training; ``None`` sizes are derived from the row count.
-    validation_fraction : share of normal rows held out for early stopping and the threshold.
+    prior_components : 0 for the standard normal prior on the latent space; C > 0 for a learned
+        mixture of C Gaussians (a Gaussian-mixture VAE: clustered normal data leaves fewer empty
+        regions of the prior where an anomaly costs little). The score stays the negative ELBO.
+    validation : which normal rows are held out for early stopping and the threshold: ``tail`` the
+        last ones in file order (out-of-time, as drift would have it), ``interleaved`` rows evenly
+        spread over the file, ``random`` a seeded random share.
+    validation_fraction : share of normal rows held out.
     target_fpr, alert_rate : how the threshold is set on validation normals (see `calibrate`).
     seed, device : reproducibility and where to run (``auto`` picks CUDA when available).
     label_column, id_column, drop, categorical : schema options (see `fraudvae.schema`).
@@ -70,7 +76,7 @@ class FraudVAE:
     def __init__(self, *, hidden: tuple[int, ...] | None = None, latent_dim: int | None = None, members: int = 1,
                  beta: float = 1.0, epochs: int | None = None, batch_size: int | None = None,
                  lr: float | None = None, patience: int = 10, validation_fraction: float = 0.3,
-                 validation: str = "tail",
+                 validation: str = "tail", prior_components: int = 0,
                  target_fpr: float | None = 0.01, alert_rate: float | None = None, seed: int = 0,
                  device: str = "auto", label_column: str | None = None, id_column: str | None = None,
                  drop: tuple[str, ...] = (), categorical: tuple[str, ...] = (),
@@ -86,6 +92,7 @@ class FraudVAE:
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.validation = validation
+        self.prior_components = prior_components
         self.target_fpr = target_fpr
         self.alert_rate = alert_rate
         self.seed = seed
@@ -108,13 +115,16 @@ class FraudVAE:
         if not 0.05 <= self.validation_fraction <= 0.5:
             raise ConfigError(f"validation_fraction={self.validation_fraction!r} is not allowed "
                               "(must be in [0.05, 0.5])")
-        if self.validation not in ("tail", "random"):
-            raise ConfigError(f"validation={self.validation!r} is not allowed (must be 'tail' or 'random')")
+        if self.validation not in ("tail", "interleaved", "random"):
+            raise ConfigError(f"validation={self.validation!r} is not allowed (must be 'tail', 'interleaved' or "
+                              "'random')")
         if self.point_mass_share is not None and not 0 < self.point_mass_share < 1:
             raise ConfigError(f"point_mass_share={self.point_mass_share!r} is not allowed (must be in (0, 1))")
         if self.min_category_count < 1 or self.top_k < 0 or not 1 <= self.members <= 64:
             raise ConfigError(f"min_category_count={self.min_category_count}, top_k={self.top_k}, "
                               f"members={self.members}: need min_category_count >= 1, top_k >= 0, 1 <= members <= 64")
+        if not 0 <= self.prior_components <= 64:
+            raise ConfigError(f"prior_components={self.prior_components!r} is not allowed (must be in [0, 64])")
         train_config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
                                    patience=self.patience, seed=self.seed, device=self.device)
         train_config.validate()
@@ -133,29 +143,36 @@ class FraudVAE:
         n_val = max(2, int(round(self.validation_fraction * len(normal))))
         if self.validation == "tail":  # out-of-time: the last rows of the file, as drift would have it
             order = np.arange(len(normal))[::-1]
+        elif self.validation == "interleaved":  # evenly spread over the file: every period in both
+            i = np.arange(len(normal))
+            pick = np.floor((i + 1) * n_val / len(normal)) > np.floor(i * n_val / len(normal))
+            order = np.r_[np.flatnonzero(pick), np.flatnonzero(~pick)]
         else:
             order = np.random.default_rng(self.seed).permutation(len(normal))
-        train_rows, val_rows = normal.iloc[np.sort(order[n_val:])], normal.iloc[np.sort(order[:n_val])]
+        fit_rows = normal.iloc[np.sort(order[n_val:])]
+        holdout = holdout_masks(len(normal), self.members, order[:n_val])
 
-        pre = Preprocessor.fit(train_rows, schema, PreprocessConfig(
+        pre = Preprocessor.fit(fit_rows, schema, PreprocessConfig(
             min_category_count=self.min_category_count, spike_share=self.point_mass_share))
         model_config = ModelConfig.default(pre.n_numeric, len(pre.binary_owners), tuple(pre.cardinalities),
-                                           self.hidden, self.latent_dim, self.members)
+                                           self.hidden, self.latent_dim, self.members, self.prior_components)
         torch.manual_seed(self.seed)
         model = VAE(model_config).to(device)
-        val_data = pre.transform(val_rows)
-        history = train(model, pre.transform(train_rows), val_data, train_config, progress)
+        data = pre.transform(normal)
+        history = train(model, data, holdout, train_config, progress)
 
         self.schema_, self.preprocessor_, self.model_ = schema, pre, model
         self.model_config_, self.train_config_ = model_config, train_config
         self.device_ = device
-        val_terms, val_kl = self._terms(val_data)
+        val_rows = holdout[0]
+        val_terms, val_kl = self._terms(data.take(val_rows))
+        n_train, n_validation = len(normal) - int(val_rows.sum()), int(val_rows.sum())
         val_scores = val_terms.sum(1) + val_kl
         self.baseline_ = np.median(self._by_column(val_terms), axis=0)
         self.threshold_ = calibrate(val_scores, self.target_fpr, self.alert_rate)
         self.metrics_ = {
             "rows": len(df), "normal_rows": len(normal), "fraud_rows": len(frauds),
-            "train_rows": len(train_rows), "validation_rows": len(val_rows),
+            "train_rows": n_train, "validation_rows": n_validation,
             "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "stop": history["stop"], "batch_size": history["batch_size"],
             # the mean of the scores the threshold comes from (decoder variances re-fitted after

@@ -35,6 +35,7 @@ class ModelConfig:
     hidden: tuple[int, ...]
     latent_dim: int
     members: int = 1
+    prior_components: int = 0  # 0: the standard normal prior; C > 0: a learned mixture of C Gaussians
 
     @property
     def n_input(self) -> int:
@@ -48,7 +49,7 @@ class ModelConfig:
     @classmethod
     def default(cls, n_numeric: int, n_binary: int, cardinalities: tuple[int, ...],
                 hidden: tuple[int, ...] | None = None, latent_dim: int | None = None,
-                members: int = 1) -> ModelConfig:
+                members: int = 1, prior_components: int = 0) -> ModelConfig:
         """Sizes derived from the input width: wide enough to model the joint structure, small enough
         to train in seconds on a CPU."""
         d = n_numeric + n_binary + sum(cardinalities)
@@ -57,7 +58,7 @@ class ModelConfig:
             hidden = (width, width // 2)
         if latent_dim is None:
             latent_dim = int(min(16, max(2, math.ceil(d / 4))))
-        return cls(n_numeric, n_binary, tuple(cardinalities), tuple(hidden), latent_dim, members)
+        return cls(n_numeric, n_binary, tuple(cardinalities), tuple(hidden), latent_dim, members, prior_components)
 
 
 class Linear(nn.Module):
@@ -90,18 +91,24 @@ class VAE(nn.Module):
         self.decoder = _mlp(c.members, [c.latent_dim, *reversed(c.hidden)])
         self.to_out = Linear(c.members, c.hidden[0], c.n_input)
         self.numeric_logvar = nn.Parameter(torch.zeros(c.members, 1, c.n_numeric))
+        if c.prior_components:  # a mixture prior, learned with the rest (weights, means, log-variances)
+            self.prior_logit = nn.Parameter(torch.zeros(c.members, c.prior_components))
+            self.prior_mean = nn.Parameter(torch.randn(c.members, c.prior_components, c.latent_dim))
+            self.prior_logvar = nn.Parameter(torch.zeros(c.members, c.prior_components, c.latent_dim))
         self.register_buffer("cat_offsets", torch.tensor([0, *c.cardinalities[:-1]]).cumsum(0)
                              if c.cardinalities else torch.zeros(0, dtype=torch.long), persistent=False)
 
     def encode_input(self, numeric: torch.Tensor, binary: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        """(n, n_input) network input: numbers, flags, then one-hot categories."""
+        """(..., n, n_input) network input: numbers, flags, then one-hot categories. Inputs are
+        (n, features), the same rows for every member, or (members, n, features), rows of each
+        member's own."""
         parts = [numeric, binary]
         if self.config.cardinalities:
-            onehot = torch.zeros(len(categorical), sum(self.config.cardinalities), device=categorical.device,
+            onehot = torch.zeros(*categorical.shape[:-1], sum(self.config.cardinalities), device=categorical.device,
                                  dtype=numeric.dtype)
-            onehot.scatter_(1, categorical + self.cat_offsets, 1.0)
+            onehot.scatter_(-1, categorical + self.cat_offsets, 1.0)
             parts.append(onehot)
-        return torch.cat(parts, dim=1) if self.config.n_input > self.config.n_numeric else numeric
+        return torch.cat(parts, dim=-1) if self.config.n_input > self.config.n_numeric else numeric
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(k, n, latent) posterior means and clamped log-variances."""
@@ -113,7 +120,7 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, never: int | None = None) -> tuple[torch.Tensor, ...]:
-        """Draw n rows from the generative model: z ~ N(0, I), each row from a member picked at random
+        """Draw n rows from the generative model: z from the prior, each row from a member picked at random
         (the ensemble is a mixture), then every feature from its likelihood.
 
         Returns scaled numbers (n, n_numeric), 0/1 flags (n, n_binary) and category indices
@@ -121,6 +128,12 @@ class VAE(nn.Module):
         particular value)."""
         c, dev = self.config, self.numeric_logvar.device
         z = torch.randn(c.members, n, c.latent_dim, generator=generator, device=dev)
+        prior = self.prior()
+        if prior is not None:  # a component per row and member, then its Gaussian
+            log_weight, mean, logvar = prior
+            comp = torch.multinomial(log_weight.exp(), n, replacement=True, generator=generator)  # (k, n)
+            pick = comp.unsqueeze(-1).expand(-1, -1, c.latent_dim)
+            z = mean.gather(1, pick) + torch.exp(0.5 * logvar.gather(1, pick)) * z
         member = torch.randint(c.members, (n,), generator=generator, device=dev)
         rows = torch.arange(n, device=dev)
         out = self.decode(z)[member, rows]  # (n, n_input): each row from its own member
@@ -142,6 +155,7 @@ class VAE(nn.Module):
     def forward(self, numeric: torch.Tensor, observed: torch.Tensor | None, binary: torch.Tensor,
                 categorical: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member, per-feature negative log-likelihood (k, n, n_terms) and KL (k, n), in nats.
+        Inputs are (n, ...) rows for every member or (k, n, ...) rows of each member's own.
 
         With ``sample`` the latent is drawn by reparameterisation (training); without, the
         posterior mean is decoded, so the result is deterministic (scoring). ``observed``
@@ -150,7 +164,20 @@ class VAE(nn.Module):
         mu, logvar = self.encode(self.encode_input(numeric, binary, categorical))
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         out = self.decode(z)
-        return reconstruction_nll(self, out, numeric, observed, binary, categorical), kl_divergence(mu, logvar)
+        return reconstruction_nll(self, out, numeric, observed, binary, categorical), self.kl(mu, logvar)
+
+    def prior(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The mixture prior's (log-weights (k, C), means (k, C, latent), log-variances (k, C,
+        latent)); None for the standard normal prior."""
+        if not self.config.prior_components:
+            return None
+        return (torch.log_softmax(self.prior_logit, -1), self.prior_mean,
+                self.prior_logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
+
+    def kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """(k, n) the latent term of the negative ELBO under this model's prior."""
+        prior = self.prior()
+        return kl_divergence(mu, logvar) if prior is None else mixture_kl(mu, logvar, *prior)
 
 
 def reconstruction_nll(model: VAE, out: torch.Tensor, numeric: torch.Tensor, observed: torch.Tensor | None,
@@ -168,7 +195,7 @@ def reconstruction_nll(model: VAE, out: torch.Tensor, numeric: torch.Tensor, obs
     start = c.n_numeric + c.n_binary
     for j, k in enumerate(c.cardinalities):
         logits = out[..., start: start + k]
-        target = categorical[:, j].expand(logits.shape[:-1])
+        target = categorical[..., j].expand(logits.shape[:-1])
         terms.append(F.cross_entropy(logits.transpose(1, 2), target, reduction="none").unsqueeze(-1))
         start += k
     nll = torch.cat(terms, dim=-1) if len(terms) > 1 else terms[0]
@@ -180,3 +207,19 @@ def reconstruction_nll(model: VAE, out: torch.Tensor, numeric: torch.Tensor, obs
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """(k, n) KL(q(z|x) || N(0, I))."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, mean: torch.Tensor, prior_logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, e^logvar) || N(mean, e^prior_logvar)), diagonal, summed over the last axis."""
+    return 0.5 * (prior_logvar - logvar + (logvar.exp() + (mu - mean) ** 2) * torch.exp(-prior_logvar) - 1.0).sum(-1)
+
+
+def mixture_kl(mu: torch.Tensor, logvar: torch.Tensor, log_weight: torch.Tensor, mean: torch.Tensor,
+               prior_logvar: torch.Tensor) -> torch.Tensor:
+    """(k, n) latent term of the ELBO of a Gaussian-mixture VAE: a component c ~ weights, then
+    z ~ N(mean_c, var_c). With q(z, c | x) = q(z | x) q(c | x) and q(c | x) the best posterior over
+    components, the term is -log sum_c w_c exp(-KL(q(z|x) || N(mean_c, var_c))): closed form and
+    deterministic; it is never below KL(q(z|x) || mixture) and equals it when the components are
+    far apart. mu, logvar (k, n, latent); log_weight (k, C); mean, prior_logvar (k, C, latent)."""
+    per = gaussian_kl(mu.unsqueeze(-2), logvar.unsqueeze(-2), mean.unsqueeze(-3), prior_logvar.unsqueeze(-3))
+    return -torch.logsumexp(log_weight.unsqueeze(-2) - per, dim=-1)

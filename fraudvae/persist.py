@@ -139,6 +139,9 @@ def load_model(cls: type[FraudVAE], path: Path, device: str = "auto") -> FraudVA
         if bad:
             raise ModelFileError(f"model directory {str(path)!r}: {META} has a number that is not finite at {bad}")
         params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
+        # a model saved before an option existed was fitted as the option's old behaviour: say so,
+        # rather than report today's default
+        params.setdefault("prior_components", meta["model_config"].get("prior_components", 0))
         det = cls(**params)
         det.schema_ = Schema.from_dict(meta["schema"])
         det.preprocessor_ = Preprocessor.from_dict(det.schema_, meta["preprocessing"])

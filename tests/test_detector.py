@@ -184,3 +184,25 @@ def test_an_edited_model_cannot_keep_its_version_nor_load_non_finite_state(fitte
 
     with pytest.raises(ModelFileError, match="does not fit the network"):
         FraudVAE.load(_edit(model_dir, tmp_path, drop_category))
+
+
+
+def test_validation_choices_hold_out_the_rows_they_say(data):
+    """tail: the last normal rows; interleaved: rows spread evenly; random: a seeded share. The
+    threshold comes from exactly the held-out rows' scores."""
+    normal = data[data["is_fraud"] == 0]
+    n_val = int(round(0.3 * len(normal)))
+    for how in ("tail", "interleaved", "random"):
+        det = FraudVAE(label_column="is_fraud", id_column="transaction_id", epochs=3, seed=0, validation=how).fit(data)
+        scores = det.score_samples_(normal)
+        held = np.isin(np.round(scores, 9), np.round(det.threshold_.validation_scores, 9))
+        assert det.metrics_["validation_rows"] == n_val == len(det.threshold_.validation_scores)
+        assert held.sum() >= n_val
+        positions = np.flatnonzero(held)
+        if how == "tail":
+            assert positions.min() >= len(normal) - n_val
+        if how == "interleaved":  # every tenth of the file holds about its share
+            per_tenth = np.histogram(positions, bins=10, range=(0, len(normal)))[0]
+            assert per_tenth.min() >= 0.8 * n_val / 10
+    with pytest.raises(ConfigError, match="validation"):
+        FraudVAE(validation="crossfit").fit(data)

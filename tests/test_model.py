@@ -1,3 +1,5 @@
+import math
+
 import torch
 
 from fraudvae.model import VAE, ModelConfig, kl_divergence
@@ -92,3 +94,60 @@ def test_decoder_variance_is_shrunk_toward_the_marginal():
     # the feature seen on fewer rows moves further toward 1
     raw = sq / observed.sum(0)
     assert (expected[1] - 1).abs() / (raw[1] - 1).abs() < (expected[0] - 1).abs() / (raw[0] - 1).abs()
+
+
+def test_mixture_prior_with_one_standard_component_is_the_standard_kl():
+    from fraudvae.model import mixture_kl
+
+    g = torch.Generator().manual_seed(1)
+    mu, logvar = torch.randn(2, 5, 3, generator=g), torch.randn(2, 5, 3, generator=g).clamp(-2, 2)
+    got = mixture_kl(mu, logvar, torch.zeros(2, 1), torch.zeros(2, 1, 3), torch.zeros(2, 1, 3))
+    assert torch.allclose(got, kl_divergence(mu, logvar), atol=1e-6)
+
+
+def test_mixture_kl_bounds_the_true_kl_and_tightens_as_components_part():
+    """-log sum_c w_c exp(-KL_c) is at least KL(q || mixture) (a Monte Carlo estimate with many
+    draws) and at most min_c (KL_c - log w_c); with far-apart components it equals the true KL."""
+    from fraudvae.model import gaussian_kl, mixture_kl
+
+    g = torch.Generator().manual_seed(2)
+    mu, logvar = torch.tensor([[[0.3, -0.2]]], dtype=torch.float64), torch.tensor([[[-1.0, -0.5]]], dtype=torch.float64)
+    log_w = torch.log(torch.tensor([[0.3, 0.7]], dtype=torch.float64))
+    for spread, tight in ((0.5, False), (40.0, True)):
+        means = torch.tensor([[[0.0, 0.0], [spread, spread]]], dtype=torch.float64)
+        lvs = torch.zeros(1, 2, 2, dtype=torch.float64)
+        bound = mixture_kl(mu, logvar, log_w, means, lvs)[0, 0]
+        z = mu[0, 0] + torch.exp(0.5 * logvar[0, 0]) * torch.randn(200_000, 2, generator=g, dtype=torch.float64)
+        log_q = (-0.5 * (((z - mu[0, 0]) ** 2) / logvar[0, 0].exp() + logvar[0, 0] + math.log(2 * math.pi))).sum(1)
+        log_pc = (-0.5 * ((z.unsqueeze(1) - means[0]) ** 2 + math.log(2 * math.pi))).sum(-1)  # (draws, C)
+        true_kl = (log_q - torch.logsumexp(log_w[0] + log_pc, -1)).mean()
+        per = gaussian_kl(mu.unsqueeze(-2), logvar.unsqueeze(-2), means.unsqueeze(-3), lvs.unsqueeze(-3))[0, 0]
+        assert bound >= true_kl - 0.01
+        assert bound <= (per - log_w[0]).min() + 1e-9
+        assert (abs(bound - true_kl) < 0.01) == tight
+
+
+def test_mixture_prior_is_learned_saved_and_sampled():
+    cfg, batch = _batch()
+    cfg = ModelConfig(cfg.n_numeric, cfg.n_binary, cfg.cardinalities, cfg.hidden, cfg.latent_dim, 3, prior_components=4)
+    torch.manual_seed(0)
+    model = VAE(cfg)
+    assert {"prior_logit", "prior_mean", "prior_logvar"} <= set(model.state_dict())
+    nll, kl = model(*batch, sample=True)
+    (nll.sum() + kl.sum()).backward()
+    assert model.prior_mean.grad is not None and model.prior_mean.grad.abs().sum() > 0
+    numeric, binary, categorical = model.sample(50, torch.Generator().manual_seed(0))
+    assert numeric.shape == (50, cfg.n_numeric) and torch.isfinite(numeric).all()
+
+
+def test_rows_of_each_members_own_give_each_members_rows_scores():
+    """(members, n, ...) inputs score member k on its own rows: the same as member k's row of the
+    (n, ...) form."""
+    cfg, (num, obs, b, c) = _batch(n=6)
+    model = VAE(cfg).eval()
+    every, every_kl = model(num, obs, b, c, sample=False)
+    idx = torch.tensor([[0, 1], [2, 3], [4, 5]])
+    own, own_kl = model(num[idx], obs[idx], b[idx], c[idx], sample=False)
+    for k in range(3):
+        assert torch.allclose(own[k], every[k, idx[k]], atol=1e-6)
+        assert torch.allclose(own_kl[k], every_kl[k, idx[k]], atol=1e-6)
