@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 import torch
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
 
 from fraudvae import Encoded, FraudVAE, ModelFileError
@@ -25,7 +26,7 @@ from .batching import Batcher
 from .errors import ServiceError, install
 from .metrics import Metrics
 from .schemas import ErrorResponse, RequestDecoder, score_path
-from .scoring import Runtime, ScoreEndpoint, check_key
+from .scoring import Runtime, ScoreEndpoint, api_key, check_key, error_answer, send_answer
 from .settings import Settings
 
 log = logging.getLogger("service")
@@ -50,16 +51,25 @@ def warm_up(detector: FraudVAE) -> None:
 
 
 class ScoringService:
-    """The ASGI application: ``POST /score`` to the fast endpoint, everything else to FastAPI."""
+    """The ASGI application: ``/score`` to the fast endpoint, everything else to FastAPI. With API
+    keys set, every path but the probes (and ``/metrics`` with ``public_metrics``) needs a key; it is
+    checked here, once, for all of them (``/score`` checks its own, to count the answer)."""
 
-    def __init__(self, api: FastAPI, score: ScoreEndpoint) -> None:
-        self.api, self.score = api, score
+    def __init__(self, api: FastAPI, score: ScoreEndpoint, runtime: Runtime) -> None:
+        self.api, self.score, self.rt = api, score, runtime
+        self.public = {"/healthz", "/readyz"} | ({"/metrics"} if runtime.settings.public_metrics else set())
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/score" and scope["method"] == "POST":
+        if scope["type"] == "http" and scope["path"] == "/score":
             await self.score(scope, receive, send)
-        else:
-            await self.api(scope, receive, send)
+            return
+        if scope["type"] == "http" and self.rt.keys and scope["path"] not in self.public:
+            try:
+                check_key(self.rt.keys, api_key(scope["headers"]))
+            except ServiceError as e:
+                await send_answer(send, *error_answer(e))
+                return
+        await self.api(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, detector: FraudVAE | None = None) -> ScoringService:
@@ -79,14 +89,17 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         rt.batcher.start()
         rt.decoder = RequestDecoder(det, settings.max_request_rows)
         rt.detector, rt.ready = det, True
-        log.info("model %s ready on %s", det.version_, det.device_)
+        # on uvicorn's own logger, so the line shows wherever uvicorn's startup lines do
+        logging.getLogger("uvicorn.error").info(
+            "model %s ready on %s; worker pid %d of %d", det.version_, det.device_, os.getpid(),
+            settings.worker_count(cuda=det.device_.type == "cuda"))
         try:
             yield
         finally:
             rt.ready = False
             await rt.batcher.stop()
 
-    api = FastAPI(title="fraudvae", version="1", lifespan=lifespan,
+    api = FastAPI(title="fraudvae", version="1", lifespan=lifespan, docs_url=None,
                   description="Scores card transactions with a variational autoencoder trained on normal ones. "
                               "Score = negative ELBO in nats, higher = more suspicious.")
     install(api)
@@ -113,11 +126,23 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/model", responses={401: {"model": ErrorResponse}, **NOT_READY})
-    async def model(request: Request) -> dict:
+    async def model() -> dict:
         """Version, schema, threshold and training metrics of the model being served."""
-        check_key(rt.keys, request.headers.get("x-api-key", "").encode())
         det = ready()
         return {"model_version": det.version_, "device": str(det.device_), **det.describe()}
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    # Swagger UI's files come from an installed package, not a CDN: clusters often have no egress
+    api.mount("/docs-static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static")
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="fraudvae API",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css", swagger_favicon_url="")
 
     documented: list[bool] = []
 
@@ -133,7 +158,7 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
-    return ScoringService(api, ScoreEndpoint(rt))
+    return ScoringService(api, ScoreEndpoint(rt), rt)
 
 
 def _score_bounds(det: FraudVAE) -> np.ndarray:

@@ -36,13 +36,14 @@ def serve(a: argparse.Namespace) -> int:
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
     detector = load_detector(settings)  # a bad model directory stops here, with a one-line reason
     workers = settings.worker_count(cuda=detector.device_.type == "cuda")
-    common = {"host": settings.host, "port": settings.port, "log_level": a.log_level, "access_log": False}
+    common = {"host": settings.host, "port": settings.port, "log_level": a.log_level, "access_log": False,
+              **settings.uvicorn_options()}
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal: exit 0 on it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if workers == 1:
         uvicorn.Server(uvicorn.Config(create_app(settings, detector), **common)).run()
     else:  # each worker process loads the model itself, from the settings passed in its environment
         del detector
-        os.environ.update(settings.to_env())
+        os.environ.update({**settings.to_env(), "FRAUDVAE_WORKERS": str(workers)})  # each names the count it is in
         uvicorn.run("fraudvae_service.app:app", workers=workers, **common)
     return 0

@@ -8,9 +8,11 @@ Every outcome is counted in the metrics, and every error is answered by `errors.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,7 @@ class Runtime:
     decoder: RequestDecoder | None = None
     ready: bool = False
     keys: tuple[bytes, ...] = field(default=())
+    body_bytes_in_flight: int = 0  # bytes of request bodies being received now, over all requests
 
 
 def check_key(keys: tuple[bytes, ...], given: bytes | None) -> None:
@@ -51,6 +54,26 @@ def check_key(keys: tuple[bytes, ...], given: bytes | None) -> None:
         raise ServiceError(401, "missing or wrong X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
 
 
+def api_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The request's X-API-Key; two of them are refused (400), never read one way here and another
+    way elsewhere."""
+    given = [v for k, v in headers if k.lower() == b"x-api-key"]
+    if len(given) > 1:
+        raise ServiceError(400, f"{len(given)} X-API-Key headers; send exactly one")
+    return given[0] if given else None
+
+
+async def send_answer(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": headers + [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_answer(e: ServiceError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    headers = JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in (e.headers or {}).items()]
+    return e.status, dumps(error_body(e)), headers
+
+
 class ScoreEndpoint:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -60,12 +83,8 @@ class ScoreEndpoint:
         try:
             status, body, headers = 200, await self._score(scope, receive), JSON_HEADERS
         except Exception as e:  # every failure becomes an answer here, never a dropped connection
-            err = to_service_error(e, self.rt.settings.retry_after_s)
-            status, body = err.status, dumps(error_body(err))
-            headers = JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in (err.headers or {}).items()]
-        await send({"type": "http.response.start", "status": status,
-                    "headers": headers + [(b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+            status, body, headers = error_answer(to_service_error(e, self.rt.settings.retry_after_s))
+        await send_answer(send, status, body, headers)
         m = self.rt.metrics
         if m is not None:
             m.latency.labels("/score").observe(time.perf_counter() - t)
@@ -73,17 +92,30 @@ class ScoreEndpoint:
 
     async def _score(self, scope: dict, receive: Any) -> bytes:
         rt, settings = self.rt, self.rt.settings
+        if scope["method"] != "POST":
+            raise ServiceError(405, f"{scope['method']} /score is not allowed; send POST", headers={"Allow": "POST"})
         headers = dict(scope["headers"])
-        check_key(rt.keys, headers.get(b"x-api-key"))
+        check_key(rt.keys, api_key(scope["headers"]))
         if not rt.ready:
             raise ServiceError(503, "the model is not loaded yet", headers={"Retry-After": "1"})
-        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
+        kind, _, params = headers.get(b"content-type", b"").decode("latin-1").partition(";")
+        kind = kind.strip().lower()
         if kind != "application/json" and not kind.endswith("+json"):
             raise ServiceError(415, f"content type must be application/json, got {kind or 'none'}")
+        charset = _charset(params)
+        if charset not in (None, "utf-8", "utf8"):
+            raise ServiceError(415, f"charset {charset} is not supported; send UTF-8 (JSON is UTF-8)")
+        encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+        if encoding not in ("identity", "gzip"):
+            raise ServiceError(415, f"content encoding {encoding!r} is not supported; send gzip or none")
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > settings.max_body_bytes:
             raise ServiceError(413, f"the body is {int(declared)} bytes; at most {settings.max_body_bytes} allowed")
-        batch = rt.decoder.decode(await _read_body(receive, settings.max_body_bytes))
+        body = await self._read_body(receive)
+        if encoding == "gzip" or len(body) > OFF_LOOP_BYTES:  # big work off the event loop: others keep going
+            batch = await asyncio.to_thread(self._decode, body, encoding)
+        else:
+            batch = self._decode(body, encoding)
         scores = await rt.batcher.score(batch)
         if not np.isfinite(scores.score).all():  # never a NaN in a 200: a model fault, answered as ours
             log.error("non-finite score from model %s; request not answered with scores", rt.detector.version_)
@@ -95,17 +127,62 @@ class ScoreEndpoint:
                        scores.top_features.tolist(), ids, strict=True)]
         return dumps({"model_version": det.version_, "threshold": det.threshold_.value, "results": results})
 
+    def _decode(self, body: bytes, encoding: str) -> Any:
+        if encoding == "gzip":
+            body = gunzip(body, self.rt.settings.max_body_bytes)
+        return self.rt.decoder.decode(body)
 
-async def _read_body(receive: Any, limit: int) -> bytes:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise ServiceError(413, f"the body exceeds {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    async def _read_body(self, receive: Any) -> bytes:
+        """The whole body, within the size limit, the time limit (408) and the budget of bytes being
+        received by all requests at once (503: a crowd of stalled uploads cannot exhaust memory)."""
+        rt, settings = self.rt, self.rt.settings
+        chunks, size = [], 0
+        deadline = time.monotonic() + settings.body_timeout_s
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    message = await asyncio.wait_for(receive(), timeout=max(left, 0.001))
+                except TimeoutError:
+                    raise ServiceError(408, f"the body did not arrive within {settings.body_timeout_s:g} s",
+                                       headers={"Connection": "close"}) from None
+                if message["type"] == "http.disconnect":
+                    raise ClientGone()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                rt.body_bytes_in_flight += len(chunk)
+                if size > settings.max_body_bytes:
+                    raise ServiceError(413, f"the body exceeds {settings.max_body_bytes} bytes")
+                if rt.body_bytes_in_flight > settings.max_body_bytes_in_flight:
+                    raise ServiceError(503, "too many request bytes being received at once; retry shortly",
+                                       headers={"Retry-After": str(settings.retry_after_s), "Connection": "close"})
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        finally:
+            rt.body_bytes_in_flight -= size
+
+
+OFF_LOOP_BYTES = 256 << 10  # bodies above this are decoded in a thread
+
+
+def _charset(params: str) -> str | None:
+    for part in params.split(";"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body, decompressed to at most `limit` bytes (a compression bomb gets 413, not memory)."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise ServiceError(400, f"the body is not valid gzip ({e})") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise ServiceError(413, f"the decompressed body exceeds {limit} bytes")
+    if not d.eof:
+        raise ServiceError(400, "the gzip body is truncated")
+    return out

@@ -23,12 +23,24 @@ class Settings(BaseSettings):
     max_queue_rows: int = Field(65536, ge=1, description="rows waiting beyond this: 503 with Retry-After")
     max_request_rows: int = Field(10_000, ge=1, description="transactions in one request beyond this: 413")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="request bodies above this: 413")
-    api_keys: str | None = Field(None, description="comma-separated; when set, /score and /model need X-API-Key")
+    api_keys: str | None = Field(None, description="comma-separated; when set, every path but /healthz and "
+                                 "/readyz (and /metrics with public_metrics) needs one in X-API-Key")
     workers: int = Field(0, ge=0, description="server processes, each batching its own requests; 0: one per CPU "
                          "core (at most 8) on CPU, one on a GPU (every request shares its forward pass)")
     torch_threads: int = Field(1, ge=0, description="CPU threads per forward pass (0: torch's default); the "
                                "event loop needs the other cores")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 when the queue is full")
+    public_metrics: bool = Field(False, description="with API keys set, leave /metrics open (a cluster-internal "
+                                 "scraper); otherwise every path but /healthz and /readyz needs a key")
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body not received in full within this many "
+                                  "seconds of its first byte is answered 408 and the connection closed")
+    max_body_bytes_in_flight: int = Field(64 << 20, ge=1024, description="request bytes being received at once, "
+                                          "over all requests; beyond it 503 (bounds memory under stalled uploads)")
+    keep_alive_s: int = Field(5, ge=1, description="an idle keep-alive connection is closed after this many seconds")
+    max_connections: int = Field(512, ge=1, description="concurrent connections and requests per worker; beyond "
+                                 "them 503")
+    shutdown_timeout_s: float = Field(25.0, gt=0, description="on SIGTERM, in-flight requests get this long to "
+                                      "finish (below Kubernetes' 30 s grace period), then what is left is closed")
 
     @field_validator("api_keys")
     @classmethod
@@ -49,3 +61,8 @@ class Settings(BaseSettings):
 
     def keys(self) -> tuple[str, ...]:
         return tuple(k.strip() for k in (self.api_keys or "").split(",") if k.strip())
+
+    def uvicorn_options(self) -> dict:
+        """The server's own limits: idle keep-alive, concurrency cap (503 past it), shutdown deadline."""
+        return {"timeout_keep_alive": self.keep_alive_s, "limit_concurrency": self.max_connections,
+                "timeout_graceful_shutdown": self.shutdown_timeout_s}

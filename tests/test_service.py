@@ -227,3 +227,46 @@ def test_a_non_finite_score_is_never_a_200(model_dir: Path, rows: list[dict], mo
         monkeypatch.setattr(FraudVAE, "score_encoded", broken)
         r = c.post("/score", json={"transactions": rows[:3]})
         assert r.status_code == 500 and "non-finite" in r.json()["error"]["message"]
+
+
+def test_an_api_key_protects_everything_but_the_probes(model_dir: Path, rows: list[dict]) -> None:
+    with TestClient(create_app(Settings(model=model_dir, api_keys="k-one"))) as c:
+        for path in ("/metrics", "/openapi.json", "/docs", "/model"):
+            assert c.get(path).status_code == 401, path
+            assert c.get(path, headers={"X-API-Key": "k-one"}).status_code == 200, path
+        assert c.get("/readyz").status_code == 200 and c.get("/healthz").status_code == 200
+        twice = [("x-api-key", "k-one"), ("x-api-key", "k-two"), ("content-type", "application/json")]
+        for method, path in (("POST", "/score"), ("GET", "/model")):
+            r = c.request(method, path, headers=twice, content=json.dumps({"transactions": rows[:1]}))
+            assert r.status_code == 400 and "X-API-Key" in r.json()["error"]["message"], path
+    with TestClient(create_app(Settings(model=model_dir, api_keys="k-one", public_metrics=True))) as c:
+        assert c.get("/metrics").status_code == 200  # opened for a cluster-internal scraper
+        assert c.get("/model").status_code == 401
+
+
+def test_http_manners(client: TestClient, rows: list[dict]) -> None:
+    import gzip
+
+    r = client.get("/score")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    body = json.dumps({"transactions": rows[:5]}).encode()
+    r = client.post("/score", content=body, headers={"content-type": "application/json; charset=latin-1"})
+    assert r.status_code == 415 and "latin-1" in r.json()["error"]["message"]
+    assert client.post("/score", content=body, headers={"content-type": "application/json; charset=UTF-8"}).status_code == 200
+    plain = client.post("/score", content=body, headers=JSON).json()
+    zipped = client.post("/score", content=gzip.compress(body), headers={**JSON, "content-encoding": "gzip"})
+    assert zipped.status_code == 200 and zipped.json()["results"] == plain["results"]
+    bomb = gzip.compress(b" " * (8 << 20))  # 8 MiB of spaces: a few KiB compressed, past the 1 MiB limit
+    r = client.post("/score", content=bomb, headers={**JSON, "content-encoding": "gzip"})
+    assert r.status_code == 413 and len(bomb) < 64 << 10
+    r = client.post("/score", content=body, headers={**JSON, "content-encoding": "br"})
+    assert r.status_code == 415 and "br" in r.json()["error"]["message"]
+    r = client.post("/score", content=b"\x1f\x8b not gzip", headers={**JSON, "content-encoding": "gzip"})
+    assert r.status_code == 400
+
+
+def test_docs_need_no_internet(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and "cdn" not in page.text.lower()
+    for asset in ("/docs-static/swagger-ui-bundle.js", "/docs-static/swagger-ui.css"):
+        assert asset in page.text and client.get(asset).status_code == 200

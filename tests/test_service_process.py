@@ -60,10 +60,10 @@ def rows(data: pd.DataFrame) -> list[dict]:
     return json.loads(data.iloc[:400].drop(columns=["is_fraud"]).to_json(orient="records"))
 
 
-def serve(model_dir: Path, workers: int = 1) -> Server:
+def serve(model_dir: Path, workers: int = 1, env: dict | None = None, log_level: str = "warning") -> Server:
     port = free_port()
     return Server([sys.executable, "-m", "fraudvae", "serve", "--model", str(model_dir), "--port", str(port),
-                   "--workers", str(workers), "--log-level", "warning"], port)
+                   "--workers", str(workers), "--log-level", log_level], port, env)
 
 
 def test_concurrent_clients_get_their_own_rows_and_errors(model_dir: Path, rows: list[dict],
@@ -141,3 +141,53 @@ def test_a_bad_model_directory_stops_serve_with_one_line(tmp_path: Path) -> None
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def _stalled_upload(url: str, declared: int, sent: int) -> socket.socket:
+    """A client that sends headers and `sent` bytes of a `declared`-byte body, then stops."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)))
+    s.sendall(f"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {declared}\r\n\r\n".encode() + b" " * sent)
+    return s
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads memory from /proc")
+def test_stalled_uploads_are_bounded_timed_out_and_do_not_hold_shutdown(model_dir: Path, rows: list[dict]) -> None:
+    """Clients that stall mid-body: the bytes being received at once are capped (503 past the cap),
+    each stalled body is answered 408 at its deadline, a well-behaved client is served meanwhile,
+    and SIGTERM with a stalled client connected exits 0 within the shutdown deadline."""
+    env = {"FRAUDVAE_BODY_TIMEOUT_S": "3", "FRAUDVAE_MAX_BODY_BYTES_IN_FLIGHT": str(16 << 20),
+           "FRAUDVAE_SHUTDOWN_TIMEOUT_S": "2"}
+    srv = serve(model_dir, env=env, log_level="info")
+    try:
+        srv.wait_ready()
+        before = _rss_mb(srv.proc.pid)
+        stalled = [_stalled_upload(srv.url, 15 << 20, 6 << 20) for _ in range(12)]  # 72 MiB offered
+        time.sleep(1.0)
+        r = httpx.post(srv.url + "/score", json={"transactions": rows[:3]}, timeout=10)
+        assert r.status_code == 200
+        grown = _rss_mb(srv.proc.pid) - before
+        assert grown < 60, f"server memory grew {grown:.0f} MB under 72 MiB of stalled uploads"
+        answers = []
+        for s in stalled:
+            s.settimeout(10)
+            answers.append(s.recv(64).split(b" ")[1])
+            s.close()
+        assert set(answers) <= {b"408", b"503"} and b"503" in answers and b"408" in answers, answers
+        late = _stalled_upload(srv.url, 1 << 20, 1000)  # holds a partial body through the SIGTERM
+        time.sleep(0.3)
+        t = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(15) == 0
+        assert time.monotonic() - t < 8
+        late.close()
+        log = srv.proc.stdout.read()
+        assert "ready on cpu" in log and "of 1" in log  # the startup log names version, device, workers
+    finally:
+        srv.stop()
