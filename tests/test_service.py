@@ -252,7 +252,8 @@ def test_http_manners(client: TestClient, rows: list[dict]) -> None:
     body = json.dumps({"transactions": rows[:5]}).encode()
     r = client.post("/score", content=body, headers={"content-type": "application/json; charset=latin-1"})
     assert r.status_code == 415 and "latin-1" in r.json()["error"]["message"]
-    assert client.post("/score", content=body, headers={"content-type": "application/json; charset=UTF-8"}).status_code == 200
+    utf8 = {"content-type": "application/json; charset=UTF-8"}
+    assert client.post("/score", content=body, headers=utf8).status_code == 200
     plain = client.post("/score", content=body, headers=JSON).json()
     zipped = client.post("/score", content=gzip.compress(body), headers={**JSON, "content-encoding": "gzip"})
     assert zipped.status_code == 200 and zipped.json()["results"] == plain["results"]
