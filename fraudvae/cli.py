@@ -1,4 +1,5 @@
-"""`fraudvae fit | score | evaluate | sample | example-data`: the command line. Errors: one line on stderr, exit 2.
+"""`fraudvae fit | score | evaluate | sample | sign | example-data`: the command line. Errors: one line
+on stderr, exit 2.
 
 Nothing heavy is imported before the arguments are parsed (torch takes seconds to import), so
 `--help` and `--version` answer at once.
@@ -194,6 +195,14 @@ def _sample(a: argparse.Namespace) -> int:
     return 0
 
 
+def _sign(a: argparse.Namespace) -> int:
+    from fraudvae.persist import sign_model
+
+    version = sign_model(Path(a.model))
+    print(f"signed model {version} in {a.model} (HMAC-SHA256 with the configured key)")
+    return 0
+
+
 def _example(a: argparse.Namespace) -> int:
     from fraudvae.example import example_transactions
 
@@ -296,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0, help="random seed (same seed, same rows)")
     m.add_argument("--device", default="auto", help="auto, cpu or cuda")
     m.set_defaults(run=_sample)
+
+    g = sub.add_parser("sign", help="sign a model directory with the key in $FRAUDVAE_MODEL_KEY (or the file "
+                                    "$FRAUDVAE_MODEL_KEY_FILE): with a key set, only signed models load",
+                       formatter_class=fmt)
+    g.add_argument("--model", required=True, help="model directory written by fit")
+    g.set_defaults(run=_sign)
 
     e = sub.add_parser("example-data", help="write seeded example card transactions with planted fraud",
                        formatter_class=fmt)

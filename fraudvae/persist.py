@@ -25,6 +25,7 @@ from fraudvae.io import atomic_directory
 from fraudvae.model import VAE, ModelConfig
 from fraudvae.preprocess import Preprocessor
 from fraudvae.schema import Schema
+from fraudvae.signing import check_signature, model_key, write_signature
 from fraudvae.threshold import Threshold
 from fraudvae.train import TrainConfig, resolve_device
 
@@ -79,6 +80,9 @@ def save_model(det: FraudVAE, path: Path) -> Path:
         version = content_version(manifest["files"])
         manifest["version"] = version
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        key = model_key()
+        if key is not None:
+            write_signature(tmp, manifest["files"], key)
     det.version_ = version
     return path
 
@@ -130,6 +134,7 @@ def read_manifest(path: Path) -> dict:
 
 def load_model(cls: type[FraudVAE], path: Path, device: str = "auto") -> FraudVAE:
     manifest = read_manifest(path)
+    check_signature(path, manifest["files"], model_key())
     try:
         meta = json.loads((path / META).read_text())
         # a model is data a reader checks: a non-finite number (a threshold of NaN, a scale of
@@ -171,3 +176,14 @@ def load_model(cls: type[FraudVAE], path: Path, device: str = "auto") -> FraudVA
     det.device_ = resolve_device(device)
     det.model_ = model.to(det.device_).eval()
     return det
+
+
+def sign_model(path: Path) -> str:
+    """Sign an existing model directory with the configured key (its files checked first). Returns
+    the model version."""
+    key = model_key()
+    if key is None:
+        raise ModelFileError("no signing key: set FRAUDVAE_MODEL_KEY or FRAUDVAE_MODEL_KEY_FILE")
+    manifest = read_manifest(path)
+    write_signature(path, manifest["files"], key)
+    return content_version(manifest["files"])

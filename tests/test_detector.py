@@ -206,3 +206,38 @@ def test_validation_choices_hold_out_the_rows_they_say(data):
             assert per_tenth.min() >= 0.8 * n_val / 10
     with pytest.raises(ConfigError, match="validation"):
         FraudVAE(validation="crossfit").fit(data)
+
+
+def test_signed_models_load_only_with_a_valid_signature(fitted, model_dir, tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("FRAUDVAE_MODEL_KEY", "s3cret")
+    signed = fitted.save(tmp_path / "signed")
+    assert (signed / "signature.json").exists()
+    assert FraudVAE.load(signed).version_ == fitted.version_
+    with pytest.raises(ModelFileError, match="not signed"):  # an unsigned model, with a key set
+        FraudVAE.load(model_dir)
+    monkeypatch.setenv("FRAUDVAE_MODEL_KEY", "another")
+    with pytest.raises(ModelFileError, match="signature does not match"):
+        FraudVAE.load(signed)
+    # edited and re-digested: the manifest is consistent, the signature is not
+    monkeypatch.setenv("FRAUDVAE_MODEL_KEY", "s3cret")
+    edited = _edit(signed, tmp_path, lambda m: m["threshold"].update(value=1e9))
+    shutil.copy(signed / "signature.json", edited / "signature.json")
+    with pytest.raises(ModelFileError, match="signature does not match"):
+        FraudVAE.load(edited)
+    # `fraudvae sign` signs an existing model with the configured key
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    env = {**__import__("os").environ, "FRAUDVAE_MODEL_KEY": "s3cret"}
+    r = subprocess.run([sys.executable, "-m", "fraudvae", "sign", "--model", str(copy)], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert FraudVAE.load(copy).version_ == fitted.version_
+    monkeypatch.delenv("FRAUDVAE_MODEL_KEY")
+    assert FraudVAE.load(signed).version_ == fitted.version_  # no key configured: nothing to check
+    r = subprocess.run([sys.executable, "-m", "fraudvae", "sign", "--model", str(copy)],
+                       env={k: v for k, v in env.items() if k != "FRAUDVAE_MODEL_KEY"}, capture_output=True, text=True)
+    assert r.returncode == 2 and "FRAUDVAE_MODEL_KEY" in r.stderr
