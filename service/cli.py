@@ -43,7 +43,16 @@ def serve(a: argparse.Namespace) -> int:
     if workers == 1:
         uvicorn.Server(uvicorn.Config(create_app(settings, detector), **common)).run()
     else:  # each worker process loads the model itself, from the settings passed in its environment
+        import shutil
+        import tempfile
+
         del detector
         os.environ.update({**settings.to_env(), "FRAUDVAE_WORKERS": str(workers)})  # each names the count it is in
-        uvicorn.run("fraudvae_service.app:app", workers=workers, **common)
+        # one set of metrics across the workers: prometheus-client's multiprocess files, in a
+        # directory of this server's own (stale files from another run would be counted)
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fraudvae-metrics-")
+        try:
+            uvicorn.run("fraudvae_service.app:app", workers=workers, **common)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

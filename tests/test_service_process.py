@@ -191,3 +191,29 @@ def test_stalled_uploads_are_bounded_timed_out_and_do_not_hold_shutdown(model_di
         assert "ready on cpu" in log and "of 1" in log  # the startup log names version, device, workers
     finally:
         srv.stop()
+
+
+def test_metrics_cover_every_worker(model_dir: Path, rows: list[dict]) -> None:
+    """Two workers: whichever answers a scrape, the rows-scored counter counts both workers' rows,
+    so it never goes backwards and ends at the rows sent."""
+    srv = serve(model_dir, workers=2)
+    try:
+        srv.wait_ready()
+
+        def scraped() -> float:
+            text = httpx.get(srv.url + "/metrics", timeout=10).text
+            return sum(float(line.split()[-1]) for line in text.splitlines()
+                       if line.startswith("fraudvae_rows_scored_total"))
+
+        seen, sent = [], 0
+        for i in range(40):  # a new connection each: the workers share them out
+            r = httpx.post(srv.url + "/score", json={"transactions": rows[i * 5:(i + 1) * 5]}, timeout=30)
+            assert r.status_code == 200
+            sent += 5
+            seen.append(scraped())
+        after = [scraped() for _ in range(10)]
+        assert all(b >= a for a, b in zip(seen, seen[1:], strict=False)), seen
+        assert after == [sent] * 10, after
+        assert "fraudvae_threshold" in httpx.get(srv.url + "/metrics").text
+    finally:
+        srv.stop()
