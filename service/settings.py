@@ -36,6 +36,8 @@ class Settings(BaseSettings):
                                   "seconds of its first byte is answered 408 and the connection closed")
     max_body_bytes_in_flight: int = Field(64 << 20, ge=1024, description="request bytes being received at once, "
                                           "over all requests; beyond it 503 (bounds memory under stalled uploads)")
+    header_timeout_s: float = Field(10.0, gt=0, description="a request's line and headers must arrive within this "
+                                    "many seconds of the connection opening or the request starting; else closed")
     keep_alive_s: int = Field(5, ge=1, description="an idle keep-alive connection is closed after this many seconds")
     max_connections: int = Field(512, ge=1, description="concurrent connections and requests per worker; beyond "
                                  "them 503")
@@ -64,5 +66,13 @@ class Settings(BaseSettings):
 
     def uvicorn_options(self) -> dict:
         """The server's own limits: idle keep-alive, concurrency cap (503 past it), shutdown deadline."""
-        return {"timeout_keep_alive": self.keep_alive_s, "limit_concurrency": self.max_connections,
-                "timeout_graceful_shutdown": self.shutdown_timeout_s}
+        options = {"timeout_keep_alive": self.keep_alive_s, "limit_concurrency": self.max_connections,
+                   "timeout_graceful_shutdown": self.shutdown_timeout_s}
+        try:  # httptools, as uvicorn[standard] installs it: with a deadline for headers
+            from .protocol import HeaderDeadlineProtocol
+
+            os.environ["FRAUDVAE_HEADER_TIMEOUT_S"] = str(self.header_timeout_s)
+            options["http"] = HeaderDeadlineProtocol
+        except ImportError:
+            pass
+        return options
