@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         rt.metrics = Metrics(_score_bounds(det), lambda: rt.batcher.queued_rows if rt.batcher else 0,
                              det.threshold_.value)
         rt.batcher = Batcher(det, settings.max_batch_rows, settings.max_wait_ms / 1000, settings.max_queue_rows,
-                             on_batch=rt.metrics.on_batch)
+                             on_batch=rt.metrics.on_batch, max_queue_s=settings.max_queue_ms / 1000)
         rt.batcher.start()
         rt.decoder = RequestDecoder(det, settings.max_request_rows)
         rt.detector, rt.ready = det, True

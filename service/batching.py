@@ -34,7 +34,8 @@ class Batch:
 
 
 class Overloaded(Exception):
-    """The queue holds `max_queue_rows` rows already: answer 503 at once."""
+    """The queue holds `max_queue_rows` rows already, or its oldest request has waited longer than
+    the queueing budget: answer 503 at once."""
 
 
 @dataclass
@@ -46,9 +47,12 @@ class _Job:
 
 class Batcher:
     def __init__(self, detector: FraudVAE, max_batch_rows: int, max_wait_s: float, max_queue_rows: int,
-                 on_batch: Callable[[int, int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, int, float], None] | None = None, max_queue_s: float | None = None) -> None:
         self.detector = detector
         self.max_batch_rows, self.max_wait_s, self.max_queue_rows = max_batch_rows, max_wait_s, max_queue_rows
+        # a latency budget: rows counted say nothing of how long they will take (a slow device, big
+        # rows), the oldest request's wait does
+        self.max_queue_s = max_queue_s
         self.on_batch = on_batch  # (rows, requests, seconds) after each batch: metrics
         self.queued_rows = 0
         self._jobs: deque[_Job] = deque()
@@ -74,6 +78,11 @@ class Batcher:
             raise Overloaded("the service is shutting down")
         if self.queued_rows and self.queued_rows + batch.n > self.max_queue_rows:
             raise Overloaded(f"{self.queued_rows} rows are waiting (limit {self.max_queue_rows})")
+        if self.max_queue_s is not None and self._jobs:
+            waited = time.perf_counter() - self._jobs[0].queued_at
+            if waited > self.max_queue_s:
+                raise Overloaded(f"requests have waited {waited * 1000:.0f} ms to be scored "
+                                 f"(budget {self.max_queue_s * 1000:.0f} ms)")
         job = _Job(batch, asyncio.get_running_loop().create_future())
         self._jobs.append(job)
         self.queued_rows += batch.n

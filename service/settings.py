@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(4096, ge=1, description="rows gathered into one forward pass at most")
     max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a lone request waits for company")
     max_queue_rows: int = Field(65536, ge=1, description="rows waiting beyond this: 503 with Retry-After")
+    max_queue_ms: float = Field(1000.0, gt=0, description="when the oldest waiting request has waited longer than "
+                                "this, new ones get 503 with Retry-After at once (a latency budget)")
     max_request_rows: int = Field(10_000, ge=1, description="transactions in one request beyond this: 413")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="request bodies above this: 413")
     api_keys: str | None = Field(None, description="comma-separated; when set, every path but /healthz and "

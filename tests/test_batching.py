@@ -51,3 +51,29 @@ def test_a_full_queue_refuses_at_once(fitted: FraudVAE, data: pd.DataFrame) -> N
         await b.stop()
 
     asyncio.run(run())
+
+
+def test_a_request_is_refused_once_the_queue_is_slower_than_its_budget(fitted: FraudVAE, data: pd.DataFrame,
+                                                                       monkeypatch) -> None:
+    """Rows counted say nothing of how long they take: with a slow forward pass the oldest waiting
+    request's age passes the budget, and new requests are refused at once; accepted ones are answered."""
+    import time
+
+    slow = fitted.score_encoded
+
+    def score_slowly(encoded):
+        time.sleep(0.3)
+        return slow(encoded)
+
+    async def run() -> None:
+        b = Batcher(fitted, max_batch_rows=5, max_wait_s=0.0, max_queue_rows=10_000, max_queue_s=0.1)
+        monkeypatch.setattr(b.detector, "score_encoded", score_slowly)
+        b.start()
+        accepted = [asyncio.ensure_future(b.score(batch_of(data.iloc[:5], fitted))) for _ in range(3)]
+        await asyncio.sleep(0.2)  # the first is being scored, the others have waited 0.2 s > 0.1 s
+        with pytest.raises(Overloaded, match="budget 100 ms"):
+            await b.score(batch_of(data.iloc[:5], fitted))
+        assert all(len(r.score) == 5 for r in await asyncio.gather(*accepted))
+        await b.stop()
+
+    asyncio.run(run())
