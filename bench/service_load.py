@@ -1,7 +1,7 @@
 """Service throughput: `fraudvae serve` against a bare FastAPI endpoint that parses the same payload
 into per-row pydantic models and returns a dummy score, in turn (A B A B, best of two), in one run.
 
-    python bench/service_load.py [--seconds 8] [--workers N]
+    python bench/service_load.py [--seconds 8] [--workers N] [--device auto|cpu|cuda]
 
 Needs wrk (`apt-get install wrk`). Fits a model on example data first (seeded). Prints rows/s for
 1000-row requests (8 connections) and requests/s with p99 latency for single-row requests (64
@@ -84,6 +84,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--workers", type=int, help="fraudvae serve --workers (default: its own)")
+    ap.add_argument("--device", default="auto", help="fraudvae serve --device: auto, cpu or cuda")
     a = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -102,7 +103,7 @@ def main() -> None:
         scripts[n].write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                               f"wrk.body = {json.dumps(body)}\n")
     ports = {"bare": free_port(), "fraudvae": free_port()}
-    extra = ["--workers", str(a.workers)] if a.workers else []
+    extra = (["--workers", str(a.workers)] if a.workers else []) + ["--device", a.device]
     procs = {"bare": subprocess.Popen([sys.executable, str(tmp / "bare.py"), str(ports["bare"])]),
              "fraudvae": subprocess.Popen([sys.executable, "-m", "fraudvae", "serve", "--model", str(tmp / "model"),
                                            "--port", str(ports["fraudvae"]), "--log-level", "warning", *extra])}
