@@ -137,28 +137,27 @@ class ScoreEndpoint:
         received by all requests at once (503: a crowd of stalled uploads cannot exhaust memory)."""
         rt, settings = self.rt, self.rt.settings
         chunks, size = [], 0
-        deadline = time.monotonic() + settings.body_timeout_s
         try:
-            while True:
-                left = deadline - time.monotonic()
-                try:
-                    message = await asyncio.wait_for(receive(), timeout=max(left, 0.001))
-                except TimeoutError:
-                    raise ServiceError(408, f"the body did not arrive within {settings.body_timeout_s:g} s",
-                                       headers={"Connection": "close"}) from None
-                if message["type"] == "http.disconnect":
-                    raise ClientGone()
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                rt.body_bytes_in_flight += len(chunk)
-                if size > settings.max_body_bytes:
-                    raise ServiceError(413, f"the body exceeds {settings.max_body_bytes} bytes")
-                if rt.body_bytes_in_flight > settings.max_body_bytes_in_flight:
-                    raise ServiceError(503, "too many request bytes being received at once; retry shortly",
-                                       headers={"Retry-After": str(settings.retry_after_s), "Connection": "close"})
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
+            # one timer for the whole body (asyncio.wait_for would wrap every receive in a task)
+            async with asyncio.timeout(settings.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientGone()
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    rt.body_bytes_in_flight += len(chunk)
+                    if size > settings.max_body_bytes:
+                        raise ServiceError(413, f"the body exceeds {settings.max_body_bytes} bytes")
+                    if rt.body_bytes_in_flight > settings.max_body_bytes_in_flight:
+                        raise ServiceError(503, "too many request bytes being received at once; retry shortly",
+                                           headers={"Retry-After": str(settings.retry_after_s), "Connection": "close"})
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise ServiceError(408, f"the body did not arrive within {settings.body_timeout_s:g} s",
+                               headers={"Connection": "close"}) from None
         finally:
             rt.body_bytes_in_flight -= size
 
