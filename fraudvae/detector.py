@@ -21,7 +21,7 @@ from fraudvae.model import VAE, ModelConfig
 from fraudvae.preprocess import Encoded, PreprocessConfig, Preprocessor
 from fraudvae.schema import infer_schema, to_binary_label
 from fraudvae.threshold import calibrate
-from fraudvae.train import TrainConfig, holdout_masks, resolve_device, to_tensors, train
+from fraudvae.train import TrainConfig, resolve_device, to_tensors, train
 
 log = logging.getLogger(__name__)
 MIN_NORMAL_ROWS = 20
@@ -149,30 +149,27 @@ class FraudVAE:
             order = np.r_[np.flatnonzero(pick), np.flatnonzero(~pick)]
         else:
             order = np.random.default_rng(self.seed).permutation(len(normal))
-        fit_rows = normal.iloc[np.sort(order[n_val:])]
-        holdout = holdout_masks(len(normal), self.members, order[:n_val])
+        train_rows, val_rows = normal.iloc[np.sort(order[n_val:])], normal.iloc[np.sort(order[:n_val])]
 
-        pre = Preprocessor.fit(fit_rows, schema, PreprocessConfig(
+        pre = Preprocessor.fit(train_rows, schema, PreprocessConfig(
             min_category_count=self.min_category_count, spike_share=self.point_mass_share))
         model_config = ModelConfig.default(pre.n_numeric, len(pre.binary_owners), tuple(pre.cardinalities),
                                            self.hidden, self.latent_dim, self.members, self.prior_components)
         torch.manual_seed(self.seed)
         model = VAE(model_config).to(device)
-        data = pre.transform(normal)
-        history = train(model, data, holdout, train_config, progress)
+        val_data = pre.transform(val_rows)
+        history = train(model, pre.transform(train_rows), val_data, train_config, progress)
 
         self.schema_, self.preprocessor_, self.model_ = schema, pre, model
         self.model_config_, self.train_config_ = model_config, train_config
         self.device_ = device
-        val_rows = holdout[0]
-        val_terms, val_kl = self._terms(data.take(val_rows))
-        n_train, n_validation = len(normal) - int(val_rows.sum()), int(val_rows.sum())
+        val_terms, val_kl = self._terms(val_data)
         val_scores = val_terms.sum(1) + val_kl
         self.baseline_ = np.median(self._by_column(val_terms), axis=0)
         self.threshold_ = calibrate(val_scores, self.target_fpr, self.alert_rate)
         self.metrics_ = {
             "rows": len(df), "normal_rows": len(normal), "fraud_rows": len(frauds),
-            "train_rows": n_train, "validation_rows": n_validation,
+            "train_rows": len(train_rows), "validation_rows": len(val_rows),
             "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "stop": history["stop"], "batch_size": history["batch_size"],
             # the mean of the scores the threshold comes from (decoder variances re-fitted after

@@ -99,16 +99,14 @@ class VAE(nn.Module):
                              if c.cardinalities else torch.zeros(0, dtype=torch.long), persistent=False)
 
     def encode_input(self, numeric: torch.Tensor, binary: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        """(..., n, n_input) network input: numbers, flags, then one-hot categories. Inputs are
-        (n, features), the same rows for every member, or (members, n, features), rows of each
-        member's own."""
+        """(n, n_input) network input: numbers, flags, then one-hot categories."""
         parts = [numeric, binary]
         if self.config.cardinalities:
-            onehot = torch.zeros(*categorical.shape[:-1], sum(self.config.cardinalities), device=categorical.device,
+            onehot = torch.zeros(len(categorical), sum(self.config.cardinalities), device=categorical.device,
                                  dtype=numeric.dtype)
-            onehot.scatter_(-1, categorical + self.cat_offsets, 1.0)
+            onehot.scatter_(1, categorical + self.cat_offsets, 1.0)
             parts.append(onehot)
-        return torch.cat(parts, dim=-1) if self.config.n_input > self.config.n_numeric else numeric
+        return torch.cat(parts, dim=1) if self.config.n_input > self.config.n_numeric else numeric
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(k, n, latent) posterior means and clamped log-variances."""
@@ -155,7 +153,6 @@ class VAE(nn.Module):
     def forward(self, numeric: torch.Tensor, observed: torch.Tensor | None, binary: torch.Tensor,
                 categorical: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member, per-feature negative log-likelihood (k, n, n_terms) and KL (k, n), in nats.
-        Inputs are (n, ...) rows for every member or (k, n, ...) rows of each member's own.
 
         With ``sample`` the latent is drawn by reparameterisation (training); without, the
         posterior mean is decoded, so the result is deterministic (scoring). ``observed``
@@ -195,7 +192,7 @@ def reconstruction_nll(model: VAE, out: torch.Tensor, numeric: torch.Tensor, obs
     start = c.n_numeric + c.n_binary
     for j, k in enumerate(c.cardinalities):
         logits = out[..., start: start + k]
-        target = categorical[..., j].expand(logits.shape[:-1])
+        target = categorical[:, j].expand(logits.shape[:-1])
         terms.append(F.cross_entropy(logits.transpose(1, 2), target, reduction="none").unsqueeze(-1))
         start += k
     nll = torch.cat(terms, dim=-1) if len(terms) > 1 else terms[0]

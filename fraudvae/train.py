@@ -109,36 +109,26 @@ def to_tensors(data: Encoded, device: torch.device) -> Tensors:
             torch.from_numpy(data.binary).to(device), torch.from_numpy(data.categorical).to(device))
 
 
-def take(tensors: Tensors, idx: torch.Tensor | slice | int | tuple) -> Tensors:
+def take(tensors: Tensors, idx: torch.Tensor | slice) -> Tensors:
     return tuple(None if t is None else t[idx] for t in tensors)  # type: ignore[return-value]
 
 
 @torch.no_grad()
-def member_scores(model: VAE, tensors: Tensors, batch: int = 8192) -> torch.Tensor:
-    """(members, n) negative ELBO at the posterior mean: of every row under every member for (n, ...)
-    inputs, of each member's own rows for (members, n, ...) inputs."""
+def negative_elbo(model: VAE, tensors: Tensors, batch: int = 8192) -> torch.Tensor:
+    """(n,) negative ELBO at the posterior mean, averaged over ensemble members: deterministic."""
     was_training = model.training
     model.eval()
     out = []
-    own = tensors[0].dim() == 3
-    for i in range(0, tensors[0].shape[-2], batch):
-        rows = (slice(None), slice(i, i + batch)) if own else slice(i, i + batch)
-        nll, kl = model(*take(tensors, rows), sample=False)
-        out.append(nll.sum(-1) + kl)
+    for i in range(0, len(tensors[0]), batch):
+        nll, kl = model(*take(tensors, slice(i, i + batch)), sample=False)
+        out.append((nll.sum(-1) + kl).mean(0))
     model.train(was_training)
-    return torch.cat(out, dim=1) if out else torch.zeros(model.config.members, 0, device=tensors[0].device)
-
-
-def negative_elbo(model: VAE, tensors: Tensors, batch: int = 8192) -> torch.Tensor:
-    """(n,) negative ELBO at the posterior mean, averaged over ensemble members: deterministic."""
-    return member_scores(model, tensors, batch).mean(0)
+    return torch.cat(out) if out else torch.zeros(0, device=tensors[0].device)
 
 
 @torch.no_grad()
-def fit_decoder_variance(model: VAE, tensors: Tensors, *, prior_rows: float,
-                         holdout: torch.Tensor | None = None) -> None:
-    """Re-estimate each numeric feature's decoder variance on held-out rows (``holdout``, (members,
-    n) bool: the rows each member did not train on; None: all of ``tensors``).
+def fit_decoder_variance(model: VAE, tensors: Tensors, *, prior_rows: float) -> None:
+    """Re-estimate each numeric feature's decoder variance on held-out rows.
 
     Trained by gradient descent, the variances shrink to the training residuals, which are too
     small for rows the model has not memorised: scores then blow up on unseen normal rows and a
@@ -157,30 +147,16 @@ def fit_decoder_variance(model: VAE, tensors: Tensors, *, prior_rows: float,
     mu, _ = model.encode(model.encode_input(numeric, binary, categorical))
     mean = model.decode(mu)[..., : c.n_numeric]  # (k, n, n_numeric)
     observed = torch.ones_like(numeric) if observed is None else observed[:, : c.n_numeric]
-    if holdout is not None:
-        observed = observed * holdout.unsqueeze(-1).to(observed.dtype)  # (k, n, n_numeric)
-    sq = ((((numeric - mean) ** 2 * observed).sum(-2, keepdim=True) + prior_rows)
-          / (observed.sum(-2, keepdim=True) + prior_rows).clamp_min(1.0))
-    model.numeric_logvar.copy_(torch.log(sq.clamp_min(1e-6)).expand_as(model.numeric_logvar))
+    sq = ((((numeric - mean) ** 2 * observed).sum(1, keepdim=True) + prior_rows)
+          / (observed.sum(0) + prior_rows).clamp_min(1.0))
+    model.numeric_logvar.copy_(torch.log(sq.clamp_min(1e-6)))
 
 
-def holdout_masks(n: int, members: int, held: np.ndarray) -> np.ndarray:
-    """(members, n) bool: the rows each member is validated on (and does not train on); here the
-    same ``held`` rows for every member (a held-out validation set)."""
-    mask = np.zeros((members, n), dtype=bool)
-    mask[:, held] = True
-    return mask
-
-
-def train(model: VAE, data: Encoded, holdout: np.ndarray, config: TrainConfig,
+def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfig,
           progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Fit `model` in place; returns the history (loss per epoch, best epoch, stop reason).
 
-    ``holdout`` (members, n) says which rows of ``data`` each ensemble member is validated on
-    (`holdout_masks`); a member trains on the others, in batches of its own. Training stops when
-    the members' mean validation negative ELBO has not improved for ``patience`` epochs; each member
-    keeps the weights of its own best epoch on its own held-out rows, then its decoder variances are
-    fitted on them.
+    The weights of the epoch with the lowest validation negative ELBO are kept.
 
     In a joined process group (torchrun) every process is given the same rows and trains with
     DistributedDataParallel: each epoch's shuffle is the same everywhere and each process takes its
@@ -188,28 +164,17 @@ def train(model: VAE, data: Encoded, holdout: np.ndarray, config: TrainConfig,
     process would; validation loss is summed over the processes' shares of the validation rows, so
     early stopping decides the same everywhere; the processes end with rank 0's exact weights."""
     device = next(model.parameters()).device
-    members = model.config.members
     rank, world = rank_and_world()
     torch.manual_seed(config.seed + rank)  # latent noise differs by process; the shuffle below does not
     gen = torch.Generator().manual_seed(config.seed)
-    own = [torch.from_numpy(np.flatnonzero(~h)) for h in holdout]  # each member's training rows
-    n = min(len(r) for r in own)
-    n -= n % world  # equal shares: every process takes as many steps
-    batch, epochs, lr = derived_sizes(n, config)
-    all_rows = to_tensors(data, device)
-    # each member's held-out rows, padded to one length (``va_w`` 0 on the padding), this process's share
-    held_rows = [np.flatnonzero(h)[rank::world] for h in holdout]
-    width = max(len(r) for r in held_rows)
-    va_idx = np.zeros((members, width), dtype=np.int64)
-    va_w = np.zeros((members, width))
-    for k, r in enumerate(held_rows):
-        va_idx[k, : len(r)], va_w[k, : len(r)] = r, 1.0
-    va = take(all_rows, torch.from_numpy(va_idx).to(device))
-    va_w = torch.from_numpy(va_w).to(device)
+    batch, epochs, lr = derived_sizes(len(train_data), config)
+    tr = to_tensors(train_data, device)
+    va_all = to_tensors(val_data, device)
+    va = take(va_all, slice(rank, None, world))  # this process's share of the validation loss
     opt = Adam(list(model.parameters()), lr=lr, weight_decay=config.weight_decay)
     history: dict = {"train_loss": [], "val_loss": [], "batch_size": batch, "max_epochs": epochs, "lr": lr}
-    best, best_mean, best_epoch, stale = np.full(members, math.inf), math.inf, 0, 0
-    best_state = copy.deepcopy(model.state_dict())
+    best, best_state, best_epoch, stale = math.inf, copy.deepcopy(model.state_dict()), 0, 0
+    n = len(train_data) - len(train_data) % world  # equal shares: every process takes as many steps
     step = max(1, math.ceil(batch / world))
     net = model
     if world > 1:
@@ -221,36 +186,31 @@ def train(model: VAE, data: Encoded, holdout: np.ndarray, config: TrainConfig,
     model.train()
     for epoch in range(1, epochs + 1):
         beta = config.beta * min(1.0, epoch / config.warmup_epochs) if config.warmup_epochs else config.beta
-        perm = torch.stack([r[torch.randperm(len(r), generator=gen)[:n][rank::world]] for r in own]).to(device)
+        perm = torch.randperm(len(train_data), generator=gen)[:n][rank::world].to(device)
         total = 0.0
-        for i in range(0, perm.shape[1], step):
-            idx = perm[:, i: i + step]  # (members, batch): each member's own rows
-            nll, kl = net(*take(all_rows, idx if members > 1 else idx[0]), sample=True)
+        for i in range(0, len(perm), step):
+            idx = perm[i: i + step]
+            nll, kl = net(*take(tr, idx), sample=True)
             loss = (nll.sum(-1) + beta * kl).mean(1).sum()  # members are independent: sum their losses
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             opt.step()
-            total += loss.item() * idx.shape[1]
-        scores = member_scores(model, va if members > 1 else take(va, 0))
-        sums = all_sum([total, *(scores * va_w).sum(1).tolist(), *va_w.sum(1).tolist()], device)
-        train_loss = sums[0] / n / members
-        member_val = np.asarray(sums[1: 1 + members]) / np.maximum(np.asarray(sums[1 + members:]), 1)
-        val_loss = float(member_val.mean())
+            total += loss.item() * len(idx)
+        val = negative_elbo(model, va)
+        total, val_sum, val_count = all_sum([total, float(val.sum()), len(val)], device)
+        train_loss, val_loss = total / n, val_sum / val_count
         history["train_loss"].append(train_loss)
         history["val_loss"].append(val_loss)
         if not np.isfinite(train_loss):
             history["stop"] = f"non-finite training loss at epoch {epoch}"
             log.warning(history["stop"])
             break
-        better = member_val < best  # each member keeps its own best epoch
-        best[better] = member_val[better]
-        if better.any():
-            _keep(best_state, model.state_dict(), torch.from_numpy(better).to(device))
-        if val_loss < best_mean:  # the ensemble's loss decides when to stop
-            if val_loss < best_mean - MIN_IMPROVEMENT * abs(best_mean):
+        if val_loss < best:
+            if val_loss < best - MIN_IMPROVEMENT * abs(best):
                 stale = 0
-            best_mean, best_epoch = val_loss, epoch
+            best, best_epoch = val_loss, epoch
+            best_state = copy.deepcopy(model.state_dict())
         if epoch > config.warmup_epochs and best_epoch != epoch:
             stale += 1
         if progress:
@@ -262,19 +222,7 @@ def train(model: VAE, data: Encoded, holdout: np.ndarray, config: TrainConfig,
         history["stop"] = f"reached max epochs ({epochs})"
     model.load_state_dict(best_state)
     model.eval()
-    fit_decoder_variance(model, all_rows, prior_rows=config.variance_prior_rows,
-                         holdout=torch.from_numpy(holdout).to(device))
+    fit_decoder_variance(model, va_all, prior_rows=config.variance_prior_rows)
     broadcast_state(model)
-    history.update(best_epoch=best_epoch, best_val_loss=best_mean, epochs_run=len(history["val_loss"]))
+    history.update(best_epoch=best_epoch, best_val_loss=best, epochs_run=len(history["val_loss"]))
     return history
-
-
-@torch.no_grad()
-def _keep(best: dict[str, torch.Tensor], current: dict[str, torch.Tensor], members: torch.Tensor) -> None:
-    """Copy the improved ``members`` (bool, (members,)) of every tensor of ``current`` into ``best``
-    (every parameter carries the member axis first; buffers without it are the same throughout)."""
-    for name, t in current.items():
-        if t.dim() and t.shape[0] == len(members) and t.is_floating_point():
-            best[name][members] = t[members]
-        else:
-            best[name].copy_(t)

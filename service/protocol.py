@@ -9,14 +9,18 @@ the connection opened, or after the request's first byte, is closed. The body ha
 from __future__ import annotations
 
 import asyncio
-import os
+from functools import cache
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .settings import Settings
 
+
+@cache
 def header_timeout_s() -> float:
-    return float(os.environ.get("FRAUDVAE_HEADER_TIMEOUT_S", "10"))
+    """From the settings (the environment: how `fraudvae serve` passes them to worker processes)."""
+    return Settings().header_timeout_s
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):

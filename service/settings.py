@@ -73,7 +73,6 @@ class Settings(BaseSettings):
         try:  # httptools, as uvicorn[standard] installs it: with a deadline for headers
             from .protocol import HeaderDeadlineProtocol
 
-            os.environ["FRAUDVAE_HEADER_TIMEOUT_S"] = str(self.header_timeout_s)
             options["http"] = HeaderDeadlineProtocol
         except ImportError:
             pass

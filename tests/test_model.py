@@ -139,15 +139,3 @@ def test_mixture_prior_is_learned_saved_and_sampled():
     numeric, binary, categorical = model.sample(50, torch.Generator().manual_seed(0))
     assert numeric.shape == (50, cfg.n_numeric) and torch.isfinite(numeric).all()
 
-
-def test_rows_of_each_members_own_give_each_members_rows_scores():
-    """(members, n, ...) inputs score member k on its own rows: the same as member k's row of the
-    (n, ...) form."""
-    cfg, (num, obs, b, c) = _batch(n=6)
-    model = VAE(cfg).eval()
-    every, every_kl = model(num, obs, b, c, sample=False)
-    idx = torch.tensor([[0, 1], [2, 3], [4, 5]])
-    own, own_kl = model(num[idx], obs[idx], b[idx], c[idx], sample=False)
-    for k in range(3):
-        assert torch.allclose(own[k], every[k, idx[k]], atol=1e-6)
-        assert torch.allclose(own_kl[k], every_kl[k, idx[k]], atol=1e-6)
