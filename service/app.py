@@ -9,6 +9,7 @@ model description, OpenAPI docs) by FastAPI.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -82,6 +83,9 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         det = detector if detector is not None else await asyncio.to_thread(load_detector, settings)
         await asyncio.to_thread(warm_up, det)
+        # what startup made (torch, the model, pandas) lives as long as the process: out of the
+        # collector's sight, a full collection no longer walks it (a 130 ms pause that set the p99)
+        gc.freeze()
         rt.metrics = Metrics(_score_bounds(det), lambda: rt.batcher.queued_rows if rt.batcher else 0,
                              det.threshold_.value)
         rt.batcher = Batcher(det, settings.max_batch_rows, settings.max_wait_ms / 1000, settings.max_queue_rows,

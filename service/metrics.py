@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 SIZE_BUCKETS = tuple(float(2**k) for k in range(0, 15))
+SMALL_BATCH = 8  # up to this many values, observe_many calls observe per value
 
 
 def multiprocess() -> bool:
@@ -43,6 +44,7 @@ class Metrics:
         self.scores = Histogram("fraudvae_score", "scores served (negative ELBO, nats)",
                                 buckets=[float(b) for b in np.unique(score_bounds)], registry=own)
         self.queue_rows = queue_rows
+        self._children: dict[tuple[str, int], tuple] = {}
         if shared:
             from prometheus_client import multiprocess as mp
 
@@ -54,6 +56,16 @@ class Metrics:
             Gauge("fraudvae_queue_rows", "rows waiting for a forward pass", registry=r).set_function(queue_rows)
             Gauge("fraudvae_threshold", "the model's threshold", registry=r).set(threshold)
             self.queue = None
+
+    def on_answer(self, path: str, status: int, seconds: float) -> None:
+        """One answered request. The labelled children are kept: looking them up costs more than
+        counting."""
+        key = (path, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.latency.labels(path), self.responses.labels(path, str(status)))
+        children[0].observe(seconds)
+        children[1].inc()
 
     def on_batch(self, rows: int, requests: int, seconds: float) -> None:
         self.batch_rows.observe(rows)
@@ -75,7 +87,12 @@ def observe_many(hist: Histogram, values: np.ndarray) -> None:
     """`Histogram.observe` for a whole batch at once: one counting pass with numpy instead of one
     Python call per value (thousands of rows a request). The increments are the ones `observe`
     makes: each value to the first bucket whose bound is >= it (``_buckets`` holds per-bucket
-    counts, made cumulative on collection), and the sum."""
+    counts, made cumulative on collection), and the sum. A few values go through `observe` itself,
+    which is cheaper than numpy's setup for them."""
+    if len(values) <= SMALL_BATCH:
+        for v in values.tolist():
+            hist.observe(v)
+        return
     bounds = np.asarray(hist._upper_bounds, dtype=np.float64)  # ends with +inf
     counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
     for bucket, n in zip(hist._buckets, counts.tolist(), strict=False):

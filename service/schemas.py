@@ -89,6 +89,8 @@ class RequestDecoder:
             rename["row_id"] = self.id_field
         self.id_attr = next(k for k, v in rename.items() if v == self.id_field)
         self.attr_of = {v: k for k, v in rename.items()}
+        self.getters = [(name, attrgetter(self.attr_of[name])) for name in self.names]
+        self.get_id = attrgetter(self.id_attr)
         transaction = msgspec.defstruct("Transaction", fields, rename=rename)
         self.decoder = msgspec.json.Decoder(msgspec.defstruct("ScoreRequest", [("transactions", list[transaction])]))
 
@@ -127,8 +129,8 @@ class RequestDecoder:
         if len(rows) > self.max_rows:
             raise ServiceError(413, f"{len(rows)} transactions in one request; at most {self.max_rows} allowed",
                                field="transactions")
-        columns = {name: list(map(attrgetter(self.attr_of[name]), rows)) for name in self.names}
-        return Batch(columns, list(map(attrgetter(self.id_attr), rows)), len(rows))
+        columns = {name: list(map(get, rows)) for name, get in self.getters}
+        return Batch(columns, list(map(self.get_id, rows)), len(rows))
 
 
 def _validation_error(message: str) -> ServiceError:

@@ -87,8 +87,7 @@ class ScoreEndpoint:
         await send_answer(send, status, body, headers)
         m = self.rt.metrics
         if m is not None:
-            m.latency.labels("/score").observe(time.perf_counter() - t)
-            m.responses.labels("/score", str(status)).inc()
+            m.on_answer("/score", status, time.perf_counter() - t)
 
     async def _score(self, scope: dict, receive: Any) -> bytes:
         rt, settings = self.rt, self.rt.settings

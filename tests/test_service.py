@@ -1,5 +1,6 @@
 """The service through FastAPI's TestClient: contract, consistency with the library, bad input."""
 
+import gc
 import json
 import math
 from pathlib import Path
@@ -271,3 +272,34 @@ def test_docs_need_no_internet(client: TestClient) -> None:
     assert page.status_code == 200 and "cdn" not in page.text.lower()
     for asset in ("/docs-static/swagger-ui-bundle.js", "/docs-static/swagger-ui.css"):
         assert asset in page.text and client.get(asset).status_code == 200
+
+
+@pytest.mark.parametrize("n", [1, 5, 300])
+def test_observe_many_counts_as_observe_does(n: int) -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from fraudvae_service.metrics import observe_many
+
+    values = np.random.default_rng(n).normal(10, 3, n)
+    values[0] = 7.0  # on a bound: counted in that bucket, as observe counts it
+    one, many = (Histogram(name, "h", buckets=[4.0, 7.0, 10.0, 13.0], registry=CollectorRegistry())
+                 for name in ("one", "many"))
+    for v in values:
+        one.observe(float(v))
+    observe_many(many, values)
+
+    def samples(h: Histogram) -> dict:
+        return {(s.name.split("_", 1)[1], s.labels.get("le")): s.value for s in h.collect()[0].samples
+                if not s.name.endswith("_created")}
+
+    a, b = samples(one), samples(many)
+    assert a.keys() == b.keys() and a[("bucket", "7.0")] >= 1
+    assert all(a[k] == pytest.approx(b[k]) for k in a)
+
+
+def test_startup_takes_its_objects_out_of_the_collectors_sight(model_dir: Path) -> None:
+    gc.unfreeze()
+    with TestClient(create_app(Settings(model=model_dir))) as c:
+        assert c.get("/readyz").status_code == 200
+        assert gc.get_freeze_count() > 0  # no full collection walks torch and the model again
+    gc.unfreeze()
