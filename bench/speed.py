@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import split  # noqa: E402
 
 from fraudvae import FraudVAE, example_transactions  # noqa: E402
-from fraudvae.train import to_tensors  # noqa: E402
 
 PYOD = """
 import numpy as np, sys
@@ -77,7 +76,7 @@ def bench_score(rows: int) -> None:
     frame = example_transactions(rows=rows, seed=1)
     det.score(frame.head(1000))  # warm-up
     best_full = min(_timed(lambda: det.score(frame)) for _ in range(3))
-    tensors = to_tensors(det.preprocessor_.transform(frame), det.device_)
+    tensors = det.preprocessor_.transform(frame).to_tensors(det.device_)
     model = det.model_.eval()
     model64 = copy.deepcopy(model).double()
     numeric, observed, binary, categorical = tensors

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from fraudvae.errors import ConfigError, DataError, NotFittedError
-from fraudvae.model import VAE, ModelConfig
-from fraudvae.preprocess import Encoded, PreprocessConfig, Preprocessor
-from fraudvae.schema import infer_schema, to_binary_label
-from fraudvae.threshold import calibrate
-from fraudvae.train import TrainConfig, resolve_device, to_tensors, train
+from fraudvae import persist
+from fraudvae.config import TrainConfig
+from fraudvae.device import resolve_device
+from fraudvae.encoded import Encoded
+from fraudvae.errors import ConfigError, DataError, ModelFileError, NotFittedError
+from fraudvae.fitted import FittedState
+from fraudvae.model import VAE, ModelConfig, posterior_mean_passes
+from fraudvae.preprocess import OTHER, PreprocessConfig, Preprocessor
+from fraudvae.schema import Schema, infer_schema, to_binary_label
+from fraudvae.threshold import Threshold, calibrate
 
 log = logging.getLogger(__name__)
 MIN_NORMAL_ROWS = 20
@@ -158,16 +163,13 @@ class FraudVAE:
         torch.manual_seed(self.seed)
         model = VAE(model_config).to(device)
         val_data = pre.transform(val_rows)
-        history = train(model, pre.transform(train_rows), val_data, train_config, progress)
+        from fraudvae.train import train  # the training loop (and its distributed helpers): fitting only
 
-        self.schema_, self.preprocessor_, self.model_ = schema, pre, model
-        self.model_config_, self.train_config_ = model_config, train_config
-        self.device_ = device
+        history = train(model, pre.transform(train_rows), val_data, train_config, progress)
+        self.model_, self.device_ = model, device
         val_terms, val_kl = self._terms(val_data)
         val_scores = val_terms.sum(1) + val_kl
-        self.baseline_ = np.median(self._by_column(val_terms), axis=0)
-        self.threshold_ = calibrate(val_scores, self.target_fpr, self.alert_rate)
-        self.metrics_ = {
+        metrics = {
             "rows": len(df), "normal_rows": len(normal), "fraud_rows": len(frauds),
             "train_rows": len(train_rows), "validation_rows": len(val_rows),
             "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
@@ -175,31 +177,42 @@ class FraudVAE:
             # the mean of the scores the threshold comes from (decoder variances re-fitted after
             # early stopping, so it differs from the best epoch's loss in the history)
             "validation_loss": float(val_scores.mean()),
-            "history": {"train_loss": history["train_loss"], "val_loss": history["val_loss"]},
+            # a loss that went non-finite (training stopped there) is written as null
+            "history": {k: [x if np.isfinite(x) else None for x in history[k]] for k in ("train_loss", "val_loss")},
         }
+        threshold = calibrate(val_scores, self.target_fpr, self.alert_rate)
+        baseline = np.median(self._by_column(val_terms, pre), axis=0)
+        self.state_ = FittedState(schema, pre, model_config, train_config, threshold, baseline, metrics)
         if len(frauds):
             from fraudvae.metrics import metrics_at
 
-            fraud_scores = self.score_samples_(frauds)
+            fraud_scores = self.score_samples(frauds)
             y = np.r_[np.zeros(len(val_scores)), np.ones(len(fraud_scores))]
-            self.metrics_["at_threshold"] = metrics_at(np.r_[val_scores, fraud_scores], y, self.threshold_.value)
-            self.metrics_["at_threshold"]["evaluated_on"] = "validation normals + labelled frauds"
+            metrics["at_threshold"] = metrics_at(np.r_[val_scores, fraud_scores], y, threshold.value)
+            metrics["at_threshold"]["evaluated_on"] = "validation normals + labelled frauds"
+        self.version_ = persist.content_version(self._files())
         return self
 
     def calibrate(self, df: pd.DataFrame | None = None, target_fpr: float | None = None,
                   alert_rate: float | None = None) -> FraudVAE:
         """Reset the threshold from normal rows `df` the model did not train on (default: the
         stored validation scores). Returns self."""
-        self._check_fitted()
-        scores = self.score_samples_(df) if df is not None else np.asarray(self.threshold_.validation_scores)
-        self.threshold_ = calibrate(scores, target_fpr, alert_rate)
+        self.check_fitted()
+        scores = self.score_samples(df) if df is not None else np.asarray(self.threshold_.validation_scores)
+        self.state_ = self.state_.with_threshold(calibrate(scores, target_fpr, alert_rate))
+        self.version_ = persist.content_version(self._files())  # another threshold, another model
         return self
 
     # ------------------------------------------------------------------ inference
-    def score_samples_(self, df: pd.DataFrame) -> np.ndarray:
+    def score_samples(self, df: pd.DataFrame) -> np.ndarray:
         """(n,) scores only (negative ELBO in nats, higher = more suspicious)."""
         terms, kl = self._terms(self._encode(df))
         return terms.sum(1) + kl
+
+    def score_samples_(self, df: pd.DataFrame) -> np.ndarray:
+        """Deprecated name of `score_samples` (a method, not a fitted attribute)."""
+        warnings.warn("FraudVAE.score_samples_ is renamed score_samples", DeprecationWarning, stacklevel=2)
+        return self.score_samples(df)
 
     def score(self, df: pd.DataFrame) -> pd.DataFrame:
         """One row per input row, in order: ``score`` (negative ELBO, nats; higher = more
@@ -226,12 +239,12 @@ class FraudVAE:
         """Check and encode `n` rows given column-wise (column name -> list of n JSON-like values;
         see `Preprocessor.transform_columns`): the first half of scoring without pandas, apart so
         a server can encode requests and score many at once."""
-        self._check_fitted()
+        self.check_fitted()
         return self.preprocessor_.transform_columns(columns, n)
 
     def score_encoded(self, encoded: Encoded) -> Scores:
         """Scores, flags, p-values and top features of encoded rows (the second half)."""
-        self._check_fitted()
+        self.check_fitted()
         terms, kl = self._terms(encoded)
         scores = terms.sum(1) + kl
         names = np.array(self._columns(), dtype=object)
@@ -247,7 +260,7 @@ class FraudVAE:
         and contributes nothing (training had no gaps in its column, so a gap says nothing); a
         column whose gaps the model learned shows what the gap itself costs. Compare with
         `baseline_` (the validation median) to see what is unusual."""
-        self._check_fitted()
+        self.check_fitted()
         enc = self._encode(df)
         terms, kl = self._terms(enc)
         by_column = np.where(self._unobserved(enc), np.nan, self._by_column(terms))
@@ -257,14 +270,14 @@ class FraudVAE:
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """(n,) bool: score > threshold."""
-        return self.score_samples_(df) > self.threshold_.value
+        return self.score_samples(df) > self.threshold_.value
 
     def latent(self, df: pd.DataFrame) -> np.ndarray:
         """(n, latent_dim) posterior means (of the first ensemble member: members' latent spaces
         are not aligned with one another)."""
-        self._check_fitted()
+        self.check_fitted()
         enc = self._encode(df)
-        numeric, _, binary, categorical = to_tensors(enc, self.device_)
+        numeric, _, binary, categorical = enc.to_tensors(self.device_)
         with torch.no_grad():
             x = self.model_.encode_input(numeric, binary, categorical)
             return self.model_.encode(x)[0][0].cpu().numpy()
@@ -274,9 +287,7 @@ class FraudVAE:
         decoder's likelihood), in the schema's columns and original units; reproducible with
         `seed`. Realistic test data without copying rows, but not a privacy guarantee: a model can
         memorise rare training rows."""
-        from fraudvae.preprocess import OTHER
-
-        self._check_fitted()
+        self.check_fitted()
         if n < 1:
             raise ConfigError(f"n={n!r}: the number of rows to sample must be at least 1")
         if self.model_.training:
@@ -291,28 +302,82 @@ class FraudVAE:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the model directory (atomically). Returns its path."""
-        from fraudvae.persist import save_model
-
-        self._check_fitted()
-        return save_model(self, Path(path))
+        self.check_fitted()
+        self.version_ = persist.write_model(Path(path), self._files())
+        return Path(path).resolve()
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> FraudVAE:
         """Read a model directory written by `save`, verifying its checksums. Never unpickles."""
-        from fraudvae.persist import load_model
+        path = Path(path)
+        meta, weights, version = persist.read_model(path)
+        try:
+            params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
+            # a model saved before an option existed was fitted as the option's old behaviour: say so,
+            # rather than report today's default
+            params.setdefault("prior_components", meta["model_config"].get("prior_components", 0))
+            det = cls(**params)
+            det.state_ = FittedState.from_dict(meta)
+            model = VAE(det.state_.model_config)
+            model.load_state_dict(weights)
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise ModelFileError(f"model directory {str(path)!r} cannot be loaded: {e}") from None
+        det.version_ = version
+        det.device_ = resolve_device(device)
+        det.model_ = model.to(det.device_).eval()
+        return det
 
-        return load_model(cls, Path(path), device)
+    def _files(self) -> dict[str, bytes]:
+        """The model directory's files as bytes: what `save` writes, and what the version digests."""
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
+        meta = {"params": params, **self.state_.to_dict(), "versions": persist.library_versions()}
+        return persist.model_files(meta, self.model_.state_dict())
 
     def get_params(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.endswith("_")}
 
-    # ------------------------------------------------------------------ internals
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise NotFittedError("this FraudVAE is not fitted yet: call fit() or FraudVAE.load() first")
+    # ------------------------------------------------------------------ fitted state
+    @property
+    def schema_(self) -> Schema:
+        return self._state().schema
 
+    @property
+    def preprocessor_(self) -> Preprocessor:
+        return self._state().preprocessor
+
+    @property
+    def model_config_(self) -> ModelConfig:
+        return self._state().model_config
+
+    @property
+    def train_config_(self) -> TrainConfig:
+        return self._state().train_config
+
+    @property
+    def threshold_(self) -> Threshold:
+        return self._state().threshold
+
+    @property
+    def baseline_(self) -> np.ndarray:
+        return self._state().baseline
+
+    @property
+    def metrics_(self) -> dict:
+        return self._state().metrics
+
+    def check_fitted(self) -> None:
+        """Raise `NotFittedError` unless the model is fitted (or loaded)."""
+        self._state()
+
+    def _state(self) -> FittedState:
+        state = self.__dict__.get("state_")
+        if state is None:
+            raise NotFittedError("this FraudVAE is not fitted yet: call fit() or FraudVAE.load() first")
+        return state
+
+    # ------------------------------------------------------------------ internals
     def _encode(self, df: pd.DataFrame) -> Encoded:
-        self._check_fitted()
+        self.check_fitted()
         if not isinstance(df, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
         return self.preprocessor_.transform(df)
@@ -320,27 +385,13 @@ class FraudVAE:
     def _columns(self) -> list[str]:
         return self.schema_.names()
 
-    def _assignment(self) -> np.ndarray:
-        """(n_terms, n_columns) 0/1: which column each likelihood term belongs to."""
-        cached = self.__dict__.get("assignment_")
-        if cached is not None and cached[0] is self.preprocessor_:
-            return cached[1]
-        cols = self._columns()
-        pos = {c: i for i, c in enumerate(cols)}
-        owners = self.preprocessor_.feature_owners()
-        assign = np.zeros((len(owners), len(cols)))
-        for j, owner in enumerate(owners):
-            assign[j, pos[owner]] = 1.0
-        self.assignment_ = (self.preprocessor_, assign)
-        return assign
-
-    def _by_column(self, terms: np.ndarray) -> np.ndarray:
+    def _by_column(self, terms: np.ndarray, pre: Preprocessor | None = None) -> np.ndarray:
         """(n, n_terms) -> (n, n_columns): a column's terms summed (value and missing indicator)."""
-        return terms @ self._assignment()
+        return terms @ (pre or self.preprocessor_).column_assignment()
 
     def _unobserved(self, enc: Encoded) -> np.ndarray:
         """(n, n_columns) bool: every term of the column masked (a gap that says nothing)."""
-        return (enc.observed.astype(np.float64) @ self._assignment()) == 0
+        return (enc.observed.astype(np.float64) @ self.preprocessor_.column_assignment()) == 0
 
     def _scoring_model(self) -> VAE:
         """The network in float64, for scoring: float32 sums come out differently with the batch's
@@ -359,20 +410,18 @@ class FraudVAE:
         members, float64 (computed in float64: batch-independent)."""
         model = self._scoring_model()
         terms, kls = [], []
-        for i in range(0, len(enc), SCORE_BATCH):
-            numeric, observed, binary, categorical = to_tensors(enc.take(slice(i, i + SCORE_BATCH)), self.device_)
-            nll, kl = model(numeric.double(), observed, binary.double(), categorical, sample=False)
+        for nll, kl in posterior_mean_passes(model, enc.to_tensors(self.device_), SCORE_BATCH):
             terms.append(nll.mean(0).cpu().numpy())  # (members, n, n_terms) -> (n, n_terms)
             kls.append(kl.mean(0).cpu().numpy())
         if not terms:
-            return np.zeros((0, self.model_config_.n_terms)), np.zeros(0)
+            return np.zeros((0, model.config.n_terms)), np.zeros(0)
         return np.concatenate(terms), np.concatenate(kls)
 
     def describe(self) -> dict:
         """A JSON-ready summary: schema, threshold, metrics, configs."""
-        self._check_fitted()
-        return {"schema": self.schema_.to_dict(), "threshold": self.threshold_.value,
-                "threshold_method": self.threshold_.method, "threshold_target": self.threshold_.target,
-                "validation_quantiles": self.threshold_.quantiles(),
-                "model_config": asdict(self.model_config_), "train_config": asdict(self.train_config_),
+        state = self._state().to_dict()
+        t = self.threshold_
+        return {"schema": state["schema"], "threshold": t.value, "threshold_method": t.method,
+                "threshold_target": t.target, "validation_quantiles": state["validation_quantiles"],
+                "model_config": state["model_config"], "train_config": state["train_config"],
                 "metrics": {k: v for k, v in self.metrics_.items() if k != "history"}}

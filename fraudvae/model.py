@@ -14,7 +14,8 @@ any single member's. Tensors carry the member axis first: (members, n, ...).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,11 @@ from torch import nn
 LOGVAR_MIN, LOGVAR_MAX = -8.0, 8.0  # latent log-variance clamp: keeps exp() finite, training NaN-free
 DEC_LOGVAR_MIN, DEC_LOGVAR_MAX = -1.2, 4.0  # decoder variance of scaled numbers >= 0.3 (robust to drift)
 LOG_2PI = math.log(2 * math.pi)
+PASS_ROWS = 8192  # rows per batch of a posterior-mean pass
+
+# the network's inputs for n rows: scaled numbers (n, n_numeric), the observed-mask (n, n_terms) or
+# None when nothing was imputed, 0/1 features (n, n_binary), category indices (n, n_categorical)
+Tensors = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,16 @@ class ModelConfig:
             latent_dim = int(min(16, max(2, math.ceil(d / 4))))
         return cls(n_numeric, n_binary, tuple(cardinalities), tuple(hidden), latent_dim, members, prior_components)
 
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
-class Linear(nn.Module):
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """From `to_dict`'s output (models saved before the mixture prior have no prior_components: 0)."""
+        return cls(**{**d, "cardinalities": tuple(d["cardinalities"]), "hidden": tuple(d["hidden"])})
+
+
+class EnsembleLinear(nn.Module):
     """One affine layer per ensemble member: (k, n, in) or (n, in) -> (k, n, out)."""
 
     def __init__(self, members: int, n_in: int, n_out: int) -> None:
@@ -77,7 +91,7 @@ class Linear(nn.Module):
 def _mlp(members: int, sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [Linear(members, a, b), nn.SiLU()]
+        layers += [EnsembleLinear(members, a, b), nn.SiLU()]
     return nn.Sequential(*layers)
 
 
@@ -87,9 +101,9 @@ class VAE(nn.Module):
         self.config = config
         c = config
         self.encoder = _mlp(c.members, [c.n_input, *c.hidden])
-        self.to_latent = Linear(c.members, c.hidden[-1], 2 * c.latent_dim)  # mean and log-variance
+        self.to_latent = EnsembleLinear(c.members, c.hidden[-1], 2 * c.latent_dim)  # mean and log-variance
         self.decoder = _mlp(c.members, [c.latent_dim, *reversed(c.hidden)])
-        self.to_out = Linear(c.members, c.hidden[0], c.n_input)
+        self.to_out = EnsembleLinear(c.members, c.hidden[0], c.n_input)
         self.numeric_logvar = nn.Parameter(torch.zeros(c.members, 1, c.n_numeric))
         if c.prior_components:  # a mixture prior, learned with the rest (weights, means, log-variances)
             self.prior_logit = nn.Parameter(torch.zeros(c.members, c.prior_components))
@@ -175,6 +189,20 @@ class VAE(nn.Module):
         """(k, n) the latent term of the negative ELBO under this model's prior."""
         prior = self.prior()
         return kl_divergence(mu, logvar) if prior is None else mixture_kl(mu, logvar, *prior)
+
+
+@torch.no_grad()
+def posterior_mean_passes(model: VAE, tensors: Tensors, rows: int = PASS_ROWS) -> Iterator[tuple[torch.Tensor,
+                                                                                                  torch.Tensor]]:
+    """The deterministic pass that early stopping and scoring share: for each batch of `rows` rows,
+    in order, the per-member, per-feature negative log-likelihood (k, b, n_terms) and KL (k, b) with
+    the posterior mean decoded. Numbers and flags are cast to the model's floating type."""
+    dtype = model.numeric_logvar.dtype
+    numeric, observed, binary, categorical = tensors
+    for i in range(0, len(numeric), rows):
+        part = slice(i, i + rows)
+        yield model(numeric[part].to(dtype), None if observed is None else observed[part],
+                    binary[part].to(dtype), categorical[part], sample=False)
 
 
 def reconstruction_nll(model: VAE, out: torch.Tensor, numeric: torch.Tensor, observed: torch.Tensor | None,

@@ -17,13 +17,14 @@ training categories and categories never seen in training share one "other" buck
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import repeat
 
 import numpy as np
 import pandas as pd
 
+from fraudvae.encoded import Encoded
 from fraudvae.errors import DataError
 from fraudvae.readers import (
     is_number_column,
@@ -49,37 +50,6 @@ class PreprocessConfig:
     max_categories: int = 100  # per column, the most frequent ones; the rest go to "other"
     log_skew: float = 2.0  # non-negative columns skewed beyond this are modelled on a log scale
     spike_share: float | None = None  # a numeric value held by at least this share of rows is a point mass
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """Model inputs for n rows. ``binary`` holds binary columns, then missing indicators (and
-    point-mass indicators); ``categorical`` holds categorical columns, then each time column's hour
-    of day and day of week."""
-
-    numeric: np.ndarray  # (n, n_numeric) float32, scaled
-    observed: np.ndarray  # (n, n_terms) float32: 0 where a term's value was imputed (not evidence)
-    binary: np.ndarray  # (n, n_binary) float32 in [0, 1]
-    categorical: np.ndarray  # (n, n_categorical) int64 indices
-
-    def __len__(self) -> int:
-        return len(self.numeric)
-
-    @property
-    def numeric_observed(self) -> np.ndarray:
-        """(n, n_numeric): the numeric terms of `observed`."""
-        return self.observed[:, : self.numeric.shape[1]]
-
-    def take(self, idx: np.ndarray | slice) -> Encoded:
-        return Encoded(self.numeric[idx], self.observed[idx], self.binary[idx], self.categorical[idx])
-
-    @staticmethod
-    def concat(parts: Sequence[Encoded]) -> Encoded:
-        """Rows of several encodings (of one preprocessor) in order: how requests are batched."""
-        if len(parts) == 1:
-            return parts[0]
-        return Encoded(*(np.concatenate([getattr(p, f) for p in parts])
-                         for f in ("numeric", "observed", "binary", "categorical")))
 
 
 class Preprocessor:
@@ -158,8 +128,15 @@ class Preprocessor:
         """Column name of every likelihood term, in model order: numeric, Bernoulli, categorical."""
         return list(self.state["numeric"]) + self.binary_owners + [f[0] for f in self._category_features()]
 
-    def vocabulary(self, name: str) -> list[str]:
-        return ["<other>", "<missing>", *self.state["categorical"][name]["vocabulary"]]
+    def column_assignment(self) -> np.ndarray:
+        """(n_terms, n_columns) 0/1: which of the schema's columns each likelihood term belongs to."""
+        if "_assignment" not in self.__dict__:
+            pos = {c: i for i, c in enumerate(self.schema.names())}
+            owners = self.feature_owners()
+            self._assignment = np.zeros((len(owners), len(pos)))
+            for j, owner in enumerate(owners):
+                self._assignment[j, pos[owner]] = 1.0
+        return self._assignment
 
     def _category_features(self) -> list[tuple[str, str | None, list[str], bool]]:
         """Every softmax feature in model order: (column, part, vocabulary, a gap is a learned

@@ -38,14 +38,14 @@ def evaluate(det: FraudVAE, data: pd.DataFrame | Iterable[pd.DataFrame], label_c
 
     Raises `DataError` when the label column is missing or not binary, or when the rows hold no
     fraud or no normal row (the metrics need both)."""
-    det._check_fitted()
+    det.check_fitted()
     scores, labels = [], []
     for chunk in [data] if isinstance(data, pd.DataFrame) else data:
         if label_column not in chunk.columns:
             raise DataError(f"label column {label_column!r} is not a column of the data "
                             f"(columns: {', '.join(map(str, chunk.columns[:20]))})")
         labels.append(to_binary_label(chunk[label_column], label_column))
-        scores.append(det.score_samples_(chunk))
+        scores.append(det.score_samples(chunk))
     y = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
     s = np.concatenate(scores) if scores else np.zeros(0)
     frauds = int(y.sum())
@@ -56,7 +56,7 @@ def evaluate(det: FraudVAE, data: pd.DataFrame | Iterable[pd.DataFrame], label_c
     at = metrics_at(s, y, t.value)
     flagged = at["tp"] + at["fp"]
     metrics = {
-        "model": {"version": getattr(det, "version_", None), "threshold": t.value,
+        "model": {"version": det.version_, "threshold": t.value,
                   "threshold_method": t.method, "threshold_target": t.target},
         "data": {"source": source, "label_column": label_column, "rows": len(y), "frauds": frauds,
                  "normals": len(y) - frauds, "fraud_rate": frauds / len(y)},

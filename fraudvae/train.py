@@ -6,49 +6,17 @@ import copy
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from fraudvae.config import TrainConfig
 from fraudvae.distributed import all_sum, broadcast_state, rank_and_world
-from fraudvae.errors import ConfigError
-from fraudvae.model import VAE
-from fraudvae.preprocess import Encoded
+from fraudvae.encoded import Encoded
+from fraudvae.model import VAE, Tensors, posterior_mean_passes
 
 log = logging.getLogger(__name__)
 MIN_IMPROVEMENT = 1e-3  # relative gain in validation loss that resets the early-stopping patience
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train. ``None`` sizes are derived from the number of training rows."""
-
-    epochs: int | None = None  # at most this many; early stopping usually ends sooner
-    batch_size: int | None = None
-    lr: float | None = None  # None: 2e-3 up to batch 128, then scaled by sqrt(batch / 128), at most 4e-3
-    weight_decay: float = 1e-5
-    beta: float = 1.0  # weight of the KL term
-    warmup_epochs: int = 10  # the KL weight rises linearly from 0 to beta over these epochs
-    patience: int = 10  # epochs without a better validation loss before stopping
-    target_steps: int = 3000  # optimizer steps the derived epoch count aims at
-    variance_prior_rows: float = 1000.0  # weight of the marginal variance in the decoder-variance fit
-    seed: int = 0
-    device: str = "auto"
-
-    def validate(self) -> None:
-        checks = [("epochs", self.epochs, lambda v: v is None or v >= 1, ">= 1"),
-                  ("batch_size", self.batch_size, lambda v: v is None or v >= 1, ">= 1"),
-                  ("lr", self.lr, lambda v: v is None or 0 < v < 1, "in (0, 1)"),
-                  ("beta", self.beta, lambda v: 0 < v <= 100, "in (0, 100]"),
-                  ("warmup_epochs", self.warmup_epochs, lambda v: v >= 0, ">= 0"),
-                  ("patience", self.patience, lambda v: v >= 1, ">= 1"),
-                  ("variance_prior_rows", self.variance_prior_rows, lambda v: v >= 0, ">= 0"),
-                  ("device", self.device, lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
-                   "auto, cpu or cuda")]
-        for name, value, ok, allowed in checks:
-            if not ok(value):
-                raise ConfigError(f"{name}={value!r} is not allowed (must be {allowed})")
 
 
 class Adam:
@@ -80,14 +48,6 @@ class Adam:
              weight_decay=self.weight_decay, eps=self.eps, maximize=False)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} was asked for but CUDA is not available (use auto or cpu)")
-    return torch.device(device)
-
-
 def derived_sizes(n_rows: int, config: TrainConfig) -> tuple[int, int, float]:
     """(batch size, maximum epochs, learning rate): batches grow with the data and epochs shrink,
     so that small and large training sets get a similar number of optimizer steps; the learning
@@ -99,31 +59,8 @@ def derived_sizes(n_rows: int, config: TrainConfig) -> tuple[int, int, float]:
     return batch, epochs, lr
 
 
-Tensors = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]
-
-
-def to_tensors(data: Encoded, device: torch.device) -> Tensors:
-    """Model inputs on `device`; the observed-mask is None when no value was imputed (saves work)."""
-    observed = None if data.observed.all() else torch.from_numpy(data.observed).to(device)
-    return (torch.from_numpy(data.numeric).to(device), observed,
-            torch.from_numpy(data.binary).to(device), torch.from_numpy(data.categorical).to(device))
-
-
 def take(tensors: Tensors, idx: torch.Tensor | slice) -> Tensors:
     return tuple(None if t is None else t[idx] for t in tensors)  # type: ignore[return-value]
-
-
-@torch.no_grad()
-def negative_elbo(model: VAE, tensors: Tensors, batch: int = 8192) -> torch.Tensor:
-    """(n,) negative ELBO at the posterior mean, averaged over ensemble members: deterministic."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(tensors[0]), batch):
-        nll, kl = model(*take(tensors, slice(i, i + batch)), sample=False)
-        out.append((nll.sum(-1) + kl).mean(0))
-    model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, device=tensors[0].device)
 
 
 @torch.no_grad()
@@ -152,6 +89,15 @@ def fit_decoder_variance(model: VAE, tensors: Tensors, *, prior_rows: float) -> 
     model.numeric_logvar.copy_(torch.log(sq.clamp_min(1e-6)))
 
 
+def validation_loss(model: VAE, tensors: Tensors) -> torch.Tensor:
+    """(n,) negative ELBO at the posterior mean, averaged over ensemble members (the scoring pass)."""
+    was_training = model.training
+    model.eval()
+    out = [(nll.sum(-1) + kl).mean(0) for nll, kl in posterior_mean_passes(model, tensors)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, device=tensors[0].device)
+
+
 def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfig,
           progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Fit `model` in place; returns the history (loss per epoch, best epoch, stop reason).
@@ -168,8 +114,8 @@ def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfi
     torch.manual_seed(config.seed + rank)  # latent noise differs by process; the shuffle below does not
     gen = torch.Generator().manual_seed(config.seed)
     batch, epochs, lr = derived_sizes(len(train_data), config)
-    tr = to_tensors(train_data, device)
-    va_all = to_tensors(val_data, device)
+    tr = train_data.to_tensors(device)
+    va_all = val_data.to_tensors(device)
     va = take(va_all, slice(rank, None, world))  # this process's share of the validation loss
     opt = Adam(list(model.parameters()), lr=lr, weight_decay=config.weight_decay)
     history: dict = {"train_loss": [], "val_loss": [], "batch_size": batch, "max_epochs": epochs, "lr": lr}
@@ -197,7 +143,7 @@ def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfi
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             opt.step()
             total += loss.item() * len(idx)
-        val = negative_elbo(model, va)
+        val = validation_loss(model, va)
         total, val_sum, val_count = all_sum([total, float(val.sum()), len(val)], device)
         train_loss, val_loss = total / n, val_sum / val_count
         history["train_loss"].append(train_loss)

@@ -33,15 +33,15 @@ def test_score_contract(fitted, data):
 
 
 def test_scores_are_deterministic_and_order_free(fitted, data):
-    a = fitted.score_samples_(data.head(300))
-    b = fitted.score_samples_(data.head(300).iloc[::-1])[::-1]
+    a = fitted.score_samples(data.head(300))
+    b = fitted.score_samples(data.head(300).iloc[::-1])[::-1]
     np.testing.assert_allclose(a, b, rtol=1e-6)
-    np.testing.assert_array_equal(a, fitted.score_samples_(data.head(300)))
+    np.testing.assert_array_equal(a, fitted.score_samples(data.head(300)))
 
 
 def test_explain_sums_to_the_score(fitted, data):
     ex = fitted.explain(data.head(20))
-    np.testing.assert_allclose(ex.sum(axis=1), fitted.score_samples_(data.head(20)), rtol=1e-9)
+    np.testing.assert_allclose(ex.sum(axis=1), fitted.score_samples(data.head(20)), rtol=1e-9)
 
 
 def test_messy_rows_score_finitely(fitted, data):
@@ -51,12 +51,12 @@ def test_messy_rows_score_finitely(fitted, data):
     messy["card_present"] = messy["card_present"].astype(object)
     messy.loc[2, "card_present"] = None
     messy.loc[3, "country"] = "ZZ"
-    assert np.isfinite(fitted.score_samples_(messy)).all()
+    assert np.isfinite(fitted.score_samples(messy)).all()
 
 
 def test_extra_columns_are_ignored_and_missing_ones_named(fitted, data):
     extra = data.head(5).assign(something_else=1)
-    np.testing.assert_array_equal(fitted.score_samples_(extra), fitted.score_samples_(data.head(5)))
+    np.testing.assert_array_equal(fitted.score_samples(extra), fitted.score_samples(data.head(5)))
     with pytest.raises(SchemaError, match="'amount'"):
         fitted.score(data.drop(columns=["amount"]))
 
@@ -77,14 +77,14 @@ def test_calibrate_moves_the_threshold(model_dir):
 
 def test_same_seed_same_model(data):
     small = data.head(600)
-    a = FraudVAE(label_column="is_fraud", epochs=3, seed=3).fit(small).score_samples_(small)
-    b = FraudVAE(label_column="is_fraud", epochs=3, seed=3).fit(small).score_samples_(small)
+    a = FraudVAE(label_column="is_fraud", epochs=3, seed=3).fit(small).score_samples(small)
+    b = FraudVAE(label_column="is_fraud", epochs=3, seed=3).fit(small).score_samples(small)
     np.testing.assert_array_equal(a, b)
 
 
 def test_save_load_round_trip(fitted, model_dir, data):
     loaded = FraudVAE.load(model_dir)
-    np.testing.assert_array_equal(loaded.score_samples_(data), fitted.score_samples_(data))
+    np.testing.assert_array_equal(loaded.score_samples(data), fitted.score_samples(data))
     assert loaded.threshold_ == fitted.threshold_
     assert loaded.version_ == fitted.version_
     assert sorted(p.name for p in model_dir.iterdir()) == ["manifest.json", "model.json", "weights.safetensors"]
@@ -194,7 +194,7 @@ def test_validation_choices_hold_out_the_rows_they_say(data):
     n_val = int(round(0.3 * len(normal)))
     for how in ("tail", "interleaved", "random"):
         det = FraudVAE(label_column="is_fraud", id_column="transaction_id", epochs=3, seed=0, validation=how).fit(data)
-        scores = det.score_samples_(normal)
+        scores = det.score_samples(normal)
         held = np.isin(np.round(scores, 9), np.round(det.threshold_.validation_scores, 9))
         assert det.metrics_["validation_rows"] == n_val == len(det.threshold_.validation_scores)
         assert held.sum() >= n_val

@@ -30,7 +30,7 @@ def test_the_library_scores_on_the_gpu_as_on_the_cpu(model_dir: Path, data: pd.D
 def service_batches_requests(model_dir: Path, data: pd.DataFrame, device: str) -> None:
     """`fraudvae serve --device DEVICE`: 40 concurrent requests score as the library does on the
     CPU (within 1e-6 relative) and share forward passes."""
-    expected = FraudVAE.load(model_dir, device="cpu").score_samples_(data.iloc[:400])
+    expected = FraudVAE.load(model_dir, device="cpu").score_samples(data.iloc[:400])
     rows = json.loads(data.iloc[:400].drop(columns=["is_fraud"]).to_json(orient="records"))
     port = free_port()
     srv = Server([sys.executable, "-m", "fraudvae", "serve", "--model", str(model_dir), "--port", str(port),

@@ -73,8 +73,8 @@ def test_formatted_numbers_read_as_numbers(files, tmp_path):
     assert {"amount", "risk_1", "risk_2"} <= set(a.schema_.names("numeric"))
     assert a.preprocessor_.state["numeric"]["risk_2"]["indicator"]
     b = FraudVAE(epochs=3, seed=0).fit(pd.read_csv(tmp_path / "p.csv"))
-    np.testing.assert_array_equal(a.score_samples_(pd.read_csv(tmp_path / "w.csv")),
-                                  b.score_samples_(pd.read_csv(tmp_path / "p.csv")))
+    np.testing.assert_array_equal(a.score_samples(pd.read_csv(tmp_path / "w.csv")),
+                                  b.score_samples(pd.read_csv(tmp_path / "p.csv")))
 
 
 def test_a_few_typos_in_a_numeric_column_are_named_with_lines(files, tmp_path, capsys):
@@ -184,7 +184,7 @@ def test_values_too_large_to_scale_are_refused_naming_the_column(files, tmp_path
 def test_a_refund_scores_by_how_unusual_it_is(fitted, data):
     assert fitted.preprocessor_.state["numeric"]["amount"]["log"]
     rows = data[data["is_fraud"] == 0].head(20)
-    neg, zero = fitted.score_samples_(rows.assign(amount=-500.0)), fitted.score_samples_(rows.assign(amount=0.0))
+    neg, zero = fitted.score_samples(rows.assign(amount=-500.0)), fitted.score_samples(rows.assign(amount=0.0))
     assert (neg > zero + 1.0).all()
 
 
@@ -208,7 +208,7 @@ def test_a_gap_the_model_never_saw_contributes_nothing(fitted, data):
         gap[col] = None
         terms = fitted.explain(gap)
         assert terms[col].isna().all()  # the explanation says: missing, nothing counted
-        s_gap, s_val = fitted.score_samples_(gap), fitted.score_samples_(rows)
+        s_gap, s_val = fitted.score_samples(gap), fitted.score_samples(rows)
         np.testing.assert_allclose(terms.sum(axis=1), s_gap, rtol=1e-9)
         assert np.median(s_gap) < np.median(s_val) + 1.0
         assert not fitted.score(gap)["top_features"].str.contains(col).any()
@@ -239,11 +239,11 @@ def test_timestamps_become_hour_and_weekday(tmp_path, capsys):
     t = pd.concat([_stamps(rng, 300, 8, 22, "2024-04-01", 14), _stamps(rng, 30, 3, 4, "2024-04-01", 14)])
     test.insert(0, "timestamp", t.dt.strftime("%Y-%m-%dT%H:%M:%S").to_numpy())
     y = np.r_[np.zeros(300), np.ones(30)]
-    assert roc_auc_score(y, det.score_samples_(test)) > 0.9
+    assert roc_auc_score(y, det.score_samples(test)) > 0.9
     # the same instants as JSON-like columns (the service's path) score the same
     cols = {c: test[c].astype(object).where(test[c].notna(), None).tolist() for c in test.columns}
     enc = det.encode_columns(cols, len(test))
-    np.testing.assert_allclose(det.score_encoded(enc).score, det.score_samples_(test), rtol=1e-12)
+    np.testing.assert_allclose(det.score_encoded(enc).score, det.score_samples(test), rtol=1e-12)
     test.loc[5, "timestamp"] = "not a time"
     test.to_csv(tmp_path / "bad.csv", index=False)
     err = _refused(["score", str(tmp_path / "bad.csv"), "--model", str(tmp_path / "m"), "--output",
@@ -327,11 +327,11 @@ def test_a_row_scores_the_same_in_any_batch(files, model, tmp_path):
     chunks = _scores(["score", str(files / "new.csv"), "--model", str(model), "--chunk-rows", "7"], tmp_path / "c.csv")
     np.testing.assert_allclose(chunks, whole, rtol=1e-9, atol=0)
     det = FraudVAE.load(model)
-    alone = np.array([det.score_samples_(new.iloc[[i]])[0] for i in (0, 5, 399)])
+    alone = np.array([det.score_samples(new.iloc[[i]])[0] for i in (0, 5, 399)])
     for size in (1, 3, 64, 400):
-        inside = np.concatenate([det.score_samples_(new.iloc[i:i + size]) for i in range(0, 400, size)])
+        inside = np.concatenate([det.score_samples(new.iloc[i:i + size]) for i in range(0, 400, size)])
         np.testing.assert_allclose(inside[[0, 5, 399]], alone, rtol=1e-9, atol=0)
-    np.testing.assert_allclose(whole, det.score_samples_(new), rtol=1e-9, atol=0)
+    np.testing.assert_allclose(whole, det.score_samples(new), rtol=1e-9, atol=0)
 
 
 # ---- 11: command-line manners
@@ -377,6 +377,6 @@ def test_a_file_without_numbers_fits_and_scores(tmp_path):
                        "card_present": rng.random(600) < 0.6})
     det = FraudVAE(epochs=3, seed=0).fit(df)
     assert det.preprocessor_.n_numeric == 0
-    assert np.isfinite(det.score_samples_(df)).all()
+    assert np.isfinite(det.score_samples(df)).all()
     det.save(tmp_path / "m")
-    np.testing.assert_array_equal(FraudVAE.load(tmp_path / "m").score_samples_(df), det.score_samples_(df))
+    np.testing.assert_array_equal(FraudVAE.load(tmp_path / "m").score_samples(df), det.score_samples(df))

@@ -83,4 +83,4 @@ def test_a_decimal_comma_column_is_numeric_end_to_end():
     assert det.schema_.names("numeric") == ["amount", "b"]
     assert det.preprocessor_.state["numeric"]["amount"]["decimal"] == ","
     frame = pd.DataFrame({"amount": euro, "b": 0.5})
-    np.testing.assert_array_equal(det.score_samples_(frame), det.score_samples_(frame.assign(amount=x)))
+    np.testing.assert_array_equal(det.score_samples(frame), det.score_samples(frame.assign(amount=x)))
