@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 # the public names are imported on first use: `fraudvae --help` must not wait for torch
 _EXPORTS = {
-    "FraudVAE": "fraudvae.detector", "Scores": "fraudvae.detector", "Encoded": "fraudvae.encoded",
+    "FraudVAE": "fraudvae.detector", "Scores": "fraudvae.scoring", "Encoded": "fraudvae.encoded",
     "FraudVAEError": "fraudvae.errors", "ConfigError": "fraudvae.errors", "DataError": "fraudvae.errors",
     "SchemaError": "fraudvae.errors", "ModelFileError": "fraudvae.errors", "NotFittedError": "fraudvae.errors",
     "Threshold": "fraudvae.threshold", "calibrate": "fraudvae.threshold", "example_transactions": "fraudvae.example",

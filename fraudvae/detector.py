@@ -1,16 +1,11 @@
-"""`FraudVAE`: the estimator users call (pandas in, pandas out).
-
-Score direction, once for all: a row's score is its negative ELBO in nats (reconstruction negative
-log-likelihood plus KL divergence, evaluated at the posterior mean), and higher = more suspicious.
-"""
+"""`FraudVAE`: the estimator users call (pandas in, pandas out). Scores are negative ELBOs in nats,
+higher = more suspicious (`fraudvae.scoring` computes them)."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,30 +18,15 @@ from fraudvae.device import resolve_device
 from fraudvae.encoded import Encoded
 from fraudvae.errors import ConfigError, DataError, ModelFileError, NotFittedError
 from fraudvae.fitted import FittedState
-from fraudvae.model import VAE, ModelConfig, posterior_mean_passes
+from fraudvae.model import VAE, ModelConfig
 from fraudvae.preprocess import OTHER, PreprocessConfig, Preprocessor
-from fraudvae.schema import Schema, infer_schema, to_binary_label
-from fraudvae.threshold import Threshold, calibrate
+from fraudvae.schema import infer_schema, to_binary_label
+from fraudvae.scoring import SCORE_BATCH, Scorer, Scores
+from fraudvae.split import KINDS, validation_split
+from fraudvae.threshold import calibrate
 
 log = logging.getLogger(__name__)
 MIN_NORMAL_ROWS = 20
-SCORE_BATCH = 16384
-
-
-@dataclass(frozen=True)
-class Scores:
-    """What scoring gives for n rows, as arrays (see `FraudVAE.score` for their meaning)."""
-
-    score: np.ndarray  # (n,) float64
-    flag: np.ndarray  # (n,) bool, score > threshold
-    p_value: np.ndarray  # (n,) float64
-    top_features: np.ndarray  # (n, top_k) column names, most unusual first
-
-    def __len__(self) -> int:
-        return len(self.score)
-
-    def take(self, idx: slice) -> Scores:
-        return Scores(self.score[idx], self.flag[idx], self.p_value[idx], self.top_features[idx])
 
 
 class FraudVAE:
@@ -120,9 +100,8 @@ class FraudVAE:
         if not 0.05 <= self.validation_fraction <= 0.5:
             raise ConfigError(f"validation_fraction={self.validation_fraction!r} is not allowed "
                               "(must be in [0.05, 0.5])")
-        if self.validation not in ("tail", "interleaved", "random"):
-            raise ConfigError(f"validation={self.validation!r} is not allowed (must be 'tail', 'interleaved' or "
-                              "'random')")
+        if self.validation not in KINDS:
+            validation_split(0, 0, self.validation, 0)  # raises, naming the allowed kinds
         if self.point_mass_share is not None and not 0 < self.point_mass_share < 1:
             raise ConfigError(f"point_mass_share={self.point_mass_share!r} is not allowed (must be in (0, 1))")
         if self.min_category_count < 1 or self.top_k < 0 or not 1 <= self.members <= 64:
@@ -145,16 +124,8 @@ class FraudVAE:
         frauds = df[labels == 1]
         if len(normal) < MIN_NORMAL_ROWS:
             raise DataError(f"training needs at least {MIN_NORMAL_ROWS} normal rows, got {len(normal)}")
-        n_val = max(2, int(round(self.validation_fraction * len(normal))))
-        if self.validation == "tail":  # out-of-time: the last rows of the file, as drift would have it
-            order = np.arange(len(normal))[::-1]
-        elif self.validation == "interleaved":  # evenly spread over the file: every period in both
-            i = np.arange(len(normal))
-            pick = np.floor((i + 1) * n_val / len(normal)) > np.floor(i * n_val / len(normal))
-            order = np.r_[np.flatnonzero(pick), np.flatnonzero(~pick)]
-        else:
-            order = np.random.default_rng(self.seed).permutation(len(normal))
-        train_rows, val_rows = normal.iloc[np.sort(order[n_val:])], normal.iloc[np.sort(order[:n_val])]
+        train_at, val_at = validation_split(len(normal), self.validation_fraction, self.validation, self.seed)
+        train_rows, val_rows = normal.iloc[train_at], normal.iloc[val_at]
 
         pre = Preprocessor.fit(train_rows, schema, PreprocessConfig(
             min_category_count=self.min_category_count, spike_share=self.point_mass_share))
@@ -167,7 +138,8 @@ class FraudVAE:
 
         history = train(model, pre.transform(train_rows), val_data, train_config, progress)
         self.model_, self.device_ = model, device
-        val_terms, val_kl = self._terms(val_data)
+        scorer = Scorer(model, schema.names(), pre.column_assignment(), device)
+        val_terms, val_kl = scorer.terms(val_data)
         val_scores = val_terms.sum(1) + val_kl
         metrics = {
             "rows": len(df), "normal_rows": len(normal), "fraud_rows": len(frauds),
@@ -181,7 +153,7 @@ class FraudVAE:
             "history": {k: [x if np.isfinite(x) else None for x in history[k]] for k in ("train_loss", "val_loss")},
         }
         threshold = calibrate(val_scores, self.target_fpr, self.alert_rate)
-        baseline = np.median(self._by_column(val_terms, pre), axis=0)
+        baseline = np.median(scorer.by_column(val_terms), axis=0)
         self.state_ = FittedState(schema, pre, model_config, train_config, threshold, baseline, metrics)
         if len(frauds):
             from fraudvae.metrics import metrics_at
@@ -206,7 +178,7 @@ class FraudVAE:
     # ------------------------------------------------------------------ inference
     def score_samples(self, df: pd.DataFrame) -> np.ndarray:
         """(n,) scores only (negative ELBO in nats, higher = more suspicious)."""
-        terms, kl = self._terms(self._encode(df))
+        terms, kl = self._scorer().terms(self._encode(df))
         return terms.sum(1) + kl
 
     def score_samples_(self, df: pd.DataFrame) -> np.ndarray:
@@ -244,14 +216,7 @@ class FraudVAE:
 
     def score_encoded(self, encoded: Encoded) -> Scores:
         """Scores, flags, p-values and top features of encoded rows (the second half)."""
-        self.check_fitted()
-        terms, kl = self._terms(encoded)
-        scores = terms.sum(1) + kl
-        names = np.array(self._columns(), dtype=object)
-        # a column whose value is missing (and says nothing) is never among the reasons
-        excess = np.where(self._unobserved(encoded), -np.inf, self._by_column(terms) - self.baseline_)
-        top = names[np.argsort(-excess, axis=1, kind="stable")[:, : self.top_k]]
-        return Scores(scores, scores > self.threshold_.value, self.threshold_.p_values(scores), top)
+        return self._scorer().scores(encoded, self.threshold_, self.baseline_, self.top_k)
 
     def explain(self, df: pd.DataFrame) -> pd.DataFrame:
         """Per-column contributions (nats) to each row's score, plus the ``latent`` KL term.
@@ -261,10 +226,10 @@ class FraudVAE:
         column whose gaps the model learned shows what the gap itself costs. Compare with
         `baseline_` (the validation median) to see what is unusual."""
         self.check_fitted()
-        enc = self._encode(df)
-        terms, kl = self._terms(enc)
-        by_column = np.where(self._unobserved(enc), np.nan, self._by_column(terms))
-        out = pd.DataFrame(by_column, columns=self._columns(), index=df.index)
+        enc, scorer = self._encode(df), self._scorer()
+        terms, kl = scorer.terms(enc)
+        by_column = np.where(scorer.unobserved(enc), np.nan, scorer.by_column(terms))
+        out = pd.DataFrame(by_column, columns=self.schema_.names(), index=df.index)
         out["latent"] = kl
         return out
 
@@ -337,33 +302,14 @@ class FraudVAE:
         return {k: v for k, v in vars(self).items() if not k.endswith("_")}
 
     # ------------------------------------------------------------------ fitted state
-    @property
-    def schema_(self) -> Schema:
-        return self._state().schema
-
-    @property
-    def preprocessor_(self) -> Preprocessor:
-        return self._state().preprocessor
-
-    @property
-    def model_config_(self) -> ModelConfig:
-        return self._state().model_config
-
-    @property
-    def train_config_(self) -> TrainConfig:
-        return self._state().train_config
-
-    @property
-    def threshold_(self) -> Threshold:
-        return self._state().threshold
-
-    @property
-    def baseline_(self) -> np.ndarray:
-        return self._state().baseline
-
-    @property
-    def metrics_(self) -> dict:
-        return self._state().metrics
+    # read-only views of the fitted state (`FittedState`), under scikit-learn's fitted-attribute names
+    schema_ = property(lambda self: self._state().schema, doc="the columns and their roles (`Schema`)")
+    preprocessor_ = property(lambda self: self._state().preprocessor, doc="fitted preprocessing")
+    model_config_ = property(lambda self: self._state().model_config, doc="the network's shape")
+    train_config_ = property(lambda self: self._state().train_config, doc="how it was trained")
+    threshold_ = property(lambda self: self._state().threshold, doc="the flagging threshold (`Threshold`)")
+    baseline_ = property(lambda self: self._state().baseline, doc="each column's median validation contribution")
+    metrics_ = property(lambda self: self._state().metrics, doc="what fitting measured")
 
     def check_fitted(self) -> None:
         """Raise `NotFittedError` unless the model is fitted (or loaded)."""
@@ -382,40 +328,14 @@ class FraudVAE:
             raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
         return self.preprocessor_.transform(df)
 
-    def _columns(self) -> list[str]:
-        return self.schema_.names()
-
-    def _by_column(self, terms: np.ndarray, pre: Preprocessor | None = None) -> np.ndarray:
-        """(n, n_terms) -> (n, n_columns): a column's terms summed (value and missing indicator)."""
-        return terms @ (pre or self.preprocessor_).column_assignment()
-
-    def _unobserved(self, enc: Encoded) -> np.ndarray:
-        """(n, n_columns) bool: every term of the column masked (a gap that says nothing)."""
-        return (enc.observed.astype(np.float64) @ self.preprocessor_.column_assignment()) == 0
-
-    def _scoring_model(self) -> VAE:
-        """The network in float64, for scoring: float32 sums come out differently with the batch's
-        size (the kernels block and vectorise by shape), which moves a row's score in its 7th digit
-        with the rows scored beside it; in float64 those differences sit far below 1e-9 relative, so
-        a row scores the same alone, in a file, in a chunk or in a server's batch."""
-        cached = self.__dict__.get("scoring_model_")
-        if cached is None or cached[0] is not self.model_:
-            scoring = copy.deepcopy(self.model_).double().eval()
-            self.scoring_model_ = cached = (self.model_, scoring)
-        return cached[1]
-
-    @torch.inference_mode()
-    def _terms(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
-        """Per-feature NLL (n, n_terms) and KL (n,) at the posterior mean, averaged over ensemble
-        members, float64 (computed in float64: batch-independent)."""
-        model = self._scoring_model()
-        terms, kls = [], []
-        for nll, kl in posterior_mean_passes(model, enc.to_tensors(self.device_), SCORE_BATCH):
-            terms.append(nll.mean(0).cpu().numpy())  # (members, n, n_terms) -> (n, n_terms)
-            kls.append(kl.mean(0).cpu().numpy())
-        if not terms:
-            return np.zeros((0, model.config.n_terms)), np.zeros(0)
-        return np.concatenate(terms), np.concatenate(kls)
+    def _scorer(self) -> Scorer:
+        """The scoring form of the network (a float64 copy), made once per fitted model."""
+        state = self._state()
+        cached = self.__dict__.get("scorer_")
+        if cached is None or cached[0] is not self.model_ or cached[1] is not state.preprocessor:
+            scorer = Scorer(self.model_, state.schema.names(), state.preprocessor.column_assignment(), self.device_)
+            self.scorer_ = cached = (self.model_, state.preprocessor, scorer)
+        return cached[2]
 
     def describe(self) -> dict:
         """A JSON-ready summary: schema, threshold, metrics, configs."""
