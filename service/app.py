@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi import FastAPI, Response
-from fastapi.openapi.utils import get_openapi
 
 from fraudvae import Encoded, FraudVAE, ModelFileError
 
 from .batching import Batcher
 from .errors import ServiceError, install
 from .metrics import Metrics
-from .schemas import ErrorResponse, RequestDecoder, score_path
-from .scoring import Runtime, ScoreEndpoint, api_key, check_key, error_answer, send_answer
+from .openapi import ErrorResponse, document_score
+from .schemas import RequestDecoder
+from .scoring import Ready, Runtime, ScoreEndpoint, api_key, check_key, error_answer, send_answer
 from .settings import Settings
 
 log = logging.getLogger("service")
@@ -86,13 +86,12 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         # what startup made (torch, the model, pandas) lives as long as the process: out of the
         # collector's sight, a full collection no longer walks it (a 130 ms pause that set the p99)
         gc.freeze()
-        rt.metrics = Metrics(_score_bounds(det), lambda: rt.batcher.queued_rows if rt.batcher else 0,
-                             det.threshold_.value)
-        rt.batcher = Batcher(det, settings.max_batch_rows, settings.max_wait_ms / 1000, settings.max_queue_rows,
-                             on_batch=rt.metrics.on_batch, max_queue_s=settings.max_queue_ms / 1000)
-        rt.batcher.start()
-        rt.decoder = RequestDecoder(det, settings.max_request_rows)
-        rt.detector, rt.ready = det, True
+        # the queue gauge reads the batcher's queue (made next; read only once requests come)
+        metrics = Metrics(_score_bounds(det), lambda: batcher.queued_rows, det.threshold_.value)
+        batcher = Batcher(det, settings.max_batch_rows, settings.max_wait_ms / 1000, settings.max_queue_rows,
+                          on_batch=metrics.on_batch, max_queue_s=settings.max_queue_ms / 1000)
+        batcher.start()
+        rt.state = Ready(det, batcher, RequestDecoder(det, settings.max_request_rows), metrics)
         # on uvicorn's own logger, so the line shows wherever uvicorn's startup lines do
         logging.getLogger("uvicorn.error").info(
             "model %s ready on %s; worker pid %d of %d", det.version_, det.device_, os.getpid(),
@@ -100,18 +99,13 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         try:
             yield
         finally:
-            rt.ready = False
-            await rt.batcher.stop()
+            rt.state = None
+            await batcher.stop()
 
     api = FastAPI(title="fraudvae", version="1", lifespan=lifespan, docs_url=None,
                   description="Scores card transactions with a variational autoencoder trained on normal ones. "
                               "Score = negative ELBO in nats, higher = more suspicious.")
     install(api)
-
-    def ready() -> FraudVAE:
-        if not rt.ready:
-            raise ServiceError(503, "the model is not loaded yet", headers={"Retry-After": "1"})
-        return rt.detector
 
     @api.get("/healthz")
     async def healthz() -> dict:
@@ -121,18 +115,17 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
     @api.get("/readyz", responses=NOT_READY)
     async def readyz() -> dict:
         """Ready: the model is loaded and warmed up (503 before)."""
-        return {"status": "ready", "model_version": ready().version_}
+        return {"status": "ready", "model_version": rt.ready().detector.version_}
 
     @api.get("/metrics", response_class=Response, responses=NOT_READY)
     async def metrics() -> Response:
         """Prometheus text format: latency, rows scored and flagged, batch sizes, queue depth, scores."""
-        ready()
-        return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(rt.ready().metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/model", responses={401: {"model": ErrorResponse}, **NOT_READY})
     async def model() -> dict:
         """Version, schema, threshold and training metrics of the model being served."""
-        det = ready()
+        det = rt.ready().detector
         return {"model_version": det.version_, "device": str(det.device_), **det.describe()}
 
     from fastapi.openapi.docs import get_swagger_ui_html
@@ -148,20 +141,7 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
                                    swagger_js_url="/docs-static/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-static/swagger-ui.css", swagger_favicon_url="")
 
-    documented: list[bool] = []
-
-    def openapi() -> dict:
-        if api.openapi_schema is None or (rt.ready and not any(documented)):
-            doc = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
-            path, components = score_path(rt.detector if rt.ready else None, settings.max_request_rows,
-                                          bool(rt.keys))
-            doc["paths"] = {"/score": path, **doc["paths"]}
-            doc.setdefault("components", {}).setdefault("schemas", {}).update(components)
-            documented.append(rt.ready)  # once ready, the request body lists the served model's columns
-            api.openapi_schema = doc
-        return api.openapi_schema
-
-    api.openapi = openapi  # type: ignore[method-assign]
+    document_score(api, rt)
     return ScoringService(api, ScoreEndpoint(rt), rt)
 
 

@@ -21,6 +21,8 @@ from itertools import chain
 
 from fraudvae import Encoded, FraudVAE, FraudVAEError, Scores
 
+from .errors import Overloaded
+
 log = logging.getLogger("service")
 
 
@@ -31,11 +33,6 @@ class Batch:
     columns: dict[str, list]
     ids: list
     n: int
-
-
-class Overloaded(Exception):
-    """The queue holds `max_queue_rows` rows already, or its oldest request has waited longer than
-    the queueing budget: answer 503 at once."""
 
 
 @dataclass

@@ -16,8 +16,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fraudvae import DataError, FraudVAEError, ModelFileError, NotFittedError
 
-from .batching import Overloaded
-
 log = logging.getLogger("service")
 
 
@@ -28,6 +26,11 @@ class ServiceError(Exception):
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.index, self.field, self.headers = status, message, index, field, headers
+
+
+class Overloaded(Exception):
+    """The batcher's queue holds `max_queue_rows` rows already, or its oldest request has waited
+    longer than the queueing budget: answer 503 at once."""
 
 
 class ClientGone(Exception):

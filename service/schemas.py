@@ -16,39 +16,11 @@ from typing import Annotated, Any
 
 import msgspec
 import orjson
-from pydantic import BaseModel, Field
 
 from fraudvae import FraudVAE
 
 from .batching import Batch
 from .errors import ServiceError
-
-
-class ScoreResult(BaseModel):
-    score: float = Field(description="negative ELBO in nats; higher = more suspicious")
-    flag: bool = Field(description="score > threshold")
-    p_value: float = Field(description="share of validation normals scoring at or above this one")
-    top_features: list[str] = Field(description="the columns most unusual for this row, most unusual first")
-    id: str | int | None = Field(None, description="the transaction's id field, echoed (a string of at most "
-                                                   "256 characters, a 64-bit integer, or null)")
-
-
-class ScoreResponse(BaseModel):
-    model_version: str
-    threshold: float
-    results: list[ScoreResult]
-
-
-class ErrorDetail(BaseModel):
-    status: int
-    message: str
-    index: int | None = Field(None, description="position of the offending transaction in the request")
-    field: str | None = Field(None, description="the offending column")
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
-
 
 MAX_ID_CHARS = 256
 # an id is echoed back, so it must be one the response can carry: a bounded string, a 64-bit integer, null
@@ -210,61 +182,3 @@ def _loads_lenient(body: bytes, strict_error: Exception) -> Any:
         raise ServiceError(400, "the body's JSON is nested too deeply") from None
     except ValueError:
         raise ServiceError(400, f"the body is not valid JSON: {strict_error}") from None
-
-
-def score_path(detector: FraudVAE | None, max_rows: int, keyed: bool) -> tuple[dict, dict]:
-    """The OpenAPI path item of ``POST /score`` and the component schemas it refers to.
-
-    With a model loaded, each transaction's schema lists the model's columns and their types."""
-    ref = "#/components/schemas/{model}"
-    components: dict[str, dict] = {}
-    for model in (ScoreResponse, ErrorResponse):
-        schema = model.model_json_schema(ref_template=ref)
-        components.update(schema.pop("$defs", {}))
-        components[model.__name__] = schema
-    props: dict[str, dict] = {}
-    required: list[str] = []
-    if detector is not None:
-        kinds = {"numeric": {"type": ["number", "null"]},
-                 "binary": {"type": ["boolean", "number", "string", "null"]},
-                 "categorical": {"type": ["string", "number", "boolean", "null"]},
-                 "time": {"type": ["string", "number", "null"]}}
-        for col in detector.schema_.columns:
-            props[col.name] = {**kinds[col.role], "description": f"{col.role} column; null = missing"}
-        props[detector.schema_.id_column or "id"] = {"description": "optional: echoed back in the result"}
-        required = detector.schema_.names()
-    transaction = {"type": "object", "properties": props, "additionalProperties": True,
-                   "description": "one transaction, keyed by the training file's column names",
-                   **({"required": required} if required else {})}
-    components["ScoreRequest"] = {
-        "type": "object", "required": ["transactions"],
-        "properties": {"transactions": {"type": "array", "items": transaction, "minItems": 1, "maxItems": max_rows}}}
-
-    def error(description: str) -> dict:
-        return {"description": description,
-                "content": {"application/json": {"schema": {"$ref": ref.format(model="ErrorResponse")}}}}
-
-    responses = {
-        "200": {"description": "one result per transaction, in order",
-                "content": {"application/json": {"schema": {"$ref": ref.format(model="ScoreResponse")}}}},
-        "400": error("the body is not JSON"),
-        "413": error("too many transactions, or a body over the size limit"),
-        "415": error("the content type is not application/json"),
-        "422": error("a transaction or value that cannot be scored (index and field named)"),
-        "503": error("overloaded (Retry-After) or the model is not loaded yet"),
-    }
-    if keyed:
-        responses["401"] = error("missing or wrong X-API-Key")
-    operation = {
-        "summary": "Score transactions",
-        "description": "Score every transaction: one result per transaction, in order; flag = score > threshold. "
-                       "Rows of concurrent requests are scored together in one forward pass.",
-        "operationId": "score",
-        "requestBody": {"required": True,
-                        "content": {"application/json": {"schema": {"$ref": ref.format(model="ScoreRequest")}}}},
-        "responses": responses,
-    }
-    if keyed:
-        operation["parameters"] = [{"name": "X-API-Key", "in": "header", "required": True,
-                                    "schema": {"type": "string"}}]
-    return {"post": operation}, components

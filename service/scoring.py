@@ -20,7 +20,7 @@ import numpy as np
 
 from fraudvae import FraudVAE
 
-from .batching import Batcher
+from .batching import Batch, Batcher
 from .errors import ClientGone, ServiceError, error_body, to_service_error
 from .metrics import Metrics
 from .schemas import RequestDecoder, dumps
@@ -30,18 +30,31 @@ log = logging.getLogger("service")
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
+@dataclass(frozen=True)
+class Ready:
+    """What serving needs, all of it, built by the lifespan once the model is loaded and warm."""
+
+    detector: FraudVAE
+    batcher: Batcher
+    decoder: RequestDecoder
+    metrics: Metrics
+
+
 @dataclass
 class Runtime:
-    """What the lifespan sets up and the endpoints share."""
+    """What the endpoints share: the settings and keys from the start, the `Ready` state once the
+    lifespan has built it (None before and after)."""
 
     settings: Settings
-    detector: FraudVAE | None = None
-    batcher: Batcher | None = None
-    metrics: Metrics | None = None
-    decoder: RequestDecoder | None = None
-    ready: bool = False
     keys: tuple[bytes, ...] = field(default=())
+    state: Ready | None = None
     body_bytes_in_flight: int = 0  # bytes of request bodies being received now, over all requests
+
+    def ready(self) -> Ready:
+        """The ready state, or 503: the one readiness check of every endpoint."""
+        if self.state is None:
+            raise ServiceError(503, "the model is not loaded yet", headers={"Retry-After": "1"})
+        return self.state
 
 
 def check_key(keys: tuple[bytes, ...], given: bytes | None) -> None:
@@ -85,9 +98,9 @@ class ScoreEndpoint:
         except Exception as e:  # every failure becomes an answer here, never a dropped connection
             status, body, headers = error_answer(to_service_error(e, self.rt.settings.retry_after_s))
         await send_answer(send, status, body, headers)
-        m = self.rt.metrics
-        if m is not None:
-            m.on_answer("/score", status, time.perf_counter() - t)
+        state = self.rt.state
+        if state is not None:
+            state.metrics.on_answer("/score", status, time.perf_counter() - t)
 
     async def _score(self, scope: dict, receive: Any) -> bytes:
         rt, settings = self.rt, self.rt.settings
@@ -95,8 +108,7 @@ class ScoreEndpoint:
             raise ServiceError(405, f"{scope['method']} /score is not allowed; send POST", headers={"Allow": "POST"})
         headers = dict(scope["headers"])
         check_key(rt.keys, api_key(scope["headers"]))
-        if not rt.ready:
-            raise ServiceError(503, "the model is not loaded yet", headers={"Retry-After": "1"})
+        state = rt.ready()
         kind, _, params = headers.get(b"content-type", b"").decode("latin-1").partition(";")
         kind = kind.strip().lower()
         if kind != "application/json" and not kind.endswith("+json"):
@@ -112,24 +124,24 @@ class ScoreEndpoint:
             raise ServiceError(413, f"the body is {int(declared)} bytes; at most {settings.max_body_bytes} allowed")
         body = await self._read_body(receive)
         if encoding == "gzip" or len(body) > OFF_LOOP_BYTES:  # big work off the event loop: others keep going
-            batch = await asyncio.to_thread(self._decode, body, encoding)
+            batch = await asyncio.to_thread(self._decode, state.decoder, body, encoding)
         else:
-            batch = self._decode(body, encoding)
-        scores = await rt.batcher.score(batch)
+            batch = self._decode(state.decoder, body, encoding)
+        scores = await state.batcher.score(batch)
+        det, ids = state.detector, batch.ids
         if not np.isfinite(scores.score).all():  # never a NaN in a 200: a model fault, answered as ours
-            log.error("non-finite score from model %s; request not answered with scores", rt.detector.version_)
+            log.error("non-finite score from model %s; request not answered with scores", det.version_)
             raise ServiceError(500, "internal error: the model gave a non-finite score; the request was not scored")
-        rt.metrics.on_scored(scores.score, scores.flag)
-        det, ids = rt.detector, batch.ids
+        state.metrics.on_scored(scores.score, scores.flag)
         results = [{"score": s, "flag": f, "p_value": p, "top_features": top, "id": i} for s, f, p, top, i in
                    zip(scores.score.tolist(), scores.flag.tolist(), scores.p_value.tolist(),
                        scores.top_features.tolist(), ids, strict=True)]
         return dumps({"model_version": det.version_, "threshold": det.threshold_.value, "results": results})
 
-    def _decode(self, body: bytes, encoding: str) -> Any:
+    def _decode(self, decoder: RequestDecoder, body: bytes, encoding: str) -> Batch:
         if encoding == "gzip":
             body = gunzip(body, self.rt.settings.max_body_bytes)
-        return self.rt.decoder.decode(body)
+        return decoder.decode(body)
 
     async def _read_body(self, receive: Any) -> bytes:
         """The whole body, within the size limit, the time limit (408) and the budget of bytes being

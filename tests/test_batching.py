@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from fraudvae import FraudVAE, SchemaError
-from fraudvae_service.batching import Batch, Batcher, Overloaded
+from fraudvae_service.batching import Batch, Batcher
+from fraudvae_service.errors import Overloaded
 
 
 def batch_of(df: pd.DataFrame, det: FraudVAE) -> Batch:

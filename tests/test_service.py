@@ -303,3 +303,19 @@ def test_startup_takes_its_objects_out_of_the_collectors_sight(model_dir: Path) 
         assert c.get("/readyz").status_code == 200
         assert gc.get_freeze_count() > 0  # no full collection walks torch and the model again
     gc.unfreeze()
+
+
+def test_answers_match_the_documented_contract(client: TestClient, rows: list[dict]) -> None:
+    """The answers `ScoreEndpoint` builds, the pydantic models and the OpenAPI document say the same."""
+    from fraudvae_service.openapi import ErrorResponse, ScoreResponse
+
+    answer = client.post("/score", json={"transactions": rows[:4]}).json()
+    ScoreResponse.model_validate(answer)  # extra fields forbidden: an undocumented one fails here
+    doc = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(doc["ScoreResponse"]["properties"]) == set(answer)
+    assert all(set(doc["ScoreResult"]["properties"]) == set(r) for r in answer["results"])
+    assert len(answer["results"]) == 4
+    for body in ({"transactions": []}, {"transactions": [{**rows[0], "amount": "x"}]}):
+        error = client.post("/score", json=body).json()
+        ErrorResponse.model_validate(error)
+        assert set(doc["ErrorDetail"]["properties"]) == set(error["error"])
