@@ -13,16 +13,13 @@ import pandas as pd
 import torch
 
 from fraudvae import persist
-from fraudvae.config import TrainConfig
 from fraudvae.device import resolve_device
 from fraudvae.encoded import Encoded
 from fraudvae.errors import ConfigError, DataError, ModelFileError, NotFittedError
 from fraudvae.fitted import FittedState
-from fraudvae.model import VAE, ModelConfig
-from fraudvae.preprocess import OTHER, PreprocessConfig, Preprocessor
-from fraudvae.schema import infer_schema, to_binary_label
+from fraudvae.model import VAE
+from fraudvae.preprocess import OTHER
 from fraudvae.scoring import SCORE_BATCH, Scorer, Scores
-from fraudvae.split import KINDS, validation_split
 from fraudvae.threshold import calibrate
 
 log = logging.getLogger(__name__)
@@ -97,71 +94,9 @@ class FraudVAE:
         """Learn normal rows of `df` (rows labelled fraud are kept out), then set the threshold.
 
         Returns self."""
-        if not 0.05 <= self.validation_fraction <= 0.5:
-            raise ConfigError(f"validation_fraction={self.validation_fraction!r} is not allowed "
-                              "(must be in [0.05, 0.5])")
-        if self.validation not in KINDS:
-            validation_split(0, 0, self.validation, 0)  # raises, naming the allowed kinds
-        if self.point_mass_share is not None and not 0 < self.point_mass_share < 1:
-            raise ConfigError(f"point_mass_share={self.point_mass_share!r} is not allowed (must be in (0, 1))")
-        if self.min_category_count < 1 or self.top_k < 0 or not 1 <= self.members <= 64:
-            raise ConfigError(f"min_category_count={self.min_category_count}, top_k={self.top_k}, "
-                              f"members={self.members}: need min_category_count >= 1, top_k >= 0, 1 <= members <= 64")
-        if not 0 <= self.prior_components <= 64:
-            raise ConfigError(f"prior_components={self.prior_components!r} is not allowed (must be in [0, 64])")
-        train_config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
-                                   patience=self.patience, seed=self.seed, device=self.device)
-        train_config.validate()
-        device = resolve_device(self.device)
-        if len(df) == 0:
-            raise DataError("the data has no rows")
-        schema = infer_schema(df, self.label_column, self.id_column, self.drop, self.categorical, self.time_columns,
-                              self.label_check)
-        labels = (to_binary_label(df[self.label_column], self.label_column) if self.label_column
-                  else np.zeros(len(df), dtype=np.int64))
-        # the index is kept: errors name a row by it (a file's line number, see `fraudvae.io`)
-        normal = df[labels == 0]
-        frauds = df[labels == 1]
-        if len(normal) < MIN_NORMAL_ROWS:
-            raise DataError(f"training needs at least {MIN_NORMAL_ROWS} normal rows, got {len(normal)}")
-        train_at, val_at = validation_split(len(normal), self.validation_fraction, self.validation, self.seed)
-        train_rows, val_rows = normal.iloc[train_at], normal.iloc[val_at]
+        from fraudvae.fitting import fit_state  # training (and its distributed helpers) is loaded here only
 
-        pre = Preprocessor.fit(train_rows, schema, PreprocessConfig(
-            min_category_count=self.min_category_count, spike_share=self.point_mass_share))
-        model_config = ModelConfig.default(pre.n_numeric, len(pre.binary_owners), tuple(pre.cardinalities),
-                                           self.hidden, self.latent_dim, self.members, self.prior_components)
-        torch.manual_seed(self.seed)
-        model = VAE(model_config).to(device)
-        val_data = pre.transform(val_rows)
-        from fraudvae.train import train  # the training loop (and its distributed helpers): fitting only
-
-        history = train(model, pre.transform(train_rows), val_data, train_config, progress)
-        self.model_, self.device_ = model, device
-        scorer = Scorer(model, schema.names(), pre.column_assignment(), device)
-        val_terms, val_kl = scorer.terms(val_data)
-        val_scores = val_terms.sum(1) + val_kl
-        metrics = {
-            "rows": len(df), "normal_rows": len(normal), "fraud_rows": len(frauds),
-            "train_rows": len(train_rows), "validation_rows": len(val_rows),
-            "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
-            "stop": history["stop"], "batch_size": history["batch_size"],
-            # the mean of the scores the threshold comes from (decoder variances re-fitted after
-            # early stopping, so it differs from the best epoch's loss in the history)
-            "validation_loss": float(val_scores.mean()),
-            # a loss that went non-finite (training stopped there) is written as null
-            "history": {k: [x if np.isfinite(x) else None for x in history[k]] for k in ("train_loss", "val_loss")},
-        }
-        threshold = calibrate(val_scores, self.target_fpr, self.alert_rate)
-        baseline = np.median(scorer.by_column(val_terms), axis=0)
-        self.state_ = FittedState(schema, pre, model_config, train_config, threshold, baseline, metrics)
-        if len(frauds):
-            from fraudvae.metrics import metrics_at
-
-            fraud_scores = self.score_samples(frauds)
-            y = np.r_[np.zeros(len(val_scores)), np.ones(len(fraud_scores))]
-            metrics["at_threshold"] = metrics_at(np.r_[val_scores, fraud_scores], y, threshold.value)
-            metrics["at_threshold"]["evaluated_on"] = "validation normals + labelled frauds"
+        self.model_, self.device_, self.state_ = fit_state(df, self.get_params(), progress)
         self.version_ = persist.content_version(self._files())
         return self
 
