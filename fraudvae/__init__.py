@@ -3,7 +3,19 @@
 Scores are negative ELBOs in nats: higher = more suspicious.
 """
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what the lazy imports below give, for type checkers
+    from fraudvae.detector import FraudVAE  # noqa: F401
+    from fraudvae.encoded import Encoded  # noqa: F401
+    from fraudvae.errors import ConfigError, DataError, FraudVAEError, ModelFileError, NotFittedError, SchemaError  # noqa: F401
+    from fraudvae.example import example_transactions  # noqa: F401
+    from fraudvae.io import iter_table, read_table  # noqa: F401
+    from fraudvae.schema import to_binary_label  # noqa: F401
+    from fraudvae.scoring import Scores  # noqa: F401
+    from fraudvae.threshold import Threshold, calibrate  # noqa: F401
 
 # the public names are imported on first use: `fraudvae --help` must not wait for torch
 _EXPORTS = {

@@ -7,6 +7,7 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from fraudvae.device import resolve_device
 from fraudvae.encoded import Encoded
 from fraudvae.errors import ConfigError, DataError, ModelFileError, NotFittedError
 from fraudvae.fitted import FittedState
+from fraudvae.inverse import to_columns
 from fraudvae.model import VAE
 from fraudvae.preprocess import OTHER
 from fraudvae.scoring import SCORE_BATCH, Scorer, Scores
@@ -197,7 +199,7 @@ class FraudVAE:
         for i in range(0, n, SCORE_BATCH):  # bounded memory, same rows whatever the batch size
             drawn = self.model_.sample(min(SCORE_BATCH, n - i), generator, never=OTHER)
             parts.append([t.cpu().numpy() for t in drawn])
-        return self.preprocessor_.inverse(*(np.concatenate(p) for p in zip(*parts, strict=True)))
+        return to_columns(self.preprocessor_, *(np.concatenate(p) for p in zip(*parts, strict=True)))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -212,7 +214,7 @@ class FraudVAE:
         path = Path(path)
         meta, weights, version = persist.read_model(path)
         try:
-            params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
+            params: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
             # a model saved before an option existed was fitted as the option's old behaviour: say so,
             # rather than report today's default
             params.setdefault("prior_components", meta["model_config"].get("prior_components", 0))

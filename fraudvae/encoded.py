@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Encoded:
-    """Model inputs for n rows. ``binary`` holds binary columns, then missing indicators (and
-    point-mass indicators); ``categorical`` holds categorical columns, then each time column's hour
-    of day and day of week."""
+    """Model inputs for n rows. ``binary`` holds the 0/1 features in `Preprocessor.flag_layout`'s
+    order (binary columns, missing indicators, point-mass indicators); ``categorical`` holds
+    categorical columns, then each time column's hour of day and day of week."""
 
     numeric: np.ndarray  # (n, n_numeric) float32, scaled
     observed: np.ndarray  # (n, n_terms) float32: 0 where a term's value was imputed (not evidence)

@@ -66,7 +66,7 @@ def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int,
     train_rows, val_rows = normal.iloc[train_at], normal.iloc[val_at]
 
     pre = Preprocessor.fit(train_rows, schema, PreprocessConfig(
-        min_category_count=p.min_category_count, spike_share=p.point_mass_share))
+        min_category_count=p.min_category_count, point_mass_share=p.point_mass_share))
     model_config = ModelConfig.default(pre.n_numeric, len(pre.binary_owners), tuple(pre.cardinalities),
                                        p.hidden, p.latent_dim, p.members, p.prior_components)
     torch.manual_seed(p.seed)

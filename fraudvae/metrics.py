@@ -38,4 +38,4 @@ def recall_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> dict[st
     f, t, cut = roc_curve(np.asarray(labels).astype(int), np.asarray(scores, dtype=float))
     i = int(np.flatnonzero(f <= fpr)[-1])  # roc_curve's FPR is non-decreasing; its first point is (0, 0)
     threshold = float(cut[i]) if np.isfinite(cut[i]) else None  # None: no row can be flagged
-    return {"recall": float(t[i]), "fpr": float(f[i]), "threshold": threshold}
+    return {"recall": float(t[i]), "fpr": float(f[i]), "threshold": threshold}  # type: ignore[dict-item]

@@ -1,7 +1,8 @@
 """The tabular VAE and its loss (torch only: no pandas, no files).
 
 Inputs come in three groups: scaled numbers (Gaussian likelihood with a learned per-feature
-variance), 0/1 features (Bernoulli: binary columns and missing indicators) and category indices
+variance), 0/1 features (Bernoulli: binary columns, missing indicators and point-mass indicators) and
+category indices
 (softmax over each column's vocabulary, one-hot encoded on the way in).
 
 The module holds an ensemble of ``members`` independent VAEs computed together with batched
@@ -118,7 +119,7 @@ class VAE(nn.Module):
         if self.config.cardinalities:
             onehot = torch.zeros(len(categorical), sum(self.config.cardinalities), device=categorical.device,
                                  dtype=numeric.dtype)
-            onehot.scatter_(1, categorical + self.cat_offsets, 1.0)
+            onehot.scatter_(1, categorical + self.cat_offsets, 1.0)  # type: ignore[operator]
             parts.append(onehot)
         return torch.cat(parts, dim=1) if self.config.n_input > self.config.n_numeric else numeric
 

@@ -116,7 +116,7 @@ def _non_finite(value: object, where: str = "") -> str | None:
         items = ((str(i), v) for i, v in enumerate(value))
     else:
         return None
-    for key, v in items:  # type: ignore[attr-defined]
+    for key, v in items:
         found = _non_finite(v, f"{where}.{key}" if where else str(key))
         if found:
             return found

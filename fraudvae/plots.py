@@ -70,7 +70,7 @@ def score_histogram(ax: Axes, labels: np.ndarray, scores: np.ndarray, threshold:
     for cls, name, color in ((0, "normal", NORMAL_COLOR), (1, "fraud", FRAUD_COLOR)):
         part = clipped[y == cls]
         if len(part):
-            ax.hist(part, bins=bins, density=True, alpha=0.55, color=color, label=f"{name} ({len(part):,})")
+            ax.hist(part, bins=list(bins), density=True, alpha=0.55, color=color, label=f"{name} ({len(part):,})")
     if threshold is not None:
         ax.axvline(threshold, color=THRESHOLD_COLOR, ls="--", label=f"threshold {threshold:.2f}")
     ax.set(xlabel=f"score (negative ELBO, nats; above {hi:.1f} piled into the last bin)", ylabel="density",

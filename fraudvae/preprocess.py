@@ -1,6 +1,6 @@
 """Turn a frame into model inputs: scaled numbers, 0/1 flags and category indices.
 
-All state is fitted on training normals only and is plain JSON (`to_dict`/`from_dict`).
+All state is fitted on training normals only: one spec per column (`fraudvae.specs`), plain JSON.
 Missing values: numeric and binary gaps are imputed (for the network's input), plus a
 missing-indicator feature when the training data had gaps in that column; categorical gaps are a
 category of their own when training had them. A gap is never evidence about its value: its
@@ -8,7 +8,7 @@ likelihood term is masked out of the score (`Encoded.observed`), and only an ind
 "missing" category learned in training can make a gap itself count. Time columns become two
 categorical features, hour of day and day of week. Numbers on a log scale use a signed log, so a
 value below the training range (a refund in an amount column) scores by how far below it is. Optionally
-(``spike_share``), a numeric column with one value holding a large share of the training rows (a
+(``point_mass_share``), a numeric column with one value holding a large share of the training rows (a
 count that is mostly 0, a fee that is mostly the standard one) gets a point mass: an indicator
 "at that value", and the Gaussian only for the other values (a density cannot describe an atom;
 fitted as one, its variance collapses onto the atom and every other value looks extreme). Rare
@@ -18,7 +18,7 @@ training categories and categories never seen in training share one "other" buck
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 
 import numpy as np
@@ -38,6 +38,7 @@ from fraudvae.readers import (
     record_times,
 )
 from fraudvae.schema import Schema, show, where
+from fraudvae.specs import BinarySpec, CategoricalSpec, NumericSpec, TimeSpec
 from fraudvae.values import clock_features, decimal_mark, epoch_unit, guess_time_format, parse_numbers
 
 OTHER, MISSING = 0, 1  # reserved category indices; the training vocabulary starts at 2
@@ -49,15 +50,16 @@ class PreprocessConfig:
     min_category_count: int = 5  # rarer training categories go to "other"
     max_categories: int = 100  # per column, the most frequent ones; the rest go to "other"
     log_skew: float = 2.0  # non-negative columns skewed beyond this are modelled on a log scale
-    spike_share: float | None = None  # a numeric value held by at least this share of rows is a point mass
+    point_mass_share: float | None = None  # a numeric value held by at least this share of rows is a point mass
 
 
 class Preprocessor:
     """Fitted preprocessing state for one schema. Build with `fit` or `from_dict`."""
 
-    def __init__(self, schema: Schema, state: dict) -> None:
+    def __init__(self, schema: Schema, numeric: dict[str, NumericSpec], binary: dict[str, BinarySpec],
+                 categorical: dict[str, CategoricalSpec], times: dict[str, TimeSpec]) -> None:
         self.schema = schema
-        self.state = state
+        self.numeric, self.binary, self.categorical, self.times = numeric, binary, categorical, times
 
     # ---- fitting
     @classmethod
@@ -69,56 +71,57 @@ class Preprocessor:
             ok = x[np.isfinite(x)]
             if ok.size == 0:  # the schema saw values, but not among the training normals
                 ok = np.zeros(1)
-            spike, share = _spike(ok, config.spike_share)
-            rest = ok if spike is None else ok[ok != spike]  # what the Gaussian describes
+            atom, share = _point_mass(ok, config.point_mass_share)
+            rest = ok if atom is None else ok[ok != atom]  # what the Gaussian describes
             with np.errstate(over="ignore", invalid="ignore"):
                 log = bool(ok.min() >= 0 and _skew(rest) > config.log_skew)
                 t = np.log1p(rest) if log else rest
-                spec = {"log": log, "center": float(np.mean(t)), "scale": float(np.std(t)) or 1.0,
-                        "fill": float(np.median(t)), "indicator": bool(np.isnan(x).any()), "spike": spike,
-                        "spike_share": share, "decimal": decimal,
-                        # for `inverse` only: the training range and precision
-                        "min": float(ok.min()), "max": float(ok.max()), "decimals": _decimals(ok)}
+                spec = NumericSpec(log, float(np.mean(t)), float(np.std(t)) or 1.0, float(np.median(t)),
+                                   bool(np.isnan(x).any()), atom, share, decimal,
+                                   float(ok.min()), float(ok.max()), _decimals(ok))
             _check_scalable(df[name], name, x, spec)
             numeric[name] = spec
         for name in schema.names("binary"):
             s = df[name]
-            spec = {"low": None, "high": None}
+            two = BinarySpec(0.0, False)
             if is_number_column(s):
                 decimal = decimal_mark(s)
                 vals = np.unique(read_numbers(s, name, decimal))
                 vals = vals[~np.isnan(vals)]
-                spec = {"low": float(vals[0]), "high": float(vals[-1]), "decimal": decimal}
-            x = read_flags(s, name, spec)
+                two = BinarySpec(0.0, False, float(vals[0]), float(vals[-1]), decimal)
+            x = read_flags(s, name, two)
             ok = x[~np.isnan(x)]
-            fill = float(np.round(ok.mean())) if ok.size else 0.0
-            binary[name] = {**spec, "fill": fill, "indicator": bool(np.isnan(x).any())}
+            binary[name] = replace(two, fill=float(np.round(ok.mean())) if ok.size else 0.0,
+                                   indicator=bool(np.isnan(x).any()))
         for name in schema.names("categorical"):
             keys = read_keys(df[name])
-            categorical[name] = {"vocabulary": _vocabulary(keys, config), "missing": bool(keys.isna().any())}
+            categorical[name] = CategoricalSpec(_vocabulary(keys, config), bool(keys.isna().any()))
         for name in schema.names("time"):
-            spec = _time_spec(df[name])
-            hour, day = clock_features(read_times(df[name], name, spec))
-            times[name] = {**spec, "hour": _vocabulary(hour, config), "weekday": _vocabulary(day, config),
-                           "missing": bool(hour.isna().any())}
-        state = {"numeric": numeric, "binary": binary, "categorical": categorical}
-        if times:  # models without time columns keep the layout earlier versions wrote
-            state["time"] = times
-        return cls(schema, state)
+            unit, fmt = _time_format(df[name])
+            hour, day = clock_features(read_times(df[name], name, TimeSpec(unit, fmt, (), (), False)))
+            times[name] = TimeSpec(unit, fmt, _vocabulary(hour, config), _vocabulary(day, config),
+                                   bool(hour.isna().any()))
+        return cls(schema, numeric, binary, categorical, times)
 
     # ---- layout
     @property
     def n_numeric(self) -> int:
-        return len(self.state["numeric"])
+        return len(self.numeric)
 
-    @property
-    def times(self) -> dict:
-        return self.state.get("time", {})
+    def flag_layout(self) -> list[tuple[str, str]]:
+        """What each 0/1 feature is, in model order, defined here only: ("value", column) for binary
+        columns, ("missing", column) for missing indicators (numeric columns', then binary ones'),
+        ("point_mass", column) for a numeric column at its point mass."""
+        names = [("value", n) for n in self.binary]
+        names += [("missing", n) for n, s in self.numeric.items() if s.indicator]
+        names += [("missing", n) for n, s in self.binary.items() if s.indicator]
+        names += [("point_mass", n) for n, s in self.numeric.items() if s.point_mass is not None]
+        return names
 
     @property
     def binary_owners(self) -> list[str]:
-        """The column each Bernoulli feature belongs to (binary columns, then missing indicators)."""
-        return [name for _, name in self._flag_names()]
+        """The column each Bernoulli feature belongs to, in model order."""
+        return [name for _, name in self.flag_layout()]
 
     @property
     def cardinalities(self) -> list[int]:
@@ -126,7 +129,7 @@ class Preprocessor:
 
     def feature_owners(self) -> list[str]:
         """Column name of every likelihood term, in model order: numeric, Bernoulli, categorical."""
-        return list(self.state["numeric"]) + self.binary_owners + [f[0] for f in self._category_features()]
+        return list(self.numeric) + self.binary_owners + [f[0] for f in self._category_features()]
 
     def column_assignment(self) -> np.ndarray:
         """(n_terms, n_columns) 0/1: which of the schema's columns each likelihood term belongs to."""
@@ -138,13 +141,13 @@ class Preprocessor:
                 self._assignment[j, pos[owner]] = 1.0
         return self._assignment
 
-    def _category_features(self) -> list[tuple[str, str | None, list[str], bool]]:
+    def _category_features(self) -> list[tuple[str, str | None, tuple[str, ...], bool]]:
         """Every softmax feature in model order: (column, part, vocabulary, a gap is a learned
-        category). Categorical columns (part None), then each time column's hour and weekday.
-        Models of earlier versions do not say whether training had gaps: theirs count, as they did."""
-        out = [(name, None, s["vocabulary"], s.get("missing", True)) for name, s in self.state["categorical"].items()]
-        for name, s in self.times.items():
-            out += [(name, "hour", s["hour"], s["missing"]), (name, "weekday", s["weekday"], s["missing"])]
+        category). Categorical columns (part None), then each time column's hour and weekday."""
+        out: list[tuple[str, str | None, tuple[str, ...], bool]] = [
+            (name, None, s.vocabulary, s.missing) for name, s in self.categorical.items()]
+        for name, t in self.times.items():
+            out += [(name, "hour", t.hour, t.missing), (name, "weekday", t.weekday, t.missing)]
         return out
 
     # ---- transforming
@@ -152,13 +155,13 @@ class Preprocessor:
         """Encode `df` (extra columns ignored). Raises `SchemaError` naming a missing column or
         a value of the wrong type with its row (or file line)."""
         self.schema.check(df)
-        keys = {name: read_keys(df[name]) for name in self.state["categorical"]}
+        keys: dict = {name: read_keys(df[name]) for name in self.categorical}
         for name, s in self.times.items():
             keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(read_times(df[name], name, s))
         return self._assemble(
             len(df),
-            {name: read_numbers(df[name], name, s.get("decimal", ".")) for name, s in self.state["numeric"].items()},
-            {name: read_flags(df[name], name, s) for name, s in self.state["binary"].items()},
+            {name: read_numbers(df[name], name, s.decimal) for name, s in self.numeric.items()},
+            {name: read_flags(df[name], name, s) for name, s in self.binary.items()},
             keys,
         )
 
@@ -171,13 +174,13 @@ class Preprocessor:
         file had (text, or epoch numbers). Raises `SchemaError` with ``row`` (the position in the
         lists) and ``column`` set at the first bad value."""
         self.schema.check(columns)
-        keys: dict = {name: record_keys(columns[name], name) for name in self.state["categorical"]}
+        keys: dict = {name: record_keys(columns[name], name) for name in self.categorical}
         for name, s in self.times.items():
             keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(record_times(columns[name], name, s))
         return self._assemble(
             n,
-            {name: record_numbers(columns[name], name) for name in self.state["numeric"]},
-            {name: record_flags(columns[name], name, s) for name, s in self.state["binary"].items()},
+            {name: record_numbers(columns[name], name) for name in self.numeric},
+            {name: record_flags(columns[name], name, s) for name, s in self.binary.items()},
             keys,
         )
 
@@ -185,37 +188,34 @@ class Preprocessor:
                   keys: dict[str, pd.Series | list[str | None]]) -> Encoded:
         """Scale, impute and index per-column values (floats with NaN gaps; category keys with None)."""
         p = self._numeric_params()
-        x = np.stack([numeric[name] for name in self.state["numeric"]], axis=1) if self.n_numeric else np.zeros((n, 0))
+        x = np.stack([numeric[name] for name in self.numeric], axis=1) if self.n_numeric else np.zeros((n, 0))
         gap = np.isnan(x)
         with np.errstate(invalid="ignore"):
             # a signed log: the same as log1p for the values training saw, and a value below them
             # (a refund) lies as far below as its size says
             t = np.where(p["log"], np.sign(x) * np.log1p(np.abs(x)), x)
         t = np.where(gap, p["fill"], t)
-        at_spike = x == p["spike"]  # NaN (no point mass, or a gap) equals nothing
-        t = np.where(at_spike, p["center"], t)  # the network input: the indicator says where it is
+        at_atom = x == p["point_mass"]  # NaN (no point mass, or a gap) equals nothing
+        t = np.where(at_atom, p["center"], t)  # the network input: the indicator says where it is
         with np.errstate(over="ignore", invalid="ignore"):
             num = np.clip((t - p["center"]) / p["scale"], -CLIP, CLIP).astype(np.float32)
         # an imputed number is not evidence (a missing indicator is), nor is the point mass's value
-        # (its indicator is)
-        observed = [~gap & ~at_spike]
-        indicators = list(gap[:, p["indicator"]].T)
-        has_spike = ~np.isnan(p["spike"])
-        # a gap's point-mass indicator is unknown: the training share stands in for it
-        spikes = list(np.where(gap, p["spike_share"], at_spike)[:, has_spike].T)
-        bins, bin_observed, bin_indicators = [], [], []
-        for name, s in self.state["binary"].items():
+        # (its indicator is); a gap's point-mass indicator is unknown: the training share stands in
+        observed = [~gap & ~at_atom]
+        flags: dict[tuple[str, str], np.ndarray] = {}
+        for j, name in enumerate(self.numeric):
+            flags[("missing", name)] = gap[:, j]
+            flags[("point_mass", name)] = np.where(gap[:, j], p["point_mass_share"][j], at_atom[:, j])
+        for name, s in self.binary.items():
             v = binary[name]
-            gap = np.isnan(v)
-            bins.append(np.where(gap, s["fill"], v))
-            bin_observed.append(~gap)
-            if s["indicator"]:
-                bin_indicators.append(gap)
-        cols = bins + indicators + bin_indicators + spikes
-        flags = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
-        observed.append(np.ones((n, len(cols)), bool))
-        if bin_observed:
-            observed[-1][:, : len(bins)] = np.stack(bin_observed, axis=1)
+            flags[("missing", name)] = np.isnan(v)
+            flags[("value", name)] = np.where(np.isnan(v), s.fill, v)
+        layout = self.flag_layout()
+        flag_matrix = (np.stack([flags[key] for key in layout], axis=1).astype(np.float32) if layout
+                       else np.zeros((n, 0), np.float32))
+        # a binary column's own term is not evidence where its value was a gap
+        observed.append(np.stack([~flags[("missing", name)] if kind == "value" else np.ones(n, bool)
+                                  for kind, name in layout], axis=1) if layout else np.ones((n, 0), bool))
         features = self._category_features()
         cat = np.zeros((n, len(features)), dtype=np.int64)
         cat_observed = np.ones((n, len(features)), bool)
@@ -232,87 +232,44 @@ class Preprocessor:
             if not learned_gap:  # training had no gaps here: a gap says nothing
                 cat_observed[:, j] = cat[:, j] != MISSING
         observed.append(cat_observed)
-        return Encoded(num, np.concatenate(observed, axis=1).astype(np.float32), flags, cat)
+        return Encoded(num, np.concatenate(observed, axis=1).astype(np.float32), flag_matrix, cat)
 
     def _numeric_params(self) -> dict:
         """Per-column numeric parameters as vectors (the arithmetic runs on all columns at once)."""
-        if "_numeric" not in self.__dict__:
-            specs = self.state["numeric"].values()
-            self._numeric = {k: np.array([s.get(k) for s in specs], dtype=bool if k in ("log", "indicator") else float)
-                             for k in ("log", "center", "scale", "fill", "indicator", "spike", "spike_share")}
-        return self._numeric
+        if "_vectors" not in self.__dict__:
+            specs = self.numeric.values()
+            self._vectors = {k: np.array([getattr(s, k) for s in specs], dtype=bool if k == "log" else float)
+                             for k in ("log", "center", "scale", "fill", "point_mass", "point_mass_share")}
+        return self._vectors
 
-    def _index(self, name: str, part: str | None, vocabulary: list[str]) -> dict[str | None, int]:
+    def _index(self, name: str, part: str | None, vocabulary: tuple[str, ...]) -> dict[str | None, int]:
         """Category key -> model index for one feature (None: missing; the vocabulary starts at 2)."""
-        cache = self.__dict__.setdefault("_indices", {})
+        cache: dict[tuple[str, str | None], dict[str | None, int]] = self.__dict__.setdefault("_indices", {})
         if (name, part) not in cache:
             cache[(name, part)] = {None: MISSING, **{k: i + 2 for i, k in enumerate(vocabulary)}}
         return cache[(name, part)]
 
-    def inverse(self, numeric: np.ndarray, binary: np.ndarray, categorical: np.ndarray) -> pd.DataFrame:
-        """Model-space rows (scaled numbers, 0/1 flags, category indices) back to the schema's
-        columns in original units: numbers un-scaled (and un-logged) within the training range at the
-        training precision, gaps where a missing indicator is 1, two-valued numbers as their two
-        values, other binary columns as booleans, categories as their training keys ("other" and
-        "missing" as gaps)."""
-        n = len(numeric)
-        flags = dict(zip(self._flag_names(), binary.T, strict=True))
-        out: dict[str, pd.Series] = {}
-        for j, (name, s) in enumerate(self.state["numeric"].items()):
-            t = numeric[:, j].astype(np.float64) * s["scale"] + s["center"]
-            x = np.sign(t) * np.expm1(np.abs(t)) if s["log"] else t
-            x = np.clip(x, s.get("min", -np.inf), s.get("max", np.inf))
-            decimals = s.get("decimals")
-            if decimals is not None:
-                x = np.round(x, decimals)
-            if ("spike", name) in flags:
-                x = np.where(flags[("spike", name)] > 0.5, s["spike"], x)
-            gap = flags.get(("missing", name), np.zeros(n)) > 0.5
-            col = pd.Series(np.where(gap, np.nan, x))
-            out[name] = col.astype("Int64") if decimals == 0 else col
-        for name, s in self.state["binary"].items():
-            on = flags[("value", name)] > 0.5
-            gap = flags.get(("missing", name), np.zeros(n)) > 0.5
-            if s.get("low") is None:
-                col = pd.Series(on, dtype="boolean")
-            else:
-                col = pd.Series(np.where(on, s["high"], s["low"]))
-                if col.dropna().map(float.is_integer).all():
-                    col = col.astype("Int64")
-            col[gap] = pd.NA
-            out[name] = col
-        for j, name in enumerate(self.state["categorical"]):
-            keys = np.array([None, None, *self.state["categorical"][name]["vocabulary"]], dtype=object)
-            col = pd.Series(keys[categorical[:, j]], dtype=object)
-            known = col.dropna()
-            if len(known) and known.map(lambda k: k.lstrip("-").isdigit() and str(int(k)) == k).all():
-                col = pd.to_numeric(col).astype("Int64")  # integer codes stay integers ("007" stays text)
-            out[name] = col
-        # time columns are not generated: the model knows their hour and weekday, not a date
-        return pd.DataFrame({name: out[name] for name in self.schema.names() if name in out})
-
-    def _flag_names(self) -> list[tuple[str, str]]:
-        """What each Bernoulli feature is, in model order: ("value", column), ("missing", column) or
-        ("spike", column) (a numeric column at its point mass)."""
-        names = [("value", n) for n in self.state["binary"]]
-        names += [("missing", n) for n, s in self.state["numeric"].items() if s["indicator"]]
-        names += [("missing", n) for n, s in self.state["binary"].items() if s["indicator"]]
-        names += [("spike", n) for n, s in self.state["numeric"].items() if s.get("spike") is not None]
-        return names
-
     def to_dict(self) -> dict:
-        return self.state
+        """The JSON layout of ``model.json``'s ``preprocessing`` (as every version wrote it)."""
+        d = {role: {name: spec.to_dict() for name, spec in specs.items()} for role, specs in
+             (("numeric", self.numeric), ("binary", self.binary), ("categorical", self.categorical))}
+        if self.times:  # models without time columns keep the layout earlier versions wrote
+            d["time"] = {name: spec.to_dict() for name, spec in self.times.items()}
+        return d
 
     @classmethod
     def from_dict(cls, schema: Schema, d: dict) -> Preprocessor:
-        return cls(schema, d)
+        return cls(schema, {k: NumericSpec.from_dict(v) for k, v in d["numeric"].items()},
+                   {k: BinarySpec.from_dict(v) for k, v in d["binary"].items()},
+                   {k: CategoricalSpec.from_dict(v) for k, v in d["categorical"].items()},
+                   {k: TimeSpec.from_dict(v) for k, v in d.get("time", {}).items()})
 
 
-def _check_scalable(s: pd.Series, name: str, x: np.ndarray, spec: dict) -> None:
+def _check_scalable(s: pd.Series, name: str, x: np.ndarray, spec: NumericSpec) -> None:
     """Refuse a numeric column whose fitted state is not finite (values near the double's limit, say
     1e300, overflow its variance), naming the most extreme value: the model could neither train on
     it nor be saved."""
-    if all(np.isfinite(v) for k, v in spec.items() if k in ("center", "scale", "fill", "min", "max")):
+    if all(np.isfinite(v) for v in (spec.center, spec.scale, spec.fill, spec.min, spec.max) if v is not None):
         return
     i = int(np.nanargmax(np.abs(x)))
     raise DataError(f"column {name!r} holds values too large to scale, such as {show(s.iloc[i])} ({where(s, i)}): "
@@ -320,16 +277,16 @@ def _check_scalable(s: pd.Series, name: str, x: np.ndarray, spec: dict) -> None:
                     row=s.index[i], column=name)
 
 
-def _vocabulary(keys: pd.Series, config: PreprocessConfig) -> list[str]:
+def _vocabulary(keys: pd.Series, config: PreprocessConfig) -> tuple[str, ...]:
     counts = keys.value_counts(dropna=True)
-    return [str(k) for k in counts[counts >= config.min_category_count].index[: config.max_categories]]
+    return tuple(str(k) for k in counts[counts >= config.min_category_count].index[: config.max_categories])
 
 
-def _time_spec(s: pd.Series) -> dict:
-    """How a time column is written: epoch seconds or milliseconds ("unit"), or text ("format")."""
+def _time_format(s: pd.Series) -> tuple[str | None, str | None]:
+    """How a time column is written: (epoch unit "s" or "ms", None) or (None, text format)."""
     if is_number_column(s):
-        return {"unit": epoch_unit(parse_numbers(s)[0]) or "s", "format": None}
-    return {"unit": None, "format": guess_time_format(s)[0]}
+        return epoch_unit(parse_numbers(s)[0]) or "s", None
+    return None, guess_time_format(s)[0]
 
 
 def _decimals(x: np.ndarray, most: int = 6) -> int | None:
@@ -340,7 +297,7 @@ def _decimals(x: np.ndarray, most: int = 6) -> int | None:
     return None
 
 
-def _spike(x: np.ndarray, share: float | None) -> tuple[float | None, float | None]:
+def _point_mass(x: np.ndarray, share: float | None) -> tuple[float | None, float | None]:
     """The most frequent value and its share, when it holds at least `share` of `x` and other
     values exist (a column of one or two values is not modelled as a number); else (None, None)."""
     if share is None:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from fraudvae.errors import SchemaError
 from fraudvae.schema import FALSE_STRINGS, TRUE_STRINGS, first_bad, is_bool_like, show
+from fraudvae.specs import BinarySpec, TimeSpec
 from fraudvae.values import MISSING_MARKERS, parse_numbers, parse_times
 
 
@@ -50,10 +51,10 @@ def to_level(x: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((x / 2 - low / 2) / (high / 2 - low / 2), 0.0, 1.0)
 
 
-def read_flags(s: pd.Series, name: str, spec: dict) -> np.ndarray:
+def read_flags(s: pd.Series, name: str, spec: BinarySpec) -> np.ndarray:
     """A binary column as 0/1 floats with NaN for gaps."""
-    if spec.get("low") is not None:
-        return to_level(read_numbers(s, name, spec.get("decimal", ".")), spec["low"], spec["high"])
+    if spec.low is not None and spec.high is not None:
+        return to_level(read_numbers(s, name, spec.decimal), spec.low, spec.high)
     if pd.api.types.is_bool_dtype(s):
         return s.to_numpy(dtype=float, na_value=np.nan)
     text = s.map(lambda v: None if _isna(v) else str(v).strip().lower())
@@ -66,29 +67,29 @@ def read_flags(s: pd.Series, name: str, spec: dict) -> np.ndarray:
     return np.where(gap, np.nan, pos.astype(float))
 
 
-def read_times(s: pd.Series, name: str, spec: dict) -> pd.Series:
-    t, bad = parse_times(s, spec["format"], spec["unit"])
+def read_times(s: pd.Series, name: str, spec: TimeSpec) -> pd.Series:
+    t, bad = parse_times(s, spec.format, spec.unit)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        want = f"epoch {'seconds' if spec['unit'] == 's' else 'milliseconds'}" if spec["unit"] else \
-            f"a date-time like its training values ({spec['format'] or 'ISO 8601'})"
+        want = f"epoch {'seconds' if spec.unit == 's' else 'milliseconds'}" if spec.unit else \
+            f"a date-time like its training values ({spec.format or 'ISO 8601'})"
         raise SchemaError(f"column {name!r} must be {want}, got {first_bad(s, bad)}", row=s.index[i], column=name)
     return t
 
 
-def record_times(values: list, name: str, spec: dict) -> pd.Series:
+def record_times(values: list, name: str, spec: TimeSpec) -> pd.Series:
     """Record values of a time column: strings (or numbers, for an epoch column) and None."""
     for i, v in enumerate(values):
-        ok = v is None or (type(v) is str) or (spec["unit"] is not None and type(v) in (int, float))
+        ok = v is None or (type(v) is str) or (spec.unit is not None and type(v) in (int, float))
         if not ok:
-            raise _record_error(values, i, name, "a date-time string or null" if spec["unit"] is None
+            raise _record_error(values, i, name, "a date-time string or null" if spec.unit is None
                                 else "an epoch time (a number or numeric string) or null")
     s = pd.Series(values, dtype=object)
-    t, bad = parse_times(s, spec["format"], spec["unit"])
+    t, bad = parse_times(s, spec.format, spec.unit)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        want = "a date-time like the training file's" if spec["unit"] is None else \
-            f"epoch {'seconds' if spec['unit'] == 's' else 'milliseconds'} of 1973-2103"
+        want = "a date-time like the training file's" if spec.unit is None else \
+            f"epoch {'seconds' if spec.unit == 's' else 'milliseconds'} of 1973-2103"
         raise _record_error(values, i, name, want)
     return t
 
@@ -118,7 +119,7 @@ def read_keys(s: pd.Series) -> pd.Series:
         x = s.to_numpy(dtype=float, na_value=np.nan)
         integral = np.isfinite(x) & (np.mod(x, 1) == 0) & (np.abs(x) < 2**53)
         out = np.where(integral, np.where(integral, x, 0).astype(np.int64).astype(str), x.astype(str))
-        return pd.Series(np.where(np.isnan(x), None, out), index=s.index, dtype=object)
+        return pd.Series(np.where(np.isnan(x), None, out), index=s.index, dtype=object)  # type: ignore[call-overload]
     if pd.api.types.infer_dtype(s, skipna=True) == "string":
         return s.str.strip().astype(object).where(s.notna(), None)
     return s.map(_key).astype(object)
@@ -162,10 +163,10 @@ def record_numbers(values: list, name: str) -> np.ndarray:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def record_flags(values: list, name: str, spec: dict) -> np.ndarray:
+def record_flags(values: list, name: str, spec: BinarySpec) -> np.ndarray:
     """Record values of a binary column as 0/1 floats with NaN for None."""
-    if spec.get("low") is not None:  # trained on a two-valued number: the same arithmetic as frames
-        return to_level(record_numbers(values, name), spec["low"], spec["high"])
+    if spec.low is not None and spec.high is not None:  # a two-valued number: the same arithmetic as frames
+        return to_level(record_numbers(values, name), spec.low, spec.high)
     if set(map(type, values)) <= {bool, type(None)}:  # JSON booleans and nulls
         return np.array(values, dtype=np.float64)  # True 1, False 0, None NaN
     out = np.empty(len(values))

@@ -32,7 +32,6 @@ from fraudvae.values import (
     parse_times,
 )
 
-ROLES = ("numeric", "binary", "categorical", "time")
 # the columns `score` writes: an input column of the same name would be overwritten or confused with them
 OUTPUT_COLUMNS = ("score", "flag", "p_value", "top_features")
 # names fraud labels go by (compared lower-case, without "_", "-" or spaces)
@@ -47,7 +46,7 @@ FALSE_STRINGS = frozenset({"0", "false", "f", "no", "n", "normal", "legit"})
 @dataclass(frozen=True)
 class Column:
     name: str
-    role: str  # one of ROLES
+    role: str  # numeric, binary, categorical or time
 
 
 @dataclass(frozen=True)

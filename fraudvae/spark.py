@@ -57,7 +57,7 @@ def score(df: DataFrame, model_dir: str | os.PathLike, *, ship: bool = False, de
     det.schema_.check(df.columns)
     version = det.version_
     sc = df.sparkSession.sparkContext
-    if sc.master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+    if (sc.master or "").startswith("local") and "PYSPARK_PYTHON" not in os.environ:
         # local mode: the executors are this machine's, and the driver's interpreter is the one with
         # fraudvae installed (pyspark's default is whatever `python3` is first on PATH)
         sc.pythonExec = sys.executable

@@ -43,7 +43,8 @@ class Adam:
     def step(self) -> None:
         from torch.optim.adam import adam
 
-        adam(self.params, [p.grad for p in self.params], self.exp_avgs, self.exp_avg_sqs, [], self.steps,
+        grads = [p.grad for p in self.params]  # every one set by the backward pass
+        adam(list(self.params), grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps,  # type: ignore[arg-type]
              fused=True, amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
              weight_decay=self.weight_decay, eps=self.eps, maximize=False)
 
@@ -122,7 +123,7 @@ def train(model: VAE, train_data: Encoded, val_data: Encoded, config: TrainConfi
     best, best_state, best_epoch, stale = math.inf, copy.deepcopy(model.state_dict()), 0, 0
     n = len(train_data) - len(train_data) % world  # equal shares: every process takes as many steps
     step = max(1, math.ceil(batch / world))
-    net = model
+    net: torch.nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 

@@ -31,7 +31,8 @@ from .scoring import Ready, Runtime, ScoreEndpoint, api_key, check_key, error_an
 from .settings import Settings
 
 log = logging.getLogger("service")
-NOT_READY = {503: {"model": ErrorResponse, "description": "the model is not loaded yet"}}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorResponse, "description": "the model is not loaded yet"}}
 
 
 def load_detector(settings: Settings) -> FraudVAE:

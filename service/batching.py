@@ -101,7 +101,8 @@ class Batcher:
                 waited = time.perf_counter() - self._jobs[0].queued_at
                 if waited < self.max_wait_s:
                     await asyncio.sleep(self.max_wait_s - waited)
-            batch, rows = [], 0
+            batch: list[_Job] = []
+            rows = 0
             while self._jobs and (not batch or rows + self._jobs[0].batch.n <= self.max_batch_rows):
                 job = self._jobs.popleft()
                 batch.append(job)
@@ -142,9 +143,11 @@ class Batcher:
         out: list[Scores | Exception] = []
         start = 0
         for p, error in zip(parts, errors, strict=True):
-            if error is not None or scores is None:
+            if error is not None:
                 out.append(error)
                 continue
+            if scores is None:  # pragma: no cover (no error means its rows were encoded and scored)
+                raise AssertionError("a request without an error has no scores")
             out.append(scores.take(slice(start, start + p.n)))
             start += p.n
         return out

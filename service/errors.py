@@ -81,16 +81,21 @@ def answer(e: ServiceError) -> Response:
 def install(app: FastAPI) -> None:
     """Route every exception type to `answer`; unknown ones are logged and answered 500 (a bug)."""
 
-    async def service_error(request: Request, e: ServiceError) -> Response:
+    # starlette types a handler as taking any Exception; each of these is registered for its own type
+    async def service_error(request: Request, e: Exception) -> Response:
+        assert isinstance(e, ServiceError)
         return answer(e)
 
-    async def library_error(request: Request, e: FraudVAEError) -> Response:
+    async def library_error(request: Request, e: Exception) -> Response:
+        assert isinstance(e, FraudVAEError)
         return answer(from_library(e))
 
-    async def http_error(request: Request, e: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, e: Exception) -> Response:
+        assert isinstance(e, StarletteHTTPException)
         return answer(ServiceError(e.status_code, str(e.detail), headers=getattr(e, "headers", None)))
 
-    async def validation_error(request: Request, e: RequestValidationError) -> Response:
+    async def validation_error(request: Request, e: Exception) -> Response:
+        assert isinstance(e, RequestValidationError)
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
         return answer(ServiceError(422, f"{where}: {first.get('msg', 'invalid request')}"))

@@ -27,6 +27,7 @@ def multiprocess() -> bool:
 class Metrics:
     def __init__(self, score_bounds: np.ndarray, queue_rows: Callable[[], float], threshold: float) -> None:
         shared = multiprocess()
+        self.queue: Gauge | None
         r = self.registry = CollectorRegistry()
         # in multiprocess mode values live in the shared files; the registry only renders them
         own = None if shared else r

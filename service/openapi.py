@@ -114,7 +114,7 @@ def score_path(detector: FraudVAE | None, max_rows: int, keyed: bool) -> tuple[d
     }
     if keyed:
         responses["401"] = error("missing or wrong X-API-Key")
-    operation = {
+    operation: dict[str, object] = {
         "summary": "Score transactions",
         "description": "Score every transaction: one result per transaction, in order; flag = score > threshold. "
                        "Rows of concurrent requests are scored together in one forward pass.",

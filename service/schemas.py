@@ -54,7 +54,8 @@ class RequestDecoder:
         self.names = schema.names()
         self.id_field = schema.id_column or "id"
         # attribute names f0, f1, ... renamed to the columns: any column name works
-        fields = [(f"f{i}", self.ROLE_TYPES[c.role]) for i, c in enumerate(schema.columns)]
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+            (f"f{i}", self.ROLE_TYPES[c.role]) for i, c in enumerate(schema.columns)]
         rename = {f"f{i}": c.name for i, c in enumerate(schema.columns)}
         if self.id_field not in self.names:
             fields.append(("row_id", ID_TYPE, None))
@@ -64,7 +65,8 @@ class RequestDecoder:
         self.getters = [(name, attrgetter(self.attr_of[name])) for name in self.names]
         self.get_id = attrgetter(self.id_attr)
         transaction = msgspec.defstruct("Transaction", fields, rename=rename)
-        self.decoder = msgspec.json.Decoder(msgspec.defstruct("ScoreRequest", [("transactions", list[transaction])]))
+        request = msgspec.defstruct("ScoreRequest", [("transactions", list[transaction])])  # type: ignore[valid-type]
+        self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(request)
 
     def decode(self, body: bytes) -> Batch:
         try:

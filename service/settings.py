@@ -68,8 +68,9 @@ class Settings(BaseSettings):
 
     def uvicorn_options(self) -> dict:
         """The server's own limits: idle keep-alive, concurrency cap (503 past it), shutdown deadline."""
-        options = {"timeout_keep_alive": self.keep_alive_s, "limit_concurrency": self.max_connections,
-                   "timeout_graceful_shutdown": self.shutdown_timeout_s}
+        options: dict[str, object] = {"timeout_keep_alive": self.keep_alive_s,
+                                      "limit_concurrency": self.max_connections,
+                                      "timeout_graceful_shutdown": self.shutdown_timeout_s}
         try:  # httptools, as uvicorn[standard] installs it: with a deadline for headers
             from .protocol import HeaderDeadlineProtocol
 

@@ -145,7 +145,7 @@ def test_point_mass_flag(tmp_path, capsys):
     from fraudvae import FraudVAE
 
     det = FraudVAE.load(tmp_path / "m")
-    assert det.point_mass_share == 0.5 and det.preprocessor_.state["numeric"]["refunds"]["spike"] == 0.0
+    assert det.point_mass_share == 0.5 and det.preprocessor_.numeric["refunds"].point_mass == 0.0
     with pytest.raises(SystemExit) as e:  # argparse: out of range
         main(["fit", str(tmp_path / "t.csv"), "--model", str(tmp_path / "m2"), "--point-mass-share", "1.5"])
     assert e.value.code == 2 and not (tmp_path / "m2").exists()

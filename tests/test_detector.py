@@ -133,9 +133,9 @@ def test_point_mass_option(tmp_path):
         return pd.DataFrame({"chargebacks": count, "a": z[:, 0], "b": 0.8 * z[:, 0] + 0.6 * z[:, 1]})
 
     train, test = rows(3000, 0), rows(500, 1)
-    assert FraudVAE(seed=0, epochs=5).fit(train).preprocessor_.state["numeric"]["chargebacks"]["spike"] is None
+    assert FraudVAE(seed=0, epochs=5).fit(train).preprocessor_.numeric["chargebacks"].point_mass is None
     det = FraudVAE(seed=0, point_mass_share=0.25).fit(train)
-    assert det.preprocessor_.state["numeric"]["chargebacks"]["spike"] == 0.0
+    assert det.preprocessor_.numeric["chargebacks"].point_mass == 0.0
     out = det.score(test)
     assert np.isfinite(out["score"]).all() and 0.0 < out["flag"].mean() < 0.05
     odd = det.score(pd.DataFrame({"chargebacks": [40.0, 0.0], "a": [0.0, 0.0], "b": [0.0, 0.0]}))

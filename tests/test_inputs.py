@@ -71,7 +71,7 @@ def test_formatted_numbers_read_as_numbers(files, tmp_path):
     df.to_csv(tmp_path / "p.csv", index=False)
     a = FraudVAE(epochs=3, seed=0).fit(pd.read_csv(tmp_path / "w.csv"))
     assert {"amount", "risk_1", "risk_2"} <= set(a.schema_.names("numeric"))
-    assert a.preprocessor_.state["numeric"]["risk_2"]["indicator"]
+    assert a.preprocessor_.numeric["risk_2"].indicator
     b = FraudVAE(epochs=3, seed=0).fit(pd.read_csv(tmp_path / "p.csv"))
     np.testing.assert_array_equal(a.score_samples(pd.read_csv(tmp_path / "w.csv")),
                                   b.score_samples(pd.read_csv(tmp_path / "p.csv")))
@@ -129,8 +129,7 @@ def test_byte_order_mark_and_windows_1252(files, model, tmp_path, capsys):
     assert "latin.csv" in err and "--encoding cp1252" in err
     assert main(["fit", str(tmp_path / "latin.csv"), "--model", str(tmp_path / "m"), "--encoding", "cp1252",
                  "--epochs", "1", "--quiet"]) == 0
-    assert FraudVAE.load(tmp_path / "m").preprocessor_.state["categorical"]["city"]["vocabulary"] == ["Zürich",
-                                                                                                    "München"]
+    assert FraudVAE.load(tmp_path / "m").preprocessor_.categorical["city"].vocabulary == ("Zürich", "München")
 
 
 # ---- 3: a forgotten label
@@ -182,7 +181,7 @@ def test_values_too_large_to_scale_are_refused_naming_the_column(files, tmp_path
 
 
 def test_a_refund_scores_by_how_unusual_it_is(fitted, data):
-    assert fitted.preprocessor_.state["numeric"]["amount"]["log"]
+    assert fitted.preprocessor_.numeric["amount"].log
     rows = data[data["is_fraud"] == 0].head(20)
     neg, zero = fitted.score_samples(rows.assign(amount=-500.0)), fitted.score_samples(rows.assign(amount=0.0))
     assert (neg > zero + 1.0).all()
@@ -213,7 +212,7 @@ def test_a_gap_the_model_never_saw_contributes_nothing(fitted, data):
         assert np.median(s_gap) < np.median(s_val) + 1.0
         assert not fitted.score(gap)["top_features"].str.contains(col).any()
     # a column whose gaps training saw: the gap is evidence through its indicator
-    assert fitted.preprocessor_.state["numeric"]["device_trust"]["indicator"]
+    assert fitted.preprocessor_.numeric["device_trust"].indicator
     assert np.isfinite(fitted.explain(rows.assign(device_trust=np.nan))["device_trust"]).all()
 
 

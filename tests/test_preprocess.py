@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from fraudvae.errors import SchemaError
+from fraudvae.inverse import to_columns
 from fraudvae.preprocess import MISSING, OTHER, PreprocessConfig, Preprocessor
 from fraudvae.schema import infer_schema
 
@@ -16,7 +17,7 @@ def test_categories_missing_and_unseen(mixed):
     probe = mixed.head(3).copy()
     probe["city"] = ["a", None, "zz"]
     enc = pre.transform(probe)
-    j = list(pre.state["categorical"]).index("city")
+    j = list(pre.categorical).index("city")
     assert enc.categorical[0, j] >= 2
     assert enc.categorical[1, j] == MISSING
     assert enc.categorical[2, j] == OTHER
@@ -25,7 +26,7 @@ def test_categories_missing_and_unseen(mixed):
 def test_rare_categories_go_to_other():
     df = pd.DataFrame({"c": ["a", "b"] * 50 + ["rare"] * 2, "x": np.arange(102.0) % 7})
     pre = _fit(df)
-    assert pre.state["categorical"]["c"]["vocabulary"] == ["a", "b"]
+    assert pre.categorical["c"].vocabulary == ("a", "b")
 
 
 def test_numeric_gaps_get_an_indicator():
@@ -34,7 +35,7 @@ def test_numeric_gaps_get_an_indicator():
     x[::10] = np.nan
     df = pd.DataFrame({"x": x, "y": rng.normal(size=100)})
     pre = _fit(df)
-    assert pre.state["numeric"]["x"]["indicator"] and not pre.state["numeric"]["y"]["indicator"]
+    assert pre.numeric["x"].indicator and not pre.numeric["y"].indicator
     enc = pre.transform(df)
     assert enc.binary.shape == (100, 1)
     assert enc.binary[:, 0].sum() == 10
@@ -81,7 +82,7 @@ def test_levels_missing_from_training_rows_stay_finite():
     pre = Preprocessor.fit(full[full["b"] == 0], schema)  # training rows: b constant, only_fraud empty
     enc = pre.transform(full)
     assert np.isfinite(enc.numeric).all() and np.isfinite(enc.binary).all()
-    j = list(pre.state["binary"]).index("b")
+    j = list(pre.binary).index("b")
     assert set(enc.binary[:, j]) == {0.0, 1.0}
 
 
@@ -95,23 +96,23 @@ def _zero_inflated(n: int, seed: int) -> pd.DataFrame:
 def test_a_dominant_value_is_a_point_mass_with_its_own_indicator():
     df = _zero_inflated(1000, 0)
     df.loc[:9, "chargebacks"] = np.nan
-    assert _fit(df).state["numeric"]["chargebacks"]["spike"] is None  # an option, off by default
-    pre = Preprocessor.fit(df, infer_schema(df), PreprocessConfig(spike_share=0.25))
-    s = pre.state["numeric"]["chargebacks"]
+    assert _fit(df).numeric["chargebacks"].point_mass is None  # an option, off by default
+    pre = Preprocessor.fit(df, infer_schema(df), PreprocessConfig(point_mass_share=0.25))
+    s = pre.numeric["chargebacks"]
     rest = df["chargebacks"][df["chargebacks"] > 0]
-    assert s["spike"] == 0.0 and s["spike_share"] == pytest.approx((df["chargebacks"] == 0).mean() / 0.99)
-    assert s["center"] == pytest.approx(rest.mean()) and s["scale"] == pytest.approx(rest.std(ddof=0))
-    assert pre.state["numeric"]["x"]["spike"] is None  # a continuous column has no atom
-    assert pre._flag_names() == [("missing", "chargebacks"), ("spike", "chargebacks")]
+    assert s.point_mass == 0.0 and s.point_mass_share == pytest.approx((df["chargebacks"] == 0).mean() / 0.99)
+    assert s.center == pytest.approx(rest.mean()) and s.scale == pytest.approx(rest.std(ddof=0))
+    assert pre.numeric["x"].point_mass is None  # a continuous column has no atom
+    assert pre.flag_layout() == [("missing", "chargebacks"), ("point_mass", "chargebacks")]
     enc = pre.transform(df)
-    j = list(pre.state["numeric"]).index("chargebacks")
+    j = list(pre.numeric).index("chargebacks")
     zero, gap = (df["chargebacks"] == 0).to_numpy(), df["chargebacks"].isna().to_numpy()
     assert (enc.binary[zero, 1] == 1).all() and (enc.binary[~zero & ~gap, 1] == 0).all()
-    assert np.allclose(enc.binary[gap, 1], s["spike_share"])  # unknown: the training share
+    assert np.allclose(enc.binary[gap, 1], s.point_mass_share)  # unknown: the training share
     # the Gaussian sees only the other values; the network input at the atom is the centre
     assert (enc.numeric_observed[zero | gap, j] == 0).all() and (enc.numeric_observed[~zero & ~gap, j] == 1).all()
     assert (enc.numeric[zero, j] == 0).all()
-    back = pre.inverse(enc.numeric, enc.binary, enc.categorical)
+    back = to_columns(pre, enc.numeric, enc.binary, enc.categorical)
     assert back["chargebacks"][~gap].astype(float).tolist() == df["chargebacks"][~gap].tolist()
     assert back["chargebacks"][gap].isna().all()
 
@@ -119,17 +120,17 @@ def test_a_dominant_value_is_a_point_mass_with_its_own_indicator():
 def test_no_point_mass_below_the_share():
     rng = np.random.default_rng(2)
     df = pd.DataFrame({"x": rng.normal(size=500), "y": rng.integers(0, 5, 500) * 10.0})  # 5 values, ~20% each
-    assert Preprocessor.fit(df, infer_schema(df), PreprocessConfig(spike_share=0.25)).state[
-        "numeric"]["y"]["spike"] is None
+    fitted = Preprocessor.fit(df, infer_schema(df), PreprocessConfig(point_mass_share=0.25))
+    assert fitted.numeric["y"].point_mass is None
     share = (df["y"] == df["y"].mode()[0]).mean()
-    pre = Preprocessor.fit(df, infer_schema(df), PreprocessConfig(spike_share=0.15))
-    assert pre.state["numeric"]["y"]["spike"] == df["y"].mode()[0]
-    assert pre.state["numeric"]["y"]["spike_share"] == pytest.approx(share)
+    pre = Preprocessor.fit(df, infer_schema(df), PreprocessConfig(point_mass_share=0.15))
+    assert pre.numeric["y"].point_mass == df["y"].mode()[0]
+    assert pre.numeric["y"].point_mass_share == pytest.approx(share)
 
 
 def test_models_saved_without_point_masses_still_load():
     df = _zero_inflated(300, 1)
-    pre = Preprocessor.fit(df, infer_schema(df), PreprocessConfig(spike_share=0.25))
+    pre = Preprocessor.fit(df, infer_schema(df), PreprocessConfig(point_mass_share=0.25))
     old = {k: {c: {f: v for f, v in s.items() if f not in ("spike", "spike_share")} for c, s in cols.items()}
            if k == "numeric" else cols for k, cols in pre.to_dict().items()}
     enc = Preprocessor.from_dict(pre.schema, old).transform(df)

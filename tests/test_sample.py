@@ -7,6 +7,7 @@ import torch
 
 from fraudvae import ConfigError
 from fraudvae.cli import main
+from fraudvae.inverse import to_columns
 from fraudvae.model import VAE, ModelConfig
 
 
@@ -15,7 +16,7 @@ def test_sample_shape_types_and_vocabulary(fitted, data):
     assert len(s) == 2000 and list(s.columns) == fitted.schema_.names()
     normal = data[data["is_fraud"] == 0]
     for name in fitted.schema_.names("categorical"):
-        assert set(s[name].dropna()) <= set(fitted.preprocessor_.state["categorical"][name]["vocabulary"])
+        assert set(s[name].dropna()) <= set(fitted.preprocessor_.categorical[name].vocabulary)
     assert s["card_present"].dtype == "boolean"  # booleans stay booleans
     assert s["hour"].dtype == "Int64"  # whole numbers stay whole
     for name in fitted.schema_.names("numeric"):  # original units, within the training range
@@ -43,13 +44,13 @@ def test_sample_needs_rows(fitted):
 def test_inverse_undoes_transform(fitted, data):
     pre = fitted.preprocessor_
     enc = pre.transform(data)
-    back = pre.inverse(enc.numeric, enc.binary, enc.categorical)
+    back = to_columns(pre, enc.numeric, enc.binary, enc.categorical)
     for name in fitted.schema_.names("numeric"):  # float32 scaling: equal at the data's precision
         np.testing.assert_allclose(back[name].astype(float), data[name].clip(
-            pre.state["numeric"][name]["min"], pre.state["numeric"][name]["max"]), rtol=1e-4, atol=1e-4)
+            pre.numeric[name].min, pre.numeric[name].max), rtol=1e-4, atol=1e-4)
     assert (back["card_present"].astype(bool) == data["card_present"]).all()
     for name in fitted.schema_.names("categorical"):
-        known = data[name].isin(pre.state["categorical"][name]["vocabulary"])
+        known = data[name].isin(pre.categorical[name].vocabulary)
         assert (back[name][known] == data[name][known]).all() and back[name][~known].isna().all()
 
 

@@ -81,6 +81,6 @@ def test_a_decimal_comma_column_is_numeric_end_to_end():
     euro = [f"{v:,.2f}".replace(",", " ").replace(".", ",").replace(" ", ".") for v in x]  # 1.234,56
     det = FraudVAE(epochs=2, seed=0).fit(pd.DataFrame({"amount": euro, "b": rng.normal(size=400)}))
     assert det.schema_.names("numeric") == ["amount", "b"]
-    assert det.preprocessor_.state["numeric"]["amount"]["decimal"] == ","
+    assert det.preprocessor_.numeric["amount"].decimal == ","
     frame = pd.DataFrame({"amount": euro, "b": 0.5})
     np.testing.assert_array_equal(det.score_samples(frame), det.score_samples(frame.assign(amount=x)))

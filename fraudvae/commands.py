@@ -1,0 +1,191 @@
+"""What each ``fraudvae`` command does, given its parsed arguments (`fraudvae.cli` parses them).
+Each returns the exit code; library errors propagate to `fraudvae.cli.main`, which reports them.
+Heavy modules (torch, pandas) are imported inside the commands, so ``--help`` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+FLOAT_FORMAT = "%.10g"  # ten significant digits: scores exact to 1e-9 relative, no 17-digit noise
+
+
+def _read_format(a: argparse.Namespace):  # -> CsvFormat | None
+    from fraudvae.io import csv_format, is_parquet
+
+    return None if is_parquet(a.data) else csv_format(a.data, a.sep, a.encoding)
+
+
+def fit(a: argparse.Namespace) -> int:
+    from fraudvae.distributed import process_group
+
+    # under torchrun: every process reads the file and fits the same preprocessing, trains on its
+    # share of the rows (DDP), and rank 0 alone writes the model and reports
+    with process_group(a.device) as rank:
+        return _fit_in_process(a, rank)
+
+
+def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
+    from tqdm import tqdm
+
+    from fraudvae.detector import FraudVAE
+    from fraudvae.io import read_table
+
+    fmt = _read_format(a)
+    df = read_table(a.data, fmt, skip=a.drop)
+    skipped = df.attrs.get("skipped", [])  # nested Parquet columns named in --drop: never read
+    det = FraudVAE(label_column=a.label_column, id_column=a.id_column,
+                   drop=tuple(d for d in a.drop if d not in skipped), categorical=tuple(a.categorical),
+                   time_columns=tuple(a.time_column), label_check=not a.no_label_check,
+                   target_fpr=None if a.alert_rate else a.target_fpr,
+                   alert_rate=a.alert_rate, seed=a.seed, epochs=a.epochs, batch_size=a.batch_size,
+                   beta=a.beta, point_mass_share=a.point_mass_share, device=a.device,
+                   **({} if a.validation_fraction is None else {"validation_fraction": a.validation_fraction}),
+                   **({} if a.validation is None else {"validation": a.validation}))
+    bar = tqdm(desc="training", unit="epoch", disable=a.quiet or rank > 0 or None, leave=False)
+
+    def progress(epoch: int, total: int, losses: dict) -> None:
+        bar.total = total
+        bar.set_postfix(train=f"{losses['train']:.3f}", val=f"{losses['val']:.3f}", refresh=False)
+        bar.update(1)
+
+    try:
+        det.fit(df, progress=progress)
+    finally:
+        bar.close()
+    if rank > 0:
+        return 0
+    path = det.save(a.model)
+    m = det.metrics_
+    roles: dict[str, list[str]] = {}
+    for c in det.schema_.columns:
+        roles.setdefault(c.role, []).append(c.name)
+    print(f"read {a.data}: {len(df)} rows, {df.shape[1]} columns" + (f"; {fmt.describe()}" if fmt else " (Parquet)"))
+    print(f"model {det.version_} saved to {path}")
+    print(f"rows: {m['rows']} ({m['normal_rows']} normal, {m['fraud_rows']} labelled fraud kept out of training); "
+          f"trained on {m['train_rows']}, validated on {m['validation_rows']}")
+    for role, names in roles.items():
+        if role == "time":  # the clock itself is never an input: its hour and weekday are
+            names = [f"{n} (as hour of day and day of week)" for n in names]
+        print(f"  {role:<12} {', '.join(names)}")
+    for name in skipped:
+        print(f"  {'left out':<12} {name}: dropped on request (not read)")
+    for name, reason in det.schema_.dropped.items():
+        print(f"  {'left out':<12} {name}: {reason}")
+    print(f"epochs: {m['epochs_run']} (best {m['best_epoch']}; {m['stop']}); "
+          f"validation loss {m['validation_loss']:.4f} nats")
+    t = det.threshold_
+    print(f"threshold: {t.value:.4f} ({t.method} {t.target:g} on {len(t.validation_scores)} validation normals)")
+    if "at_threshold" in m:
+        s = m["at_threshold"]
+        print(f"at threshold ({s['evaluated_on']}): precision {s['precision']:.3f} recall {s['recall']:.3f} "
+              f"F1 {s['f1']:.3f} FPR {s['fpr']:.4f}; AUC-ROC {s.get('auc_roc', float('nan')):.3f} "
+              f"AP {s.get('average_precision', float('nan')):.3f}")
+    return 0
+
+
+def score(a: argparse.Namespace) -> int:
+    import pandas as pd
+    from tqdm import tqdm
+
+    from fraudvae.detector import FraudVAE
+    from fraudvae.errors import DataError
+    from fraudvae.io import atomic_file, check_writable, iter_table
+
+    to_stdout = a.output == "-"
+    out_path = None
+    if not to_stdout:  # refused before any work: the input, a directory, a place that cannot be written
+        out_path = check_writable(a.output)
+        data = Path(a.data)
+        if out_path == data.resolve() or (out_path.exists() and data.exists() and os.path.samefile(out_path, data)):
+            raise DataError(f"--output {a.output!r} is the input file: choose another name (the scores never "
+                            "overwrite the data)")
+    fmt = _read_format(a)
+    det = FraudVAE.load(a.model, device=a.device)
+    wanted = {*det.schema_.names(), det.schema_.id_column} - {None}
+    n = flagged = 0
+    top: list[pd.DataFrame] = []
+
+    def write(res: pd.DataFrame, target) -> None:
+        res.to_csv(target, mode="a", header=n == 0, index=False, float_format=FLOAT_FORMAT)
+
+    with tqdm(desc="scoring", unit="row", disable=a.quiet or None, leave=False) as bar:
+        sink = _stdout_sink() if out_path is None else atomic_file(out_path)
+        with sink as target:
+            for chunk in iter_table(a.data, a.chunk_rows, fmt, columns=wanted):  # memory does not grow with the file
+                res = det.score(chunk)
+                res["flag"] = res["flag"].astype(int)
+                write(res, target)
+                n += len(res)
+                flagged += int(res["flag"].sum())
+                top.append(res.nlargest(5, "score"))
+                bar.update(len(res))
+    # the report goes to stderr: the scores are the output (stdout stays clean for pipelines)
+    report = [f"scored {n} rows with model {det.version_}: {flagged} flagged ({flagged / max(n, 1):.2%}) "
+              f"at threshold {det.threshold_.value:.4f}; written to {'stdout' if to_stdout else out_path}"]
+    if fmt is not None and fmt.sep != ",":
+        report.append(f"read {a.data} with {fmt.describe()}")
+    if flagged:
+        report += ["most suspicious rows:", pd.concat(top).nlargest(5, "score").to_string(index=False)]
+    print("\n".join(report), file=sys.stderr)
+    return 0
+
+
+class _stdout_sink:
+    """`--output -`: scores to stdout as they come (nothing to make atomic). Flushed on the way out,
+    inside `main`, so a reader that has gone is met there (quietly), not at interpreter exit."""
+
+    def __enter__(self):
+        return sys.stdout
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout.flush()
+
+
+def evaluate(a: argparse.Namespace) -> int:
+    from fraudvae.detector import FraudVAE
+    from fraudvae.io import iter_table
+    from fraudvae.report import FIGURES, evaluate, summary, write_report
+
+    fmt = _read_format(a)
+    det = FraudVAE.load(a.model, device=a.device)
+    ev = evaluate(det, iter_table(a.data, a.chunk_rows, fmt), a.label_column, source=str(a.data))
+    path = write_report(ev, a.report)
+    print(summary(ev))
+    print(f"report written to {path}: metrics.json, {', '.join(FIGURES)}")
+    return 0
+
+
+def sample(a: argparse.Namespace) -> int:
+    from fraudvae.detector import FraudVAE
+    from fraudvae.io import atomic_file
+
+    det = FraudVAE.load(a.model, device=a.device)
+    df = det.sample(a.n, seed=a.seed)
+    out = Path(a.output).resolve()
+    with atomic_file(out) as tmp:
+        df.to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
+    print(f"wrote {len(df):,} synthetic rows ({len(df.columns)} columns) drawn from model {det.version_} "
+          f"with seed {a.seed} to {out}")
+    return 0
+
+
+def sign(a: argparse.Namespace) -> int:
+    from fraudvae.persist import sign_model
+
+    version = sign_model(Path(a.model))
+    print(f"signed model {version} in {a.model} (HMAC-SHA256 with the configured key)")
+    return 0
+
+
+def example(a: argparse.Namespace) -> int:
+    from fraudvae.example import example_transactions
+
+    df = example_transactions(a.rows, a.fraud_rate, a.seed)
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    print(f"wrote {len(df)} transactions ({int(df['is_fraud'].sum())} fraud, label column is_fraud) to {out}")
+    return 0
