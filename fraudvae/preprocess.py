@@ -24,19 +24,10 @@ from itertools import repeat
 import numpy as np
 import pandas as pd
 
+from fraudvae import readers as read
 from fraudvae.encoded import Encoded
 from fraudvae.errors import DataError
-from fraudvae.readers import (
-    is_number_column,
-    read_flags,
-    read_keys,
-    read_numbers,
-    read_times,
-    record_flags,
-    record_keys,
-    record_numbers,
-    record_times,
-)
+from fraudvae.readers import is_number_column
 from fraudvae.schema import Schema, show, where
 from fraudvae.specs import BinarySpec, CategoricalSpec, NumericSpec, TimeSpec
 from fraudvae.values import clock_features, decimal_mark, epoch_unit, guess_time_format, parse_numbers
@@ -67,7 +58,7 @@ class Preprocessor:
         numeric, binary, categorical, times = {}, {}, {}, {}
         for name in schema.names("numeric"):
             decimal = decimal_mark(df[name])
-            x = read_numbers(df[name], name, decimal)
+            x = read.numbers(df[name], name, decimal)
             ok = x[np.isfinite(x)]
             if ok.size == 0:  # the schema saw values, but not among the training normals
                 ok = np.zeros(1)
@@ -86,19 +77,19 @@ class Preprocessor:
             two = BinarySpec(0.0, False)
             if is_number_column(s):
                 decimal = decimal_mark(s)
-                vals = np.unique(read_numbers(s, name, decimal))
+                vals = np.unique(read.numbers(s, name, decimal))
                 vals = vals[~np.isnan(vals)]
                 two = BinarySpec(0.0, False, float(vals[0]), float(vals[-1]), decimal)
-            x = read_flags(s, name, two)
+            x = read.flags(s, name, two)
             ok = x[~np.isnan(x)]
             binary[name] = replace(two, fill=float(np.round(ok.mean())) if ok.size else 0.0,
                                    indicator=bool(np.isnan(x).any()))
         for name in schema.names("categorical"):
-            keys = read_keys(df[name])
+            keys = pd.Series(read.keys(df[name], name))  # a frame's column gives a Series already
             categorical[name] = CategoricalSpec(_vocabulary(keys, config), bool(keys.isna().any()))
         for name in schema.names("time"):
             unit, fmt = _time_format(df[name])
-            hour, day = clock_features(read_times(df[name], name, TimeSpec(unit, fmt, (), (), False)))
+            hour, day = clock_features(read.times(df[name], name, TimeSpec(unit, fmt, (), (), False)))
             times[name] = TimeSpec(unit, fmt, _vocabulary(hour, config), _vocabulary(day, config),
                                    bool(hour.isna().any()))
         return cls(schema, numeric, binary, categorical, times)
@@ -155,15 +146,7 @@ class Preprocessor:
         """Encode `df` (extra columns ignored). Raises `SchemaError` naming a missing column or
         a value of the wrong type with its row (or file line)."""
         self.schema.check(df)
-        keys: dict = {name: read_keys(df[name]) for name in self.categorical}
-        for name, s in self.times.items():
-            keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(read_times(df[name], name, s))
-        return self._assemble(
-            len(df),
-            {name: read_numbers(df[name], name, s.decimal) for name, s in self.numeric.items()},
-            {name: read_flags(df[name], name, s) for name, s in self.binary.items()},
-            keys,
-        )
+        return self._encode(df, len(df), typed=False)
 
     def transform_columns(self, columns: Mapping[str, list], n: int) -> Encoded:
         """Encode `n` rows given column-wise as lists of JSON-like values (what a typed decoder
@@ -174,13 +157,16 @@ class Preprocessor:
         file had (text, or epoch numbers). Raises `SchemaError` with ``row`` (the position in the
         lists) and ``column`` set at the first bad value."""
         self.schema.check(columns)
-        keys: dict = {name: record_keys(columns[name], name) for name in self.categorical}
-        for name, s in self.times.items():
-            keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(record_times(columns[name], name, s))
+        return self._encode(columns, n, typed=True)
+
+    def _encode(self, data: pd.DataFrame | Mapping[str, list], n: int, typed: bool) -> Encoded:
+        keys: dict = {name: read.keys(data[name], name, typed=typed) for name in self.categorical}
+        for name, t in self.times.items():
+            keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(read.times(data[name], name, t, typed=typed))
         return self._assemble(
             n,
-            {name: record_numbers(columns[name], name) for name in self.numeric},
-            {name: record_flags(columns[name], name, s) for name, s in self.binary.items()},
+            {name: read.numbers(data[name], name, s.decimal, typed=typed) for name, s in self.numeric.items()},
+            {name: read.flags(data[name], name, s, typed=typed) for name, s in self.binary.items()},
             keys,
         )
 

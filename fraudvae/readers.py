@@ -1,7 +1,9 @@
-"""Reading one column's values for its role, the same way at fit and at score: from a frame
-(values as a file gives them: numbers written as text, missing markers, date-times) or from lists of
-JSON values (a typed request: stricter, numbers must be JSON numbers). Every refusal names the
-column and the row, file line or record."""
+"""Reading one column's values for its role, the same way at fit and at score: one function per
+role (`numbers`, `flags`, `keys`, `times`), for a frame's column (values as a file gives them:
+numbers written as text, missing markers, date-times) or, with ``typed=True``, for a list of JSON
+values (a typed request, under stricter rules: a number must be a JSON number, a flag a boolean
+or a true/false word). Both give the same values for the same data; every refusal names the column
+and the row, file line or record."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def is_number_column(s: pd.Series) -> bool:
     return not bad.any() and bool(np.isfinite(x).any())
 
 
-def read_numbers(s: pd.Series, name: str, decimal: str = ".") -> np.ndarray:
+def _file_numbers(s: pd.Series, name: str, decimal: str = ".") -> np.ndarray:
     """A column as float64 with NaN for gaps, numbers written as text read as numbers (see
     `fraudvae.values`); text that is no number, or infinities, are refused naming the row or line."""
     x, bad = parse_numbers(s, decimal)
@@ -51,10 +53,10 @@ def to_level(x: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((x / 2 - low / 2) / (high / 2 - low / 2), 0.0, 1.0)
 
 
-def read_flags(s: pd.Series, name: str, spec: BinarySpec) -> np.ndarray:
+def _file_flags(s: pd.Series, name: str, spec: BinarySpec) -> np.ndarray:
     """A binary column as 0/1 floats with NaN for gaps."""
     if spec.low is not None and spec.high is not None:
-        return to_level(read_numbers(s, name, spec.decimal), spec.low, spec.high)
+        return to_level(_file_numbers(s, name, spec.decimal), spec.low, spec.high)
     if pd.api.types.is_bool_dtype(s):
         return s.to_numpy(dtype=float, na_value=np.nan)
     text = s.map(lambda v: None if _isna(v) else str(v).strip().lower())
@@ -67,7 +69,7 @@ def read_flags(s: pd.Series, name: str, spec: BinarySpec) -> np.ndarray:
     return np.where(gap, np.nan, pos.astype(float))
 
 
-def read_times(s: pd.Series, name: str, spec: TimeSpec) -> pd.Series:
+def _file_times(s: pd.Series, name: str, spec: TimeSpec) -> pd.Series:
     t, bad = parse_times(s, spec.format, spec.unit)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -77,7 +79,7 @@ def read_times(s: pd.Series, name: str, spec: TimeSpec) -> pd.Series:
     return t
 
 
-def record_times(values: list, name: str, spec: TimeSpec) -> pd.Series:
+def _json_times(values: list, name: str, spec: TimeSpec) -> pd.Series:
     """Record values of a time column: strings (or numbers, for an epoch column) and None."""
     for i, v in enumerate(values):
         ok = v is None or (type(v) is str) or (spec.unit is not None and type(v) in (int, float))
@@ -110,7 +112,7 @@ def _key(v: object) -> str | None:
     return str(v).strip()
 
 
-def read_keys(s: pd.Series) -> pd.Series:
+def _file_keys(s: pd.Series) -> pd.Series:
     """Category keys (strings, None for gaps) that agree however the column was parsed: 1, 1.0 and
     "1" are one category. Vectorised for the common column types, value by value otherwise."""
     if pd.api.types.is_bool_dtype(s):
@@ -142,7 +144,7 @@ def _record_error(values: list, i: int, name: str, want: str) -> SchemaError:
     return SchemaError(f"record {i}, column {name!r}: must be {want}, got {shown}", row=i, column=name)
 
 
-def record_numbers(values: list, name: str) -> np.ndarray:
+def _json_numbers(values: list, name: str) -> np.ndarray:
     """Record values of a numeric column as float64 with NaN for None; anything else refused."""
     if set(map(type, values)) <= _NUMBER_TYPES:
         try:
@@ -163,10 +165,10 @@ def record_numbers(values: list, name: str) -> np.ndarray:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def record_flags(values: list, name: str, spec: BinarySpec) -> np.ndarray:
+def _json_flags(values: list, name: str, spec: BinarySpec) -> np.ndarray:
     """Record values of a binary column as 0/1 floats with NaN for None."""
     if spec.low is not None and spec.high is not None:  # a two-valued number: the same arithmetic as frames
-        return to_level(record_numbers(values, name), spec.low, spec.high)
+        return to_level(_json_numbers(values, name), spec.low, spec.high)
     if set(map(type, values)) <= {bool, type(None)}:  # JSON booleans and nulls
         return np.array(values, dtype=np.float64)  # True 1, False 0, None NaN
     out = np.empty(len(values))
@@ -182,7 +184,7 @@ def record_flags(values: list, name: str, spec: BinarySpec) -> np.ndarray:
     return out
 
 
-def record_keys(values: list, name: str) -> list[str | None]:
+def _json_keys(values: list, name: str) -> list[str | None]:
     """Record values of a categorical column as category keys (see `_key`)."""
     if set(map(type, values)) == {str}:
         return list(map(str.strip, values))
@@ -192,3 +194,25 @@ def record_keys(values: list, name: str) -> list[str | None]:
             raise _record_error(values, i, name, "a string, number, boolean or null")
         keys.append(_key(v))
     return keys
+
+
+def numbers(values: pd.Series | list, name: str, decimal: str = ".", *, typed: bool = False) -> np.ndarray:
+    """A numeric column as float64 with NaN for gaps; text that is no number and infinities are
+    refused (typed: anything but a finite JSON number or null)."""
+    return _json_numbers(values, name) if typed else _file_numbers(values, name, decimal)
+
+
+def flags(values: pd.Series | list, name: str, spec: BinarySpec, *, typed: bool = False) -> np.ndarray:
+    """A binary column as 0/1 floats with NaN for gaps (two-valued numbers as their position
+    between the two training values)."""
+    return _json_flags(values, name, spec) if typed else _file_flags(values, name, spec)
+
+
+def keys(values: pd.Series | list, name: str, *, typed: bool = False) -> pd.Series | list[str | None]:
+    """A categorical column as category keys (None for gaps) on which 1, 1.0 and "1" agree."""
+    return _json_keys(values, name) if typed else _file_keys(values)
+
+
+def times(values: pd.Series | list, name: str, spec: TimeSpec, *, typed: bool = False) -> pd.Series:
+    """A time column as date-times (NaT for gaps), in the format or epoch unit of its training file."""
+    return _json_times(values, name, spec) if typed else _file_times(values, name, spec)

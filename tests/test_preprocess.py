@@ -135,3 +135,17 @@ def test_models_saved_without_point_masses_still_load():
            if k == "numeric" else cols for k, cols in pre.to_dict().items()}
     enc = Preprocessor.from_dict(pre.schema, old).transform(df)
     assert enc.binary.shape == (300, 0) and enc.numeric_observed.all()
+
+
+def test_typed_and_file_values_read_the_same_and_typed_ones_strictly():
+    from fraudvae import readers as read
+
+    df = pd.DataFrame({"x": [1.5, None, -2.0], "b": [True, None, False], "c": ["a", None, "7"]})
+    pre = _fit(pd.concat([df] * 10, ignore_index=True))
+    columns = {name: [None if pd.isna(v) else v for v in df[name]] for name in df.columns}
+    by_file, typed = pre.transform(df), pre.transform_columns(columns, 3)
+    for part in ("numeric", "observed", "binary", "categorical"):
+        assert np.array_equal(getattr(by_file, part), getattr(typed, part)), part
+    assert np.isnan(read.numbers(pd.Series(["1,5", None]), "x", decimal=",")).tolist() == [False, True]
+    with pytest.raises(SchemaError, match="record 0, column 'x'"):
+        read.numbers(["1.5"], "x", typed=True)  # text is a number in a file, not in typed JSON
