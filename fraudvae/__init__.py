@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # what the lazy imports below give, for type checkers
     from fraudvae.errors import ConfigError, DataError, FraudVAEError, ModelFileError, NotFittedError, SchemaError  # noqa: F401
     from fraudvae.example import example_transactions  # noqa: F401
     from fraudvae.io import iter_table, read_table  # noqa: F401
+    from fraudvae.monitor import MonitorConfig, window_stats  # noqa: F401
     from fraudvae.schema import to_binary_label  # noqa: F401
     from fraudvae.scoring import Scores  # noqa: F401
     from fraudvae.threshold import Threshold, calibrate  # noqa: F401
@@ -22,7 +23,8 @@ _EXPORTS = {
     "FraudVAE": "fraudvae.detector", "Scores": "fraudvae.scoring", "Encoded": "fraudvae.encoded",
     "FraudVAEError": "fraudvae.errors", "ConfigError": "fraudvae.errors", "DataError": "fraudvae.errors",
     "SchemaError": "fraudvae.errors", "ModelFileError": "fraudvae.errors", "NotFittedError": "fraudvae.errors",
-    "Threshold": "fraudvae.threshold", "calibrate": "fraudvae.threshold", "example_transactions": "fraudvae.example",
+    "Threshold": "fraudvae.threshold", "MonitorConfig": "fraudvae.monitor", "window_stats": "fraudvae.monitor",
+    "calibrate": "fraudvae.threshold", "example_transactions": "fraudvae.example",
     "read_table": "fraudvae.io", "iter_table": "fraudvae.io", "to_binary_label": "fraudvae.schema",
 }
 __all__ = [*_EXPORTS, "__version__"]

@@ -116,6 +116,33 @@ def build_parser() -> argparse.ArgumentParser:
     _reading(v)
     v.set_defaults(run=commands.evaluate)
 
+    w = sub.add_parser("monitor", help="measure drift window by window: alert rate against the target, p-values "
+                                       "against uniform, the columns that moved; exit 3 on drift", formatter_class=fmt)
+    w.add_argument("data", help="CSV or Parquet file with the model's columns (recent traffic)")
+    w.add_argument("--model", required=True, help="model directory written by fit")
+    w.add_argument("--report", required=True, help="directory to write: monitor.json and PNG figures")
+    size = w.add_mutually_exclusive_group()
+    size.add_argument("--window-rows", type=_positive, help="rows per window (default 10,000)")
+    size.add_argument("--window", help="a time span per window (1d, 6h, 30min; needs --time-column)")
+    w.add_argument("--time-column", help="the column holding each row's time (for --window)")
+    w.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _reading(w)
+    w.set_defaults(run=commands.monitor)
+
+    r = sub.add_parser("recalibrate", help="a new model directory: the same weights, a threshold calibrated on "
+                                           "recent normal rows, and its lineage", formatter_class=fmt)
+    r.add_argument("--model", required=True, help="model directory written by fit")
+    r.add_argument("--data", required=True, help="CSV or Parquet file of recent rows (normal, or labelled)")
+    r.add_argument("--output", required=True, help="the new model directory")
+    r.add_argument("--label-column", help="rows where it is 1/true/yes/fraud are left out")
+    target = r.add_mutually_exclusive_group()
+    target.add_argument("--target-fpr", type=_fraction, help="false-positive rate on the recent normals "
+                                                             "(default: the model's own target)")
+    target.add_argument("--alert-rate", type=_fraction, help="share of rows flagged, instead of --target-fpr")
+    r.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _reading(r)
+    r.set_defaults(run=commands.recalibrate)
+
     m = sub.add_parser("sample", help="draw synthetic rows from a saved model (not a privacy guarantee)",
                        formatter_class=fmt)
     m.add_argument("--model", required=True, help="model directory written by fit")

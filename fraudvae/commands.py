@@ -158,6 +158,73 @@ def evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_DRIFT = 3  # `fraudvae monitor`: some window is out of bounds (a scheduler's alarm)
+
+
+def monitor(a: argparse.Namespace) -> int:
+    from fraudvae.detector import FraudVAE
+    from fraudvae.drift_report import FIGURES, table, write_monitor_report
+    from fraudvae.drift_report import monitor as measure
+    from fraudvae.io import read_table
+
+    det = FraudVAE.load(a.model, device=a.device)
+    df = read_table(a.data, _read_format(a))
+    report = measure(det, df, window_rows=a.window_rows, window=a.window, time_column=a.time_column,
+                     source=str(a.data))
+    path = write_monitor_report(report, a.report)
+    print(f"model {det.version_} on {a.data}: {report['data']['rows']:,} rows in {len(report['windows'])} windows "
+          f"of {report['data']['window']}; target alert rate {det.threshold_.target:.2%}")
+    print(table(report))
+    print(f"status: {report['status']} ({report['windows_in_drift']} of {len(report['windows'])} windows out of "
+          f"bounds); report written to {path}: monitor.json, {', '.join(FIGURES)}")
+    return EXIT_DRIFT if report["status"] == "drift" else 0
+
+
+def recalibrate(a: argparse.Namespace) -> int:
+    import hashlib
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from fraudvae.detector import FraudVAE
+    from fraudvae.errors import DataError
+    from fraudvae.io import read_table
+    from fraudvae.schema import to_binary_label
+
+    det = FraudVAE.load(a.model, device=a.device)
+    out = Path(a.output).resolve()
+    if out == Path(a.model).resolve():
+        raise DataError(f"--output {a.output!r} is the model being recalibrated: write the new one beside it")
+    df = read_table(a.data, _read_format(a))
+    normal = df
+    if a.label_column:
+        if a.label_column not in df.columns:
+            raise DataError(f"label column {a.label_column!r} is not a column of the data", column=a.label_column)
+        normal = df[to_binary_label(df[a.label_column], a.label_column) == 0]
+    if len(normal) == 0:
+        raise DataError("the data holds no normal rows to calibrate on")
+    old = det.threshold_
+    scores = det.score_samples(normal)
+    method = "alert_rate" if a.alert_rate is not None or (a.target_fpr is None and old.method == "alert_rate") \
+        else "target_fpr"
+    target = a.alert_rate if a.alert_rate is not None else a.target_fpr if a.target_fpr is not None else old.target
+    digest = hashlib.sha256(Path(a.data).read_bytes()).hexdigest()
+    parent = det.version_
+    lineage = {"recalibrated_on": {"source": str(a.data), "sha256": digest, "normal_rows": len(normal)},
+               "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    if method == "alert_rate":
+        det.calibrate(normal, alert_rate=target, lineage=lineage)
+    else:
+        det.calibrate(normal, target_fpr=target, lineage=lineage)
+    det.save(out)
+    new = det.threshold_
+    print(f"recalibrated model {parent} -> {det.version_} ({method} {target:g}) on {len(normal):,} normal rows "
+          f"of {a.data}; written to {out}")
+    for name, t in (("old", old), ("new", new)):
+        print(f"  {name} threshold {t.value:.4f}: flags {np.mean(scores > t.value):.2%} of these rows")
+    return 0
+
+
 def sample(a: argparse.Namespace) -> int:
     from fraudvae.detector import FraudVAE
     from fraudvae.io import atomic_file

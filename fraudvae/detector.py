@@ -103,12 +103,15 @@ class FraudVAE:
         return self
 
     def calibrate(self, df: pd.DataFrame | None = None, target_fpr: float | None = None,
-                  alert_rate: float | None = None) -> FraudVAE:
+                  alert_rate: float | None = None, lineage: dict | None = None) -> FraudVAE:
         """Reset the threshold from normal rows `df` the model did not train on (default: the
-        stored validation scores). Returns self."""
+        stored validation scores). The weights stay; the version changes. `lineage` (say, the data's
+        digest) is recorded in the model with the parent's version. Returns self."""
         self.check_fitted()
         scores = self.score_samples(df) if df is not None else np.asarray(self.threshold_.validation_scores)
-        self.state_ = self.state_.with_threshold(calibrate(scores, target_fpr, alert_rate))
+        threshold = calibrate(scores, target_fpr, alert_rate)
+        parent = {"parent_version": self.version_, **(lineage or {})}
+        self.state_ = self.state_.with_threshold(threshold, parent)
         self.version_ = persist.content_version(self._files())  # another threshold, another model
         return self
 

@@ -26,9 +26,10 @@ class FittedState:
     threshold: Threshold
     baseline: np.ndarray  # (n_columns,) each column's median contribution on validation normals
     metrics: dict  # row counts, epochs, losses, and precision / recall when labelled frauds exist
+    lineage: dict | None = None  # a model derived from another (recalibrated): the parent's version, the data
 
-    def with_threshold(self, threshold: Threshold) -> FittedState:
-        return replace(self, threshold=threshold)
+    def with_threshold(self, threshold: Threshold, lineage: dict | None = None) -> FittedState:
+        return replace(self, threshold=threshold, lineage=lineage if lineage is not None else self.lineage)
 
     def to_dict(self) -> dict:
         """JSON-ready, in the layout of ``model.json``."""
@@ -41,6 +42,7 @@ class FittedState:
             "validation_quantiles": self.threshold.quantiles(),
             "baseline_contributions": [float(x) for x in self.baseline],
             "metrics": self.metrics,
+            **({"lineage": self.lineage} if self.lineage is not None else {}),
         }
 
     @classmethod
@@ -58,4 +60,4 @@ class FittedState:
         if baseline.shape != (len(schema.names()),):
             raise ValueError(f"baseline_contributions holds {baseline.size} values for {len(schema.names())} columns")
         return cls(schema, pre, mc, TrainConfig.from_dict(d["train_config"]), Threshold.from_dict(d["threshold"]),
-                   baseline, d["metrics"])
+                   baseline, d["metrics"], d.get("lineage"))

@@ -1,0 +1,138 @@
+"""`fraudvae monitor`: a file scored window by window (`fraudvae.monitor`'s measures), written as
+``monitor.json`` and figures, summed up in a table for the terminal."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fraudvae.detector import FraudVAE
+from fraudvae.errors import ConfigError, DataError
+from fraudvae.io import atomic_directory
+from fraudvae.monitor import MonitorConfig, summarise, window_stats
+
+FIGURES = ("alert_rate.png", "p_values.png", "column_drift.png")
+
+
+def windows_of(df: pd.DataFrame, window_rows: int | None, window: str | None,
+               time_column: str | None) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) of each window: `window_rows` consecutive rows, or a time span (``1d``, ``6h``,
+    ``30min``: pandas' offset aliases) of `time_column`, in time order."""
+    if window is None:
+        size = window_rows or 10_000
+        return [(f"rows {i:,}-{min(i + size, len(df)) - 1:,}", df.iloc[i: i + size]) for i in range(0, len(df), size)]
+    if time_column is None:
+        raise ConfigError("--window needs --time-column (the column holding each row's time)")
+    if time_column not in df.columns:
+        raise DataError(f"time column {time_column!r} is not a column of the data", column=time_column)
+    if not re.fullmatch(r"\d*\s*[A-Za-z]+", window):
+        raise ConfigError(f"--window {window!r} is not a time span such as 1d, 6h or 30min")
+    when = pd.to_datetime(df[time_column], errors="coerce", utc=True, format="mixed")
+    if when.isna().any():
+        i = int(np.flatnonzero(when.isna().to_numpy())[0])
+        raise DataError(f"time column {time_column!r} has a value that is no date-time: {df[time_column].iloc[i]!r}",
+                        row=df.index[i], column=time_column)
+    try:
+        groups = df.groupby(when.dt.floor(window.replace(" ", "")), sort=True)
+    except ValueError as e:
+        raise ConfigError(f"--window {window!r} is not a time span such as 1d, 6h or 30min ({e})") from None
+    return [(str(start), rows) for start, rows in groups]
+
+
+def monitor(det: FraudVAE, df: pd.DataFrame, *, window_rows: int | None = None, window: str | None = None,
+            time_column: str | None = None, source: str | None = None,
+            config: MonitorConfig | None = None) -> dict:
+    """Score `df` and measure each window against the model's validation rows. JSON-ready."""
+    config = config or MonitorConfig()
+    parts = windows_of(df, window_rows, window, time_column)
+    t = det.threshold_
+    target = t.target  # the share of normal rows the threshold lets through, at most
+    columns = det.schema_.names()
+    windows, p_all = [], []
+    for label, rows in parts:
+        contributions = det.explain(rows)
+        scores = contributions.sum(axis=1).to_numpy()  # the columns and the latent term sum to the score
+        p = t.p_values(scores)
+        p_all.append(p)
+        stats = window_stats(scores > t.value, p, contributions[columns].to_numpy(), columns, det.baseline_, target,
+                             config)
+        windows.append({"window": label, **stats})
+    p_values = np.concatenate(p_all) if p_all else np.zeros(0)
+    counts, _ = np.histogram(p_values, bins=20, range=(0, 1))
+    return {
+        "model": {"version": det.version_, "threshold": t.value, "threshold_method": t.method,
+                  "threshold_target": t.target},
+        "data": {"source": source, "rows": len(df), "windows": len(windows),
+                 "window": window or f"{window_rows or 10_000} rows", "time_column": time_column},
+        "alpha": config.alpha,
+        **summarise(windows),
+        "windows": windows,
+        "p_value_histogram": {"bins": 20, "counts": counts.tolist()},
+    }
+
+
+def write_monitor_report(report: dict, path: str | Path) -> Path:
+    """``monitor.json`` and `FIGURES` into directory `path` (atomically). Returns the directory."""
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    ws = report["windows"]
+    x = np.arange(len(ws))
+    title = f"model {report['model']['version']} on {report['data']['source'] or 'the data'}"
+
+    def alert_rate(ax: Axes) -> None:
+        rate = [w["alert_rate"] or 0.0 for w in ws]
+        lo, hi = zip(*(w["alert_rate_interval"] for w in ws), strict=True) if ws else ((), ())
+        ax.fill_between(x, lo, hi, alpha=0.25, label=f"{1 - report['alpha']:.1%} interval")
+        ax.plot(x, rate, "o-", label="alert rate")
+        ax.axhline(report["model"]["threshold_target"], color="black", ls="--", label="target")
+        for i, w in enumerate(ws):
+            if w["status"] == "drift":
+                ax.axvspan(i - 0.5, i + 0.5, color="tab:red", alpha=0.08)
+        ax.set(xlabel="window", ylabel="share of rows flagged", title=f"alert rate per window (red: drift)\n{title}")
+        ax.legend()
+
+    def p_values(ax: Axes) -> None:
+        counts = np.asarray(report["p_value_histogram"]["counts"])
+        edges = np.linspace(0, 1, len(counts) + 1)
+        ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", alpha=0.7, label="rows")
+        ax.axhline(counts.sum() / len(counts), color="black", ls="--", label="uniform (no drift)")
+        ax.set(xlabel="conformal p-value", ylabel="rows", title=f"p-values against uniform\n{title}")
+        ax.legend()
+
+    def column_drift(ax: Axes) -> None:
+        m = np.array([[np.nan if v is None else v for v in row] for row in report["drift_matrix"]], dtype=float)
+        m = m.reshape(len(ws), len(report["columns"]))
+        image = ax.imshow(m.T, aspect="auto", cmap="coolwarm", vmin=-np.nanmax(np.abs(m), initial=1e-9),
+                          vmax=np.nanmax(np.abs(m), initial=1e-9))
+        ax.set_yticks(range(len(report["columns"])), report["columns"])
+        ax.set(xlabel="window", title=f"median contribution minus validation median (nats)\n{title}")
+        ax.figure.colorbar(image, ax=ax, label="nats")
+
+    with atomic_directory(path) as tmp:
+        (tmp / "monitor.json").write_text(json.dumps(report, indent=1, allow_nan=False))
+        for file, draw in zip(FIGURES, (alert_rate, p_values, column_drift), strict=True):
+            fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+            draw(fig.add_subplot())
+            fig.savefig(tmp / file, dpi=110)
+    return Path(path).resolve()
+
+
+def table(report: dict) -> str:
+    """The windows, a line each, for a terminal."""
+    lines = [f"{'window':<28}{'rows':>8}{'alerts':>8}{'rate':>8}  {'interval':<18}{'KS p':>9}  "
+             f"{'status':<7}top columns"]
+    for w in report["windows"]:
+        lo, hi = w["alert_rate_interval"]
+        top = ", ".join(f"{c['column']} {c['shift_nats']:+.2f}" for c in w["top_drifting_columns"][:3]
+                        if c["shift_nats"] is not None)
+        ks = "-" if w["ks_p_value"] is None else f"{w['ks_p_value']:.3g}"
+        rate = 0.0 if w["alert_rate"] is None else w["alert_rate"]
+        interval = f"[{lo:.2%}, {hi:.2%}]"
+        lines.append(f"{w['window'][:27]:<28}{w['rows']:>8,}{w['alerts']:>8,}{rate:>8.2%}  {interval:<18}{ks:>9}  "
+                     f"{w['status']:<7}{top}")
+    return "\n".join(lines)

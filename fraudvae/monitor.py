@@ -1,0 +1,83 @@
+"""Is the threshold still honest? Drift measures over windows of scored rows.
+
+On normal traffic exchangeable with the validation rows, the conformal p-values are uniform and the
+alert rate is the target. So, per window of rows:
+
+- the **alert rate** against the target, with its exact (Clopper-Pearson) confidence interval;
+- how far the **p-values** depart from uniform: the Kolmogorov-Smirnov statistic and its p-value
+  (fraud is rare enough not to matter);
+- **per-column drift**: each column's median contribution to the score (nats) against its median on
+  the validation rows (`FraudVAE.baseline_`), the columns ranked by how far they moved up.
+
+A window is ``drift`` when the interval excludes the target or the KS test rejects uniformity, both
+at level `MonitorConfig.alpha`; else ``ok``. numpy and scipy only: the service and the command line
+share it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    alpha: float = 0.001  # level of the alert-rate interval and of the KS test, per window
+    top_columns: int = 5  # drifting columns reported per window
+    min_rows: int = 100  # a window with fewer rows is reported but never called drift
+
+
+def alert_rate_interval(alerts: int, rows: int, alpha: float) -> tuple[float, float]:
+    """Exact two-sided (1 - alpha) interval for a binomial rate (Clopper-Pearson)."""
+    if rows == 0:
+        return 0.0, 1.0
+    lo = 0.0 if alerts == 0 else float(stats.beta.ppf(alpha / 2, alerts, rows - alerts + 1))
+    hi = 1.0 if alerts == rows else float(stats.beta.ppf(1 - alpha / 2, alerts + 1, rows - alerts))
+    return lo, hi
+
+
+def window_stats(flags: np.ndarray, p_values: np.ndarray, contributions: np.ndarray, columns: list[str],
+                 baseline: np.ndarray, target: float, config: MonitorConfig = MonitorConfig()) -> dict:
+    """The measures of one window: `flags` (n,) bool, `p_values` (n,), `contributions` (n, columns)
+    nats with NaN where a value said nothing, `baseline` (columns,) the validation medians, `target`
+    the expected alert rate. JSON-ready."""
+    n, alerts = len(flags), int(np.count_nonzero(flags))
+    lo, hi = alert_rate_interval(alerts, n, config.alpha)
+    ks = stats.kstest(p_values, "uniform") if n else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column missing in every row of the window: NaN
+        median = np.nanmedian(contributions, axis=0) if n else np.full(len(columns), np.nan)
+    shift = median - baseline
+    order = [int(j) for j in np.argsort(-np.nan_to_num(shift, nan=-np.inf), kind="stable")]
+    rate_off = n >= config.min_rows and not lo <= target <= hi
+    uniform_off = ks is not None and n >= config.min_rows and ks.pvalue < config.alpha
+    return {
+        "rows": n, "alerts": alerts, "alert_rate": alerts / n if n else None,
+        "alert_rate_interval": [lo, hi], "target": target,
+        "ks_statistic": float(ks.statistic) if ks is not None else None,
+        "ks_p_value": float(ks.pvalue) if ks is not None else None,
+        "status": "drift" if rate_off or uniform_off else "ok",
+        "reasons": ([f"alert rate {alerts / n:.2%} outside its interval's reach of the target {target:.2%}"]
+                    if rate_off else []) + (["p-values not uniform"] if uniform_off else []),
+        "top_drifting_columns": [{"column": columns[j], "shift_nats": _num(shift[j])}
+                                 for j in order[: config.top_columns]],
+        "column_shift_nats": {c: _num(s) for c, s in zip(columns, shift, strict=True)},
+    }
+
+
+def _num(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def summarise(windows: list[dict]) -> dict:
+    """The overall status and the per-column drift matrix (a heatmap's data) of a list of windows."""
+    columns = list(windows[0]["column_shift_nats"]) if windows else []
+    return {
+        "status": "drift" if any(w["status"] == "drift" for w in windows) else "ok",
+        "windows_in_drift": sum(w["status"] == "drift" for w in windows),
+        "columns": columns,
+        "drift_matrix": [[w["column_shift_nats"][c] for c in columns] for w in windows],  # windows x columns
+    }

@@ -1,0 +1,99 @@
+"""Drift monitoring and recalibration: planted drift found (and its column named), its control left
+alone, the threshold brought back by recalibrating on recent rows."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudvae import FraudVAE
+from fraudvae.cli import main
+from fraudvae.monitor import MonitorConfig, alert_rate_interval, window_stats
+
+
+def normals(n: int, seed: int) -> pd.DataFrame:
+    """Correlated numbers and a category: a joint structure for the VAE to learn."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 2))
+    return pd.DataFrame({
+        "txn": [f"t{seed}-{i}" for i in range(n)],
+        "x1": z[:, 0] + 0.1 * rng.normal(size=n),
+        "x2": z[:, 0] - z[:, 1] + 0.1 * rng.normal(size=n),
+        "x3": z[:, 1] + 0.1 * rng.normal(size=n),
+        "x4": rng.normal(size=n),
+        "kind": rng.choice(["a", "b", "c"], n, p=[0.5, 0.3, 0.2]),
+    })
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("monitor")
+    normals(4000, 1).to_csv(d / "train.csv", index=False)
+    control = normals(6000, 2)
+    drifted = control.copy()
+    drifted.loc[3000:, "x4"] += 2.0  # one column's distribution moves halfway through the file
+    control.to_csv(d / "control.csv", index=False)
+    drifted.to_csv(d / "drifted.csv", index=False)
+    drifted.iloc[3000:4500].to_csv(d / "recent.csv", index=False)
+    drifted.iloc[4500:].to_csv(d / "later.csv", index=False)
+    assert main(["fit", str(d / "train.csv"), "--model", str(d / "m"), "--id-column", "txn", "--epochs", "30",
+                 "--quiet"]) == 0
+    return d
+
+
+def test_planted_drift_is_found_and_its_column_named_first(setup: Path, capsys) -> None:
+    code = main(["monitor", str(setup / "drifted.csv"), "--model", str(setup / "m"), "--report",
+                 str(setup / "r1"), "--window-rows", "1500"])
+    assert code == 3
+    report = json.loads((setup / "r1" / "monitor.json").read_text())
+    assert report["status"] == "drift" and len(report["windows"]) == 4
+    assert [w["status"] for w in report["windows"]][2:] == ["drift", "drift"]
+    assert all(w["top_drifting_columns"][0]["column"] == "x4" for w in report["windows"][2:])
+    assert all(w["alert_rate"] > w["alert_rate_interval"][0] > 0.01 for w in report["windows"][2:])
+    assert {p.name for p in (setup / "r1").glob("*.png")} == {"alert_rate.png", "p_values.png", "column_drift.png"}
+    assert "drift" in capsys.readouterr().out
+
+
+def test_the_control_is_in_bounds(setup: Path) -> None:
+    assert main(["monitor", str(setup / "control.csv"), "--model", str(setup / "m"), "--report",
+                 str(setup / "r2"), "--window-rows", "1500"]) == 0
+    report = json.loads((setup / "r2" / "monitor.json").read_text())
+    assert report["status"] == "ok" and report["windows_in_drift"] == 0
+
+
+def test_a_missing_column_is_bad_input_named(setup: Path, capsys) -> None:
+    pd.read_csv(setup / "drifted.csv").drop(columns="x3").to_csv(setup / "bad.csv", index=False)
+    assert main(["monitor", str(setup / "bad.csv"), "--model", str(setup / "m"), "--report", str(setup / "r3")]) == 2
+    assert "x3" in capsys.readouterr().err and not (setup / "r3").exists()
+
+
+def test_recalibration_restores_the_rate_and_records_its_lineage(setup: Path) -> None:
+    old = FraudVAE.load(setup / "m")
+    later = pd.read_csv(setup / "later.csv")
+    assert (old.score_samples(later) > old.threshold_.value).mean() > 0.03  # drift broke the old threshold
+    assert main(["recalibrate", "--model", str(setup / "m"), "--data", str(setup / "recent.csv"), "--output",
+                 str(setup / "m2")]) == 0
+    new = FraudVAE.load(setup / "m2")
+    np.testing.assert_allclose(new.score_samples(later), old.score_samples(later))  # the same weights
+    assert 0.003 <= (new.score_samples(later) > new.threshold_.value).mean() <= 0.025
+    assert new.version_ != old.version_
+    lineage = json.loads((setup / "m2" / "model.json").read_text())["lineage"]
+    assert lineage["parent_version"] == old.version_ and len(lineage["recalibrated_on"]["sha256"]) == 64
+
+
+def test_window_measures() -> None:
+    lo, hi = alert_rate_interval(20, 2000, 0.001)
+    assert lo < 0.01 < hi and alert_rate_interval(0, 100, 0.01)[0] == 0.0
+    rng = np.random.default_rng(0)
+    columns, baseline = ["a", "b"], np.zeros(2)
+    contributions = np.c_[rng.normal(0, 1, 3000), rng.normal(0.5, 1, 3000)]
+    p = rng.uniform(size=3000)
+    ok = window_stats(p <= 0.01, p, contributions, columns, baseline, 0.01)
+    assert ok["status"] == "ok" and ok["top_drifting_columns"][0]["column"] == "b"
+    skewed = p ** 2  # too many small p-values: the scores moved up
+    assert window_stats(skewed <= 0.01, skewed, contributions, columns, baseline, 0.01)["status"] == "drift"
+    tiny = window_stats(np.ones(10, bool), p[:10], contributions[:10], columns, baseline, 0.01,
+                        MonitorConfig(min_rows=100))
+    assert tiny["status"] == "ok"  # too few rows to call anything
