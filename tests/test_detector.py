@@ -241,3 +241,12 @@ def test_signed_models_load_only_with_a_valid_signature(fitted, model_dir, tmp_p
     r = subprocess.run([sys.executable, "-m", "fraudvae", "sign", "--model", str(copy)],
                        env={k: v for k, v in env.items() if k != "FRAUDVAE_MODEL_KEY"}, capture_output=True, text=True)
     assert r.returncode == 2 and "FRAUDVAE_MODEL_KEY" in r.stderr
+
+
+def test_fit_gives_the_version_its_saved_files_have(data, tmp_path):
+    det = FraudVAE(label_column="is_fraud", id_column="transaction_id", epochs=3, seed=0).fit(data.head(600))
+    fitted_version = det.version_
+    det.save(tmp_path / "m")
+    assert det.version_ == fitted_version == FraudVAE.load(tmp_path / "m").version_
+    det.calibrate(target_fpr=0.05)  # another threshold: another model, with its parent named
+    assert det.version_ != fitted_version and det.state_.lineage["parent_version"] == fitted_version
