@@ -28,12 +28,14 @@ class Scores:
     flag: np.ndarray  # (n,) bool, score > threshold
     p_value: np.ndarray  # (n,) float64
     top_features: np.ndarray  # (n, top_k) column names, most unusual first
+    contributions: np.ndarray  # (n, n_columns) nats per column (NaN: a gap that says nothing), for monitoring
 
     def __len__(self) -> int:
         return len(self.score)
 
     def take(self, idx: slice) -> Scores:
-        return Scores(self.score[idx], self.flag[idx], self.p_value[idx], self.top_features[idx])
+        return Scores(self.score[idx], self.flag[idx], self.p_value[idx], self.top_features[idx],
+                      self.contributions[idx])
 
 
 class Scorer:
@@ -75,6 +77,8 @@ class Scorer:
         terms, kl = self.terms(enc)
         scores = terms.sum(1) + kl
         # a column whose value is missing (and says nothing) is never among the reasons
-        excess = np.where(self.unobserved(enc), -np.inf, self.by_column(terms) - baseline)
+        unobserved, by_column = self.unobserved(enc), self.by_column(terms)
+        excess = np.where(unobserved, -np.inf, by_column - baseline)
         top = self.columns[np.argsort(-excess, axis=1, kind="stable")[:, :top_k]]
-        return Scores(scores, scores > threshold.value, threshold.p_values(scores), top)
+        return Scores(scores, scores > threshold.value, threshold.p_values(scores), top,
+                      np.where(unobserved, np.nan, by_column))

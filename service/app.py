@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from fraudvae import Encoded, FraudVAE, ModelFileError
 from .batching import Batcher
 from .errors import ServiceError, install
 from .metrics import Metrics
+from .monitoring import Monitor
 from .openapi import ErrorResponse, document_score
 from .schemas import RequestDecoder
 from .scoring import Ready, Runtime, ScoreEndpoint, api_key, check_key, error_answer, send_answer
@@ -92,7 +94,10 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         batcher = Batcher(det, settings.max_batch_rows, settings.max_wait_ms / 1000, settings.max_queue_rows,
                           on_batch=metrics.on_batch, max_queue_s=settings.max_queue_ms / 1000)
         batcher.start()
-        rt.state = Ready(det, batcher, RequestDecoder(det, settings.max_request_rows), metrics)
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # several workers: the window spans them all
+        monitor = Monitor(det, settings.monitor_rows, Path(shared) if shared else None)
+        metrics.watch(monitor.report)
+        rt.state = Ready(det, batcher, RequestDecoder(det, settings.max_request_rows), metrics, monitor)
         # on uvicorn's own logger, so the line shows wherever uvicorn's startup lines do
         logging.getLogger("uvicorn.error").info(
             "model %s ready on %s; worker pid %d of %d", det.version_, det.device_, os.getpid(),
@@ -102,6 +107,7 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         finally:
             rt.state = None
             await batcher.stop()
+            monitor.close()
 
     api = FastAPI(title="fraudvae", version="1", lifespan=lifespan, docs_url=None,
                   description="Scores card transactions with a variational autoencoder trained on normal ones. "
@@ -122,6 +128,15 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
     async def metrics() -> Response:
         """Prometheus text format: latency, rows scored and flagged, batch sizes, queue depth, scores."""
         return Response(rt.ready().metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @api.get("/monitor", responses={401: {"model": ErrorResponse}, **NOT_READY})
+    async def monitor_window() -> dict:
+        """Is the threshold still honest? The latest FRAUDVAE_MONITOR_ROWS scored rows (over all
+        workers): alert rate and its interval against the target, KS of the p-values against uniform,
+        the columns that moved furthest (median contribution minus validation median, nats), and a
+        status, ``ok`` or ``drift``."""
+        state = rt.ready()
+        return {"model_version": state.detector.version_, **state.monitor.report()}
 
     @api.get("/model", responses={401: {"model": ErrorResponse}, **NOT_READY})
     async def model() -> dict:

@@ -10,10 +10,12 @@ the workers' (equal) value."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 SIZE_BUCKETS = tuple(float(2**k) for k in range(0, 15))
@@ -80,8 +82,38 @@ class Metrics:
         self.flagged.inc(int(np.count_nonzero(flags)))
         observe_many(self.scores, scores)
 
+    def watch(self, report: Callable[[], dict]) -> None:
+        """Gauges of the monitoring window (`service.monitoring`), computed from `report()` at each
+        scrape: over every worker's rows, whichever worker answers."""
+        self.registry.register(_MonitorCollector(report))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _MonitorCollector(Collector):
+    def __init__(self, report: Callable[[], dict]) -> None:
+        self.report = report
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        r = self.report()
+        lo, hi = r["alert_rate_interval"]
+        for name, doc, value in (
+                ("fraudvae_monitor_window_rows", "rows in the monitoring window (all workers)", r["window"]["rows"]),
+                ("fraudvae_monitor_alert_rate", "share of the window's rows flagged", r["alert_rate"]),
+                ("fraudvae_monitor_alert_rate_low", "lower end of the alert rate's interval", lo),
+                ("fraudvae_monitor_alert_rate_high", "upper end of the alert rate's interval", hi),
+                ("fraudvae_monitor_target", "the alert rate the threshold was set for", r["target"]),
+                ("fraudvae_monitor_ks_statistic", "KS distance of the window's p-values from uniform",
+                 r["ks_statistic"]),
+                ("fraudvae_monitor_drift", "1 when the window is out of bounds (status drift), else 0",
+                 float(r["status"] == "drift"))):
+            yield GaugeMetricFamily(name, doc, value=float("nan") if value is None else float(value))
+        shift = GaugeMetricFamily("fraudvae_monitor_column_shift_nats", "a column's median contribution in the "
+                                  "window minus its validation median", labels=["column"])
+        for column, value in r["column_shift_nats"].items():
+            shift.add_metric([column], float("nan") if value is None else value)
+        yield shift
 
 
 def observe_many(hist: Histogram, values: np.ndarray) -> None:

@@ -23,6 +23,7 @@ from fraudvae import FraudVAE
 from .batching import Batch, Batcher
 from .errors import ClientGone, ServiceError, error_body, to_service_error
 from .metrics import Metrics
+from .monitoring import Monitor
 from .schemas import RequestDecoder, dumps
 from .settings import Settings
 
@@ -38,6 +39,7 @@ class Ready:
     batcher: Batcher
     decoder: RequestDecoder
     metrics: Metrics
+    monitor: Monitor
 
 
 @dataclass
@@ -133,6 +135,7 @@ class ScoreEndpoint:
             log.error("non-finite score from model %s; request not answered with scores", det.version_)
             raise ServiceError(500, "internal error: the model gave a non-finite score; the request was not scored")
         state.metrics.on_scored(scores.score, scores.flag)
+        state.monitor.add(scores)
         results = [{"score": s, "flag": f, "p_value": p, "top_features": top, "id": i} for s, f, p, top, i in
                    zip(scores.score.tolist(), scores.flag.tolist(), scores.p_value.tolist(),
                        scores.top_features.tolist(), ids, strict=True)]

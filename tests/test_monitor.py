@@ -97,3 +97,25 @@ def test_window_measures() -> None:
     tiny = window_stats(np.ones(10, bool), p[:10], contributions[:10], columns, baseline, 0.01,
                         MonitorConfig(min_rows=100))
     assert tiny["status"] == "ok"  # too few rows to call anything
+
+
+def test_the_service_watches_its_window(setup: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from fraudvae_service.app import create_app
+    from fraudvae_service.settings import Settings
+
+    drifted = json.loads(pd.read_csv(setup / "drifted.csv").iloc[3000:5000].to_json(orient="records"))
+    control = json.loads(pd.read_csv(setup / "control.csv").iloc[3000:5000].to_json(orient="records"))
+    for rows, status in ((control, "ok"), (drifted, "drift")):
+        with TestClient(create_app(Settings(model=setup / "m", monitor_rows=1500))) as c:
+            for i in range(0, len(rows), 250):
+                assert c.post("/score", json={"transactions": rows[i: i + 250]}).status_code == 200
+            report = c.get("/monitor").json()
+            assert report["status"] == status and report["window"]["rows"] == 1500
+            if status == "drift":
+                assert report["top_drifting_columns"][0]["column"] == "x4"
+                assert report["alert_rate_interval"][0] > report["target"]
+            metrics = c.get("/metrics").text
+            assert f"fraudvae_monitor_drift {float(status == 'drift')}" in metrics
+            assert 'fraudvae_monitor_column_shift_nats{column="x4"}' in metrics

@@ -223,7 +223,7 @@ def test_a_non_finite_score_is_never_a_200(model_dir: Path, rows: list[dict], mo
 
         def broken(self, encoded):
             s = real(self, encoded)
-            return Scores(np.full(len(s), np.nan), s.flag, s.p_value, s.top_features)
+            return Scores(np.full(len(s), np.nan), s.flag, s.p_value, s.top_features, s.contributions)
 
         monkeypatch.setattr(FraudVAE, "score_encoded", broken)
         r = c.post("/score", json={"transactions": rows[:3]})

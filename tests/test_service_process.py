@@ -238,5 +238,9 @@ def test_metrics_cover_every_worker(model_dir: Path, rows: list[dict]) -> None:
         assert all(b >= a for a, b in zip(seen, seen[1:], strict=False)), seen
         assert after == [sent] * 10, after
         assert "fraudvae_threshold" in httpx.get(srv.url + "/metrics").text
+        # the monitoring window spans both workers too: every read counts every row sent
+        windows = [httpx.get(srv.url + "/monitor", timeout=10).json()["window"] for _ in range(8)]
+        assert all(w["rows"] == sent for w in windows), windows
+        assert max(w["workers_with_rows"] for w in windows) == 2, windows
     finally:
         srv.stop()
