@@ -31,6 +31,7 @@ from .openapi import ErrorResponse, document_score
 from .schemas import RequestDecoder
 from .scoring import Ready, Runtime, ScoreEndpoint, api_key, check_key, error_answer, send_answer
 from .settings import Settings
+from .shadow import Shadow, check_schemas
 
 log = logging.getLogger("service")
 NOT_READY: dict[int | str, dict[str, Any]] = {
@@ -97,7 +98,13 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # several workers: the window spans them all
         monitor = Monitor(det, settings.monitor_rows, Path(shared) if shared else None)
         metrics.watch(monitor.report)
-        rt.state = Ready(det, batcher, RequestDecoder(det, settings.max_request_rows), metrics, monitor)
+        shadow = None
+        if settings.shadow_model is not None:  # checked by `fraudvae serve` before listening; again here
+            challenger = await asyncio.to_thread(FraudVAE.load, settings.shadow_model, settings.device)
+            check_schemas(det, challenger)
+            await asyncio.to_thread(warm_up, challenger)
+            shadow = Shadow(challenger, settings.shadow_log, settings.monitor_rows, metrics.on_shadow)
+        rt.state = Ready(det, batcher, RequestDecoder(det, settings.max_request_rows), metrics, monitor, shadow)
         # on uvicorn's own logger, so the line shows wherever uvicorn's startup lines do
         logging.getLogger("uvicorn.error").info(
             "model %s ready on %s; worker pid %d of %d", det.version_, det.device_, os.getpid(),
@@ -108,6 +115,8 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
             rt.state = None
             await batcher.stop()
             monitor.close()
+            if shadow is not None:
+                await asyncio.to_thread(shadow.close)
 
     api = FastAPI(title="fraudvae", version="1", lifespan=lifespan, docs_url=None,
                   description="Scores card transactions with a variational autoencoder trained on normal ones. "
@@ -136,7 +145,8 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         the columns that moved furthest (median contribution minus validation median, nats), and a
         status, ``ok`` or ``drift``."""
         state = rt.ready()
-        return {"model_version": state.detector.version_, **state.monitor.report()}
+        shadow = {"shadow": state.shadow.report()} if state.shadow is not None else {}
+        return {"model_version": state.detector.version_, **state.monitor.report(), **shadow}
 
     @api.get("/model", responses={401: {"model": ErrorResponse}, **NOT_READY})
     async def model() -> dict:

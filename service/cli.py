@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", help="auto, cpu or cuda (default: $FRAUDVAE_DEVICE or auto)")
     s.add_argument("--workers", type=int, help="server processes (default: $FRAUDVAE_WORKERS, or one per core on "
                                                "CPU and one on a GPU)")
+    s.add_argument("--shadow", metavar="DIR", help="a challenger model scoring every request too, off the "
+                                                   "response path (default: $FRAUDVAE_SHADOW_MODEL)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.set_defaults(run=serve)
 
@@ -32,9 +34,16 @@ def serve(a: argparse.Namespace) -> int:
 
         raise ConfigError(f"the service needs its extra ({e.name} is missing): "
                           "pip install 'fraudvae[service]'") from None
-    given = {"model": a.model, "host": a.host, "port": a.port, "device": a.device, "workers": a.workers}
+    given = {"model": a.model, "host": a.host, "port": a.port, "device": a.device, "workers": a.workers,
+             "shadow_model": a.shadow}
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
     detector = load_detector(settings)  # a bad model directory stops here, with a one-line reason
+    if settings.shadow_model is not None:  # so does a challenger that cannot read the champion's requests
+        from fraudvae import FraudVAE
+
+        from .shadow import check_schemas
+
+        check_schemas(detector, FraudVAE.load(settings.shadow_model, device="cpu"))
     workers = settings.worker_count(cuda=detector.device_.type == "cuda")
     common = {"host": settings.host, "port": settings.port, "log_level": a.log_level, "access_log": False,
               **settings.uvicorn_options()}

@@ -47,6 +47,11 @@ class Metrics:
         self.scores = Histogram("fraudvae_score", "scores served (negative ELBO, nats)",
                                 buckets=[float(b) for b in np.unique(score_bounds)], registry=own)
         self.queue_rows = queue_rows
+        # champion and challenger (`service.shadow`): counters, so they sum over the workers
+        self.shadow = {name: Counter(f"fraudvae_shadow_{name}", doc, registry=own) for name, doc in (
+            ("rows", "rows the challenger scored"), ("challenger_alerts", "rows the challenger flagged"),
+            ("alerts_both", "rows both models flagged"), ("alerts_only_champion", "rows only the champion flagged"),
+            ("alerts_only_challenger", "rows only the challenger flagged"))}
         self._children: dict[tuple[str, int], tuple] = {}
         if shared:
             from prometheus_client import multiprocess as mp
@@ -81,6 +86,11 @@ class Metrics:
         self.rows.inc(len(scores))
         self.flagged.inc(int(np.count_nonzero(flags)))
         observe_many(self.scores, scores)
+
+    def on_shadow(self, rows: int, challenger_alerts: int, both: int, only_champion: int,
+                  only_challenger: int) -> None:
+        for name, n in zip(self.shadow, (rows, challenger_alerts, both, only_champion, only_challenger), strict=True):
+            self.shadow[name].inc(n)
 
     def watch(self, report: Callable[[], dict]) -> None:
         """Gauges of the monitoring window (`service.monitoring`), computed from `report()` at each

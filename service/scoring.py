@@ -26,6 +26,7 @@ from .metrics import Metrics
 from .monitoring import Monitor
 from .schemas import RequestDecoder, dumps
 from .settings import Settings
+from .shadow import Shadow
 
 log = logging.getLogger("service")
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -40,6 +41,7 @@ class Ready:
     decoder: RequestDecoder
     metrics: Metrics
     monitor: Monitor
+    shadow: Shadow | None = None  # a challenger scoring the same requests, off the response path
 
 
 @dataclass
@@ -136,6 +138,8 @@ class ScoreEndpoint:
             raise ServiceError(500, "internal error: the model gave a non-finite score; the request was not scored")
         state.metrics.on_scored(scores.score, scores.flag)
         state.monitor.add(scores)
+        if state.shadow is not None:
+            state.shadow.submit(batch, scores)
         results = [{"score": s, "flag": f, "p_value": p, "top_features": top, "id": i} for s, f, p, top, i in
                    zip(scores.score.tolist(), scores.flag.tolist(), scores.p_value.tolist(),
                        scores.top_features.tolist(), ids, strict=True)]

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     keep_alive_s: int = Field(5, ge=1, description="an idle keep-alive connection is closed after this many seconds")
     max_connections: int = Field(512, ge=1, description="concurrent connections and requests per worker; beyond "
                                  "them 503")
+    shadow_model: Path | None = Field(None, description="a challenger model directory: every request is also "
+                                      "scored by it, off the response path (fraudvae serve --shadow DIR)")
+    shadow_log: Path | None = Field(None, description="append the challenger's scores here, a JSON line per row")
     monitor_rows: int = Field(10_000, ge=100, description="the rolling window of recent scored rows (over all "
                               "workers) that GET /monitor and the monitoring gauges measure")
     shutdown_timeout_s: float = Field(25.0, gt=0, description="on SIGTERM, in-flight requests get this long to "

@@ -119,3 +119,38 @@ def test_the_service_watches_its_window(setup: Path) -> None:
             metrics = c.get("/metrics").text
             assert f"fraudvae_monitor_drift {float(status == 'drift')}" in metrics
             assert 'fraudvae_monitor_column_shift_nats{column="x4"}' in metrics
+
+
+def test_a_shadow_challenger_scores_every_request_off_the_answer(setup: Path, tmp_path: Path, capsys) -> None:
+    from fastapi.testclient import TestClient
+
+    from fraudvae_service.app import create_app
+    from fraudvae_service.settings import Settings
+
+    assert main(["fit", str(setup / "train.csv"), "--model", str(tmp_path / "b"), "--id-column", "txn",
+                 "--epochs", "10", "--seed", "7", "--quiet"]) == 0
+    frame = pd.read_csv(setup / "control.csv").iloc[:600]
+    rows = json.loads(frame.to_json(orient="records"))
+    answers = {}
+    for shadow in (None, tmp_path / "b"):
+        settings = Settings(model=setup / "m", shadow_model=shadow, shadow_log=tmp_path / "shadow.jsonl")
+        with TestClient(create_app(settings)) as c:
+            answers[shadow] = [c.post("/score", json={"transactions": rows[i: i + 200]}).json()
+                               for i in range(0, 600, 200)]
+            if shadow is not None:
+                report = c.get("/monitor").json()["shadow"]
+                metrics = c.get("/metrics").text
+    assert answers[None] == answers[tmp_path / "b"]  # the champion's answers, untouched
+    assert report["rows"] == 600 and -1 <= report["rank_correlation"] <= 1
+    assert "fraudvae_shadow_rows_total 600.0" in metrics
+    logged = [json.loads(line) for line in (tmp_path / "shadow.jsonl").read_text().splitlines()]
+    expected = FraudVAE.load(tmp_path / "b").score(frame).set_index("txn")["score"]
+    assert [x["id"] for x in logged] == frame["txn"].tolist()
+    np.testing.assert_allclose([x["score"] for x in logged], expected.loc[[x["id"] for x in logged]], rtol=1e-9)
+
+    narrow = tmp_path / "narrow.csv"
+    pd.read_csv(setup / "train.csv").drop(columns="x3").to_csv(narrow, index=False)
+    assert main(["fit", str(narrow), "--model", str(tmp_path / "c"), "--epochs", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["serve", "--model", str(setup / "m"), "--shadow", str(tmp_path / "c"), "--port", "1"]) == 2
+    assert "x3" in capsys.readouterr().err
