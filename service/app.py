@@ -87,9 +87,6 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         det = detector if detector is not None else await asyncio.to_thread(load_detector, settings)
         await asyncio.to_thread(warm_up, det)
-        # what startup made (torch, the model, pandas) lives as long as the process: out of the
-        # collector's sight, a full collection no longer walks it (a 130 ms pause that set the p99)
-        gc.freeze()
         # the queue gauge reads the batcher's queue (made next; read only once requests come)
         metrics = Metrics(_score_bounds(det), lambda: batcher.queued_rows, det.threshold_.value)
         batcher = Batcher(det, settings.max_batch_rows, settings.max_wait_ms / 1000, settings.max_queue_rows,
@@ -105,6 +102,9 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
             await asyncio.to_thread(warm_up, challenger)
             shadow = Shadow(challenger, settings.shadow_log, settings.monitor_rows, metrics.on_shadow)
         rt.state = Ready(det, batcher, RequestDecoder(det, settings.max_request_rows), metrics, monitor, shadow)
+        # what startup made (torch, the models, pandas) lives as long as the process: out of the
+        # collector's sight, a full collection no longer walks it (a 130 ms pause that set the p99)
+        gc.freeze()
         # on uvicorn's own logger, so the line shows wherever uvicorn's startup lines do
         logging.getLogger("uvicorn.error").info(
             "model %s ready on %s; worker pid %d of %d", det.version_, det.device_, os.getpid(),

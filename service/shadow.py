@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from fraudvae import ConfigError, FraudVAE, Scores
 from .batching import Batch
 
 log = logging.getLogger("service")
+MAX_PENDING_ROWS = 65536
 
 
 def check_schemas(champion: FraudVAE, challenger: FraudVAE) -> None:
@@ -51,15 +53,37 @@ class Shadow:
         self.rows = self.champion_alerts = self.challenger_alerts = self.both = 0
         self._pairs = np.full((window_rows, 2), np.nan)  # (champion, challenger) scores, latest rows
         self._next = 0
+        self._pending: list[tuple[Batch, Scores]] = []
+        self._pending_rows, self._scheduled, self.dropped = 0, False, 0
 
     def submit(self, batch: Batch, champion: Scores) -> None:
-        """Score `batch` with the challenger later, in the shadow thread (never raises)."""
-        self._executor.submit(self._score, batch, champion)
+        """Score `batch` with the challenger later, in the shadow thread, together with whatever else
+        is waiting by then (one forward pass for many requests). Beyond `MAX_PENDING_ROWS` waiting,
+        the rows are not shadowed (counted as dropped): the champion's traffic comes first."""
+        with self._lock:
+            if self._pending_rows + batch.n > MAX_PENDING_ROWS:
+                self.dropped += batch.n
+                return
+            self._pending.append((batch, champion))
+            self._pending_rows += batch.n
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._executor.submit(self._drain)
 
-    def _score(self, batch: Batch, champion: Scores) -> None:
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._pending, self._pending_rows, self._scheduled = self._pending, [], 0, False
+        if not items:
+            return
+        batches = [b for b, _ in items]
+        columns = {name: list(chain.from_iterable(b.columns[name] for b in batches)) for name in batches[0].columns}
+        batch = Batch(columns, list(chain.from_iterable(b.ids for b in batches)), sum(b.n for b in batches))
+        champion = Scores(*(np.concatenate([getattr(s, f) for _, s in items]) for f in
+                            ("score", "flag", "p_value", "top_features", "contributions")))
         try:
             scores = self.detector.score_encoded(self.detector.encode_columns(batch.columns, batch.n))
-        except Exception:  # the challenger's fault: logged, never the champion's answer
+        except Exception:  # the challenger's fault (or a row only it refuses): logged, never the champion's
             log.exception("the shadow model failed on a batch of %d rows", batch.n)
             return
         a, b = champion.flag, scores.flag
@@ -92,6 +116,7 @@ class Shadow:
                 "challenger_alert_rate": ch / rows if rows else None,
                 "alerts_both": both, "alerts_only_champion": ca - both, "alerts_only_challenger": ch - both,
                 "rank_correlation": None if rho is None or not np.isfinite(rho) else rho,
+                "rows_not_shadowed": self.dropped,
                 "scope": "this worker's rows"}
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 alone, the threshold brought back by recalibrating on recent rows."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,8 +138,12 @@ def test_a_shadow_challenger_scores_every_request_off_the_answer(setup: Path, tm
         with TestClient(create_app(settings)) as c:
             answers[shadow] = [c.post("/score", json={"transactions": rows[i: i + 200]}).json()
                                for i in range(0, 600, 200)]
-            if shadow is not None:
-                report = c.get("/monitor").json()["shadow"]
+            if shadow is not None:  # the challenger scores after the answers: wait for it
+                for _ in range(100):
+                    report = c.get("/monitor").json()["shadow"]
+                    if report["rows"] == 600:
+                        break
+                    time.sleep(0.05)
                 metrics = c.get("/metrics").text
     assert answers[None] == answers[tmp_path / "b"]  # the champion's answers, untouched
     assert report["rows"] == 600 and -1 <= report["rank_correlation"] <= 1
