@@ -152,6 +152,11 @@ def test_a_shadow_challenger_scores_every_request_off_the_answer(setup: Path, tm
     expected = FraudVAE.load(tmp_path / "b").score(frame).set_index("txn")["score"]
     assert [x["id"] for x in logged] == frame["txn"].tolist()
     np.testing.assert_allclose([x["score"] for x in logged], expected.loc[[x["id"] for x in logged]], rtol=1e-9)
+    a = FraudVAE.load(setup / "m").score(frame)["flag"].to_numpy()  # the figures, as scoring both offline gives
+    b = FraudVAE.load(tmp_path / "b").score(frame)["flag"].to_numpy()
+    assert (report["alerts_both"], report["alerts_only_champion"], report["alerts_only_challenger"]) == (
+        int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum()))
+    assert report["challenger_alert_rate"] == pytest.approx(b.mean())
 
     narrow = tmp_path / "narrow.csv"
     pd.read_csv(setup / "train.csv").drop(columns="x3").to_csv(narrow, index=False)
