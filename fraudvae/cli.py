@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of normal rows held out (default: the library's, 0.3)")
     f.add_argument("--point-mass-share", type=_fraction, metavar="SHARE",
                    help="model a numeric value held by at least this share of rows (say 0.25) as a point mass")
+    f.add_argument("--feedback", metavar="REVIEWED.csv",
+                   help="analysts' decisions, a file of id,decision rows (fraud or legit) joined on --id-column: "
+                        "fraud rows are kept out of training, legit rows stay in whatever the label says")
     f.add_argument("--device", default="auto", help="auto, cpu or cuda")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     _reading(f)

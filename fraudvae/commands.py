@@ -36,7 +36,12 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
     fmt = _read_format(a)
     df = read_table(a.data, fmt, skip=a.drop)
     skipped = df.attrs.get("skipped", [])  # nested Parquet columns named in --drop: never read
-    det = FraudVAE(label_column=a.label_column, id_column=a.id_column,
+    label_column, feedback = a.label_column, None
+    if a.feedback:
+        from fraudvae.feedback import apply_feedback
+
+        df, label_column, feedback = apply_feedback(df, a.feedback, a.id_column, a.label_column)
+    det = FraudVAE(label_column=label_column, id_column=a.id_column,
                    drop=tuple(d for d in a.drop if d not in skipped), categorical=tuple(a.categorical),
                    time_columns=tuple(a.time_column), label_check=not a.no_label_check,
                    target_fpr=None if a.alert_rate else a.target_fpr,
@@ -57,6 +62,12 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
         bar.close()
     if rank > 0:
         return 0
+    if feedback is not None:  # recorded with the model (the version follows the content)
+        det.metrics_["feedback"] = feedback
+        print(f"feedback {feedback['file']} (sha256 {feedback['sha256'][:12]}): {feedback['decisions']} decisions "
+              f"({feedback['fraud']} fraud, {feedback['legit']} legit) on {feedback['rows_reviewed']} rows; "
+              f"{feedback['moved_to_fraud']} rows moved to fraud (kept out of training), "
+              f"{feedback['moved_to_normal']} moved to normal; {feedback['unknown_ids']} reviewed ids not in the data")
     path = det.save(a.model)
     m = det.metrics_
     roles: dict[str, list[str]] = {}
