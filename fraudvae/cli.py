@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", required=True, help="model directory written by fit")
     v.add_argument("--label-column", required=True, help="1/true/yes/fraud marks a fraud row")
     v.add_argument("--report", required=True, help="directory to write: metrics.json and PNG figures")
+    v.add_argument("--time-column", help="the column holding each row's time: adds per-day figures (precision "
+                                         "at the daily alert budget, alerts raised against it)")
+    v.add_argument("--alerts-per-day", type=_positive, metavar="K",
+                   help="alerts the investigators can review a day (default with --time-column: 100)")
     v.add_argument("--device", default="auto", help="auto, cpu or cuda")
     v.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows read and scored at a time")
     _reading(v)

@@ -162,10 +162,12 @@ def evaluate(a: argparse.Namespace) -> int:
 
     fmt = _read_format(a)
     det = FraudVAE.load(a.model, device=a.device)
-    ev = evaluate(det, iter_table(a.data, a.chunk_rows, fmt), a.label_column, source=str(a.data))
+    ev = evaluate(det, iter_table(a.data, a.chunk_rows, fmt), a.label_column, source=str(a.data),
+                  time_column=a.time_column, alerts_per_day=a.alerts_per_day)
     path = write_report(ev, a.report)
     print(summary(ev))
-    print(f"report written to {path}: metrics.json, {', '.join(FIGURES)}")
+    figures = [*FIGURES, *(["alerts_per_day.png"] if ev.days is not None else [])]
+    print(f"report written to {path}: metrics.json, {', '.join(figures)}")
     return 0
 
 

@@ -12,6 +12,28 @@ from matplotlib.axes import Axes
 NORMAL_COLOR, FRAUD_COLOR, THRESHOLD_COLOR = "tab:blue", "tab:red", "black"
 
 
+def alerts_per_day(ax: Axes, daily: dict) -> None:
+    """Per day: the alerts the threshold raises and the frauds among them, against the day's
+    budget; precision at the budget on a second axis."""
+    days = [r["day"] for r in daily["per_day"]]
+    x = np.arange(len(days))
+    k = daily["alerts_per_day"]
+    ax.bar(x - 0.2, [r["alerts_at_threshold"] for r in daily["per_day"]], width=0.4, color=NORMAL_COLOR,
+           label="alerts at the threshold")
+    ax.bar(x + 0.2, [r["frauds_caught_at_threshold"] for r in daily["per_day"]], width=0.4, color=FRAUD_COLOR,
+           label="frauds among them")
+    ax.axhline(k, color=THRESHOLD_COLOR, ls="--", label=f"budget: {k} alerts a day")
+    ax.set_xticks(x, days, rotation=45, ha="right")
+    ax.set(xlabel="day", ylabel="rows")
+    right = ax.twinx()
+    right.plot(x, [r["precision_at_k"] for r in daily["per_day"]], "o-", color="tab:green",
+               label=f"precision at {k}")
+    right.set(ylabel=f"precision of the top {k} a day", ylim=(0, 1.05))
+    lines, labels = ax.get_legend_handles_labels()
+    more, more_labels = right.get_legend_handles_labels()
+    ax.legend(lines + more, labels + more_labels, fontsize="small", loc="upper left")
+
+
 def roc(ax: Axes, labels: np.ndarray, scores: Mapping[str, np.ndarray],
         operating_point: tuple[str, float] | None = None) -> None:
     """ROC curves of named scores on the same rows; ``operating_point`` = (name, threshold) marks

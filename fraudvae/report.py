@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from fraudvae.budget import daily_metrics, day_of
 from fraudvae.errors import DataError
 from fraudvae.io import atomic_directory
 from fraudvae.metrics import metrics_at, recall_at_fpr
@@ -20,7 +21,7 @@ from fraudvae.schema import to_binary_label
 if TYPE_CHECKING:
     from fraudvae.detector import FraudVAE
 
-RECALL_AT_FPRS = (0.001, 0.01)
+RECALL_AT_FPRS = (0.001, 0.005, 0.01)
 FIGURES = ("roc.png", "pr.png", "scores.png", "tradeoff.png")
 
 
@@ -30,22 +31,31 @@ class Evaluation:
     labels: np.ndarray  # (n,) 0 normal, 1 fraud
     threshold: float  # the model's stored threshold
     metrics: dict  # JSON-ready (see `evaluate`)
+    days: np.ndarray | None = None  # (n,) each row's day, when evaluated with a time column
 
 
 def evaluate(det: FraudVAE, data: pd.DataFrame | Iterable[pd.DataFrame], label_column: str,
-             source: str | None = None) -> Evaluation:
-    """Score labelled rows (a frame, or chunks of one file) and measure the model on them.
+             source: str | None = None, time_column: str | None = None,
+             alerts_per_day: int | None = None) -> Evaluation:
+    """Score labelled rows (a frame, or chunks of one file) and measure the model on them, at the
+    data's own fraud rate. With `time_column`, also per day: precision at `alerts_per_day` (default
+    100) and the alerts the threshold raises against that budget (`fraudvae.budget`).
 
-    Raises `DataError` when the label column is missing or not binary, or when the rows hold no
+    Raises `DataError` when the label or time column is missing or bad, or when the rows hold no
     fraud or no normal row (the metrics need both)."""
     det.check_fitted()
-    scores, labels = [], []
+    if alerts_per_day is not None and time_column is None:
+        raise DataError("--alerts-per-day needs --time-column (the column that says which day a row is)")
+    scores, labels, days = [], [], []
     for chunk in [data] if isinstance(data, pd.DataFrame) else data:
-        if label_column not in chunk.columns:
-            raise DataError(f"label column {label_column!r} is not a column of the data "
-                            f"(columns: {', '.join(map(str, chunk.columns[:20]))})")
+        for what, name in (("label", label_column), ("time", time_column)):
+            if name is not None and name not in chunk.columns:
+                raise DataError(f"{what} column {name!r} is not a column of the data "
+                                f"(columns: {', '.join(map(str, chunk.columns[:20]))})", column=name)
         labels.append(to_binary_label(chunk[label_column], label_column))
         scores.append(det.score_samples(chunk))
+        if time_column is not None:
+            days.append(day_of(chunk[time_column], time_column))
     y = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
     s = np.concatenate(scores) if scores else np.zeros(0)
     frauds = int(y.sum())
@@ -55,13 +65,14 @@ def evaluate(det: FraudVAE, data: pd.DataFrame | Iterable[pd.DataFrame], label_c
     t = det.threshold_
     at = metrics_at(s, y, t.value)
     flagged = at["tp"] + at["fp"]
+    auc, ap = at.pop("auc_roc"), at.pop("average_precision")
     metrics = {
         "model": {"version": det.version_, "threshold": t.value,
                   "threshold_method": t.method, "threshold_target": t.target},
         "data": {"source": source, "label_column": label_column, "rows": len(y), "frauds": frauds,
                  "normals": len(y) - frauds, "fraud_rate": frauds / len(y)},
-        "auc_roc": at.pop("auc_roc"),
-        "average_precision": at.pop("average_precision"),  # the area under the PR curve (step-wise)
+        "auc_roc": auc,
+        "average_precision": ap,  # the area under the PR curve (step-wise)
         "no_skill_average_precision": frauds / len(y),
         "at_threshold": {
             "threshold": t.value, "precision": at["precision"], "recall": at["recall"], "f1": at["f1"],
@@ -71,8 +82,16 @@ def evaluate(det: FraudVAE, data: pd.DataFrame | Iterable[pd.DataFrame], label_c
         "recall_at_fpr": {f"{f:g}": recall_at_fpr(s, y, f) for f in RECALL_AT_FPRS},
         "score_quantiles": {name: {f"q{q:g}": float(np.quantile(s[y == c], q / 100)) for q in (1, 50, 90, 99)}
                             for c, name in ((0, "normal"), (1, "fraud"))},
+        # everything above is measured on the rows as given, at their own fraud rate: an enriched
+        # test set (more frauds than traffic has) shows a higher precision than production will
+        "at_natural_fraud_rate": {"fraud_rate": frauds / len(y), "precision_at_threshold": at["precision"],
+                                  "average_precision": ap,
+                                  "note": "on the data as given; precision falls with the fraud rate"},
     }
-    return Evaluation(s, y, t.value, metrics)
+    d = np.concatenate(days) if days else None
+    if d is not None:
+        metrics["daily"] = daily_metrics(s, y, d, t.value, alerts_per_day or 100)
+    return Evaluation(s, y, t.value, metrics, d)
 
 
 def write_report(ev: Evaluation, path: str | Path) -> Path:
@@ -89,6 +108,8 @@ def write_report(ev: Evaluation, path: str | Path) -> Path:
         "scores.png": lambda ax: plots.score_histogram(ax, ev.labels, ev.scores, ev.threshold),
         "tradeoff.png": lambda ax: plots.threshold_tradeoff(ax, ev.labels, ev.scores, ev.threshold),
     }
+    if "daily" in ev.metrics:
+        draw["alerts_per_day.png"] = lambda ax: plots.alerts_per_day(ax, ev.metrics["daily"])
     with atomic_directory(path) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(ev.metrics, indent=1, allow_nan=False))
         for file, plot in draw.items():
@@ -121,4 +142,14 @@ def summary(ev: Evaluation) -> str:
         f"  {'actual normal':<14}{c['tn']:>{w + 12},}{c['fp']:>{w + 12},}",
         f"  {'actual fraud':<14}{c['fn']:>{w + 12},}{c['tp']:>{w + 12},}",
         f"best recall {at_fpr}",
+        f"(measured at the data's own fraud rate, {d['fraud_rate']:.2%}; precision falls with the rate)",
+        *(_daily_lines(m["daily"]) if "daily" in m else []),
     ])
+
+
+def _daily_lines(daily: dict) -> list[str]:
+    k = daily["alerts_per_day"]
+    return [f"per day over {daily['days']} days, a budget of {k} alerts: precision at {k} "
+            f"{daily['mean_precision_at_k']:.3f} mean (sd {daily['std_precision_at_k']:.3f}, "
+            f"{daily['min_precision_at_k']:.3f} to {daily['max_precision_at_k']:.3f}); the threshold raises "
+            f"{daily['mean_alerts_at_threshold']:.1f} alerts a day, over budget on {daily['days_over_budget']} days"]

@@ -42,7 +42,7 @@ def test_evaluate_writes_metrics_and_plots(model_dir, labelled, tmp_path, capsys
     assert sum(cm.values()) == len(df) and cm["tp"] + cm["fn"] == frauds
     assert at["fpr"] == pytest.approx(cm["fp"] / (cm["fp"] + cm["tn"]))
     assert at["recall"] == pytest.approx(cm["tp"] / frauds) and at["flagged"] == cm["tp"] + cm["fp"]
-    assert set(m["recall_at_fpr"]) == {"0.001", "0.01"}
+    assert set(m["recall_at_fpr"]) == {"0.001", "0.005", "0.01"}
     assert m["recall_at_fpr"]["0.001"]["recall"] <= m["recall_at_fpr"]["0.01"]["recall"]
     out = capsys.readouterr().out
     assert "AUC-ROC" in out and "actual fraud" in out and str(report) in out
@@ -105,3 +105,30 @@ def test_bad_input_one_line_exit_2_nothing_written(model_dir, labelled, tmp_path
 def test_evaluate_refuses_a_frame_without_both_classes(fitted, data):
     with pytest.raises(DataError, match="no fraud rows"):
         evaluate(fitted, data[data["is_fraud"] == 0], "is_fraud")
+
+
+def test_precision_at_the_daily_budget_matches_a_hand_count(fitted, tmp_path):
+    df = example_transactions(rows=4000, fraud_rate=0.03, seed=21)
+    days = np.repeat(pd.date_range("2026-03-01", periods=8, freq="D"), 500)
+    df["ts"] = (days + pd.to_timedelta(np.tile(np.arange(500) * 60, 8), unit="s")).strftime("%Y-%m-%d %H:%M:%S")
+    ev = evaluate(fitted, df, "is_fraud", time_column="ts", alerts_per_day=25)
+    daily = ev.metrics["daily"]
+    scores = fitted.score_samples(df)
+    hand = (pd.DataFrame({"day": df["ts"].str[:10], "y": df["is_fraud"], "s": scores})
+            .sort_values("s", ascending=False, kind="stable").groupby("day").head(25)
+            .groupby("day")["y"].sum() / 25)
+    assert daily["days"] == 8 and daily["mean_precision_at_k"] == pytest.approx(hand.mean())
+    assert [r["precision_at_k"] for r in daily["per_day"]] == pytest.approx(hand.tolist())
+    flagged = scores > fitted.threshold_.value
+    assert sum(r["alerts_at_threshold"] for r in daily["per_day"]) == flagged.sum()
+    assert sum(r["frauds_caught_at_threshold"] for r in daily["per_day"]) == (flagged & (df["is_fraud"] == 1)).sum()
+    natural = ev.metrics["at_natural_fraud_rate"]
+    assert natural["fraud_rate"] == pytest.approx(df["is_fraud"].mean())
+    assert natural["average_precision"] == ev.metrics["average_precision"]
+    path = write_report(ev, tmp_path / "r")
+    assert (path / "alerts_per_day.png").is_file() and set(FIGURES) <= {p.name for p in path.glob("*.png")}
+
+
+def test_alerts_per_day_needs_a_time_column(fitted, data):
+    with pytest.raises(DataError, match="--time-column"):
+        evaluate(fitted, data, "is_fraud", alerts_per_day=10)
