@@ -225,10 +225,9 @@ def recalibrate(a: argparse.Namespace) -> int:
     parent = det.version_
     lineage = {"recalibrated_on": {"source": str(a.data), "sha256": digest, "normal_rows": len(normal)},
                "at": datetime.now(UTC).isoformat(timespec="seconds")}
-    if method == "alert_rate":
-        det.calibrate(normal, alert_rate=target, lineage=lineage)
-    else:
-        det.calibrate(normal, target_fpr=target, lineage=lineage)
+    det.calibrate(scores=scores, lineage=lineage,  # the rows are scored once, above
+                  target_fpr=target if method == "target_fpr" else None,
+                  alert_rate=target if method == "alert_rate" else None)
     det.save(out)
     new = det.threshold_
     print(f"recalibrated model {parent} -> {det.version_} ({method} {target:g}) on {len(normal):,} normal rows "

@@ -25,7 +25,6 @@ from fraudvae.scoring import SCORE_BATCH, Scorer, Scores
 from fraudvae.threshold import calibrate
 
 log = logging.getLogger(__name__)
-MIN_NORMAL_ROWS = 20
 
 
 class FraudVAE:
@@ -98,17 +97,23 @@ class FraudVAE:
         Returns self."""
         from fraudvae.fitting import fit_state  # training (and its distributed helpers) is loaded here only
 
-        self.model_, self.device_, self.state_ = fit_state(df, self.get_params(), progress)
+        self.model_, self.device_, self.state_, scorer = fit_state(df, self.get_params(), progress)
+        self.scorer_ = (self.model_, self.state_.preprocessor, scorer)  # what `_scorer` would make again
         self.version_ = persist.content_version(self._files())
         return self
 
     def calibrate(self, df: pd.DataFrame | None = None, target_fpr: float | None = None,
-                  alert_rate: float | None = None, lineage: dict | None = None) -> FraudVAE:
-        """Reset the threshold from normal rows `df` the model did not train on (default: the
-        stored validation scores). The weights stay; the version changes. `lineage` (say, the data's
-        digest) is recorded in the model with the parent's version. Returns self."""
+                  alert_rate: float | None = None, lineage: dict | None = None,
+                  scores: np.ndarray | None = None) -> FraudVAE:
+        """Reset the threshold from normal rows `df` the model did not train on, or from `scores`
+        already computed for such rows (default: the stored validation scores). The weights stay;
+        the version changes. `lineage` (say, the data's digest) is recorded in the model with the
+        parent's version. Returns self."""
         self.check_fitted()
-        scores = self.score_samples(df) if df is not None else np.asarray(self.threshold_.validation_scores)
+        if df is not None and scores is not None:
+            raise ConfigError("give the rows or their scores, not both")
+        if scores is None:
+            scores = self.score_samples(df) if df is not None else np.asarray(self.threshold_.validation_scores)
         threshold = calibrate(scores, target_fpr, alert_rate)
         parent = {"parent_version": self.version_, **(lineage or {})}
         self.state_ = self.state_.with_threshold(threshold, parent)

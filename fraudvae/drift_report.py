@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fraudvae.budget import datetimes
 from fraudvae.detector import FraudVAE
 from fraudvae.errors import ConfigError, DataError
 from fraudvae.io import atomic_directory
@@ -31,11 +32,7 @@ def windows_of(df: pd.DataFrame, window_rows: int | None, window: str | None,
         raise DataError(f"time column {time_column!r} is not a column of the data", column=time_column)
     if not re.fullmatch(r"\d*\s*[A-Za-z]+", window):
         raise ConfigError(f"--window {window!r} is not a time span such as 1d, 6h or 30min")
-    when = pd.to_datetime(df[time_column], errors="coerce", utc=True, format="mixed")
-    if when.isna().any():
-        i = int(np.flatnonzero(when.isna().to_numpy())[0])
-        raise DataError(f"time column {time_column!r} has a value that is no date-time: {df[time_column].iloc[i]!r}",
-                        row=df.index[i], column=time_column)
+    when = datetimes(df[time_column], time_column, utc=True)
     try:
         groups = df.groupby(when.dt.floor(window.replace(" ", "")), sort=True)
     except ValueError as e:

@@ -23,7 +23,7 @@ from fraudvae.model import VAE, ModelConfig
 from fraudvae.preprocess import PreprocessConfig, Preprocessor
 from fraudvae.schema import infer_schema, to_binary_label
 from fraudvae.scoring import Scorer
-from fraudvae.split import KINDS, validation_split
+from fraudvae.split import check_kind, validation_split
 from fraudvae.threshold import calibrate
 from fraudvae.train import train
 
@@ -31,15 +31,15 @@ MIN_NORMAL_ROWS = 20
 
 
 def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int, int, dict], None] | None = None
-              ) -> tuple[VAE, torch.device, FittedState]:
-    """The trained network, its device and the fitted state, for `FraudVAE` parameters `params` (its
+              ) -> tuple[VAE, torch.device, FittedState, Scorer]:
+    """The trained network, its device, the fitted state and the network's scoring form (made here
+    for the validation scores, kept for the estimator), for `FraudVAE` parameters `params` (its
     `get_params()`, documented there)."""
     p = SimpleNamespace(**params)
     if not 0.05 <= p.validation_fraction <= 0.5:
         raise ConfigError(f"validation_fraction={p.validation_fraction!r} is not allowed "
                           "(must be in [0.05, 0.5])")
-    if p.validation not in KINDS:
-        validation_split(0, 0, p.validation, 0)  # raises, naming the allowed kinds
+    check_kind(p.validation)
     if p.point_mass_share is not None and not 0 < p.point_mass_share < 1:
         raise ConfigError(f"point_mass_share={p.point_mass_share!r} is not allowed (must be in (0, 1))")
     if p.min_category_count < 1 or p.top_k < 0 or not 1 <= p.members <= 64:
@@ -98,4 +98,4 @@ def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int,
         y = np.r_[np.zeros(len(val_scores)), np.ones(len(fraud_scores))]
         metrics["at_threshold"] = metrics_at(np.r_[val_scores, fraud_scores], y, threshold.value)
         metrics["at_threshold"]["evaluated_on"] = "validation normals + labelled frauds"
-    return model, device, state
+    return model, device, state, scorer

@@ -8,7 +8,7 @@ log-likelihood plus KL divergence, evaluated at the posterior mean), and higher 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -32,6 +32,11 @@ class Scores:
 
     def __len__(self) -> int:
         return len(self.score)
+
+    @staticmethod
+    def concat(parts: list[Scores]) -> Scores:
+        """Rows of several results in order."""
+        return Scores(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Scores)))
 
     def take(self, idx: slice) -> Scores:
         return Scores(self.score[idx], self.flag[idx], self.p_value[idx], self.top_features[idx],

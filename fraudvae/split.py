@@ -9,12 +9,16 @@ from fraudvae.errors import ConfigError
 KINDS = ("tail", "interleaved", "random")
 
 
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ConfigError(f"validation={kind!r} is not allowed (must be 'tail', 'interleaved' or 'random')")
+
+
 def validation_split(n: int, fraction: float, kind: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(training positions, validation positions) among `n` rows, each in file order: a `fraction`
     of them (at least 2) held out, ``tail`` the last ones (out-of-time, as drift would have it),
     ``interleaved`` evenly spread over the file (every period in both), ``random`` a seeded draw."""
-    if kind not in KINDS:
-        raise ConfigError(f"validation={kind!r} is not allowed (must be 'tail', 'interleaved' or 'random')")
+    check_kind(kind)
     n_val = max(2, int(round(fraction * n)))
     if kind == "tail":
         order = np.arange(n)[::-1]

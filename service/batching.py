@@ -34,6 +34,14 @@ class Batch:
     ids: list
     n: int
 
+    @staticmethod
+    def concat(parts: list[Batch]) -> Batch:
+        """Several requests' rows as one batch, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        columns = {name: list(chain.from_iterable(p.columns[name] for p in parts)) for name in parts[0].columns}
+        return Batch(columns, list(chain.from_iterable(p.ids for p in parts)), sum(p.n for p in parts))
+
 
 @dataclass
 class _Job:
@@ -128,9 +136,8 @@ class Batcher:
         """Runs in the scoring thread. One result per request: its `Scores` or its error."""
         errors: list[Exception | None] = [None] * len(parts)
         try:
-            columns = parts[0].columns if len(parts) == 1 else {
-                name: list(chain.from_iterable(p.columns[name] for p in parts)) for name in parts[0].columns}
-            encoded: Encoded | None = self.detector.encode_columns(columns, sum(p.n for p in parts))
+            whole = Batch.concat(parts)
+            encoded: Encoded | None = self.detector.encode_columns(whole.columns, whole.n)
         except FraudVAEError:  # some request is bad: find which, keep the others
             pieces = []
             for i, p in enumerate(parts):

@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -76,11 +75,8 @@ class Shadow:
             items, self._pending, self._pending_rows, self._scheduled = self._pending, [], 0, False
         if not items:
             return
-        batches = [b for b, _ in items]
-        columns = {name: list(chain.from_iterable(b.columns[name] for b in batches)) for name in batches[0].columns}
-        batch = Batch(columns, list(chain.from_iterable(b.ids for b in batches)), sum(b.n for b in batches))
-        champion = Scores(*(np.concatenate([getattr(s, f) for _, s in items]) for f in
-                            ("score", "flag", "p_value", "top_features", "contributions")))
+        batch = Batch.concat([b for b, _ in items])
+        champion = Scores.concat([s for _, s in items])
         try:
             scores = self.detector.score_encoded(self.detector.encode_columns(batch.columns, batch.n))
         except Exception:  # the challenger's fault (or a row only it refuses): logged, never the champion's
