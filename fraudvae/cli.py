@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CSV to write: score, flag, p_value, top_features (+ id); '-' for stdout")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows read and scored at a time")
+    s.add_argument("--explain", action="store_true",
+                   help="add a 'reasons' column: for each flagged row, its most unusual columns with the value and "
+                        "what the model expected, e.g. 'amount 4,800 (typical 20 to 90)'")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _reading(s)
     s.set_defaults(run=commands.score)

@@ -127,6 +127,9 @@ def score(a: argparse.Namespace) -> int:
         with sink as target:
             for chunk in iter_table(a.data, a.chunk_rows, fmt, columns=wanted):  # memory does not grow with the file
                 res = det.score(chunk)
+                if a.explain:  # reasons for the flagged rows only: what a reviewer opens
+                    flagged_rows = chunk[res["flag"].to_numpy()]
+                    res["reasons"] = det.explain(flagged_rows, reasons=True)["reasons"].reindex(res.index)
                 res["flag"] = res["flag"].astype(int)
                 write(res, target)
                 n += len(res)

@@ -21,6 +21,7 @@ from fraudvae.fitted import FittedState
 from fraudvae.inverse import to_columns
 from fraudvae.model import VAE
 from fraudvae.preprocess import OTHER
+from fraudvae.reasons import Reason, explain_rows
 from fraudvae.scoring import SCORE_BATCH, Scorer, Scores
 from fraudvae.threshold import calibrate
 
@@ -163,13 +164,20 @@ class FraudVAE:
         """Scores, flags, p-values and top features of encoded rows (the second half)."""
         return self._scorer().scores(encoded, self.threshold_, self.baseline_, self.top_k)
 
-    def explain(self, df: pd.DataFrame) -> pd.DataFrame:
+    def explain(self, df: pd.DataFrame, reasons: bool = False) -> pd.DataFrame:
         """Per-column contributions (nats) to each row's score, plus the ``latent`` KL term.
 
         Columns sum to the score (``DataFrame.sum`` skips NaN). NaN marks a value that is missing
         and contributes nothing (training had no gaps in its column, so a gap says nothing); a
         column whose gaps the model learned shows what the gap itself costs. Compare with
-        `baseline_` (the validation median) to see what is unusual."""
+        `baseline_` (the validation median) to see what is unusual.
+
+        With ``reasons``, instead one column ``reasons``: for each row, its `top_k` most unusual
+        columns with the value and what the model expected there, as a reviewer reads it
+        ("amount 4,800 (typical 20 to 90); ..."; see `reason_codes` for the same as data)."""
+        if reasons:
+            texts = ["; ".join(r.text() for r in row) for row in self.reason_codes(df)]
+            return pd.DataFrame({"reasons": texts}, index=df.index)
         self.check_fitted()
         enc, scorer = self._encode(df), self._scorer()
         terms, kl = scorer.terms(enc)
@@ -177,6 +185,23 @@ class FraudVAE:
         out = pd.DataFrame(by_column, columns=self.schema_.names(), index=df.index)
         out["latent"] = kl
         return out
+
+    def reason_codes(self, rows: pd.DataFrame | Mapping[str, list]) -> list[list[Reason]]:
+        """For each row (a frame, or columns of JSON values as `encode_columns` takes them), a
+        `Reason` for each of its `top_k` most unusual columns (those `score` names in
+        ``top_features``, most unusual first): the value, and what the model expected for it (a
+        number's typical range in original units, the likeliest categories)."""
+        self.check_fitted()
+        if isinstance(rows, pd.DataFrame):
+            enc, typed = self._encode(rows), False
+        else:
+            enc, typed = self.encode_columns(rows, len(next(iter(rows.values()), []))), True
+        scorer = self._scorer()
+        terms, _ = scorer.terms(enc)
+        excess = np.where(scorer.unobserved(enc), -np.inf, scorer.by_column(terms) - self.baseline_)
+        top = np.argsort(-excess, axis=1, kind="stable")[:, : self.top_k or 3]
+        return explain_rows(self.preprocessor_, enc, rows, typed, scorer.columns[top],
+                            np.take_along_axis(excess, top, axis=1), scorer.expectations)
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """(n,) bool: score > threshold."""

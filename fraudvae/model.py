@@ -206,6 +206,39 @@ def posterior_mean_passes(model: VAE, tensors: Tensors, rows: int = PASS_ROWS) -
                     binary[part].to(dtype), categorical[part], sample=False)
 
 
+@dataclass(frozen=True)
+class Predictive:
+    """What the decoder expects of rows given their posterior means, the ensemble as an equal mixture
+    of its members: every scaled number's mean and standard deviation (n, n_numeric), every 0/1
+    feature's probability (n, n_binary), and each categorical feature's probabilities (n, k)."""
+
+    mean: torch.Tensor
+    sd: torch.Tensor
+    p_binary: torch.Tensor
+    p_categories: tuple[torch.Tensor, ...]
+
+
+@torch.no_grad()
+def predictive(model: VAE, tensors: Tensors) -> Predictive:
+    """The decoder's expectations for the rows of `tensors` (a few rows: an explanation, not a pass
+    over a file), decoded from the posterior mean as scores are."""
+    c = model.config
+    dtype = model.numeric_logvar.dtype
+    numeric, _, binary, categorical = tensors
+    x = model.encode_input(numeric.to(dtype), binary.to(dtype), categorical)
+    out = model.decode(model.encode(x)[0])  # (k, n, n_input)
+    means = out[..., : c.n_numeric]
+    variances = model.numeric_logvar.clamp(DEC_LOGVAR_MIN, DEC_LOGVAR_MAX).exp()  # (k, 1, n_numeric)
+    mean = means.mean(0)
+    var = (variances + means**2).mean(0) - mean**2  # a mixture's variance: within plus between members
+    p_categories, start = [], c.n_numeric + c.n_binary
+    for k in c.cardinalities:
+        p_categories.append(torch.softmax(out[..., start: start + k], -1).mean(0))
+        start += k
+    return Predictive(mean, var.clamp_min(0).sqrt(),
+                      torch.sigmoid(out[..., c.n_numeric: c.n_numeric + c.n_binary]).mean(0), tuple(p_categories))
+
+
 def reconstruction_nll(model: VAE, out: torch.Tensor, numeric: torch.Tensor, observed: torch.Tensor | None,
                        binary: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
     """(k, n, n_terms) negative log-likelihood of each feature under the decoder output ``out``."""

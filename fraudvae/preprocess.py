@@ -116,11 +116,11 @@ class Preprocessor:
 
     @property
     def cardinalities(self) -> list[int]:
-        return [len(vocabulary) + 2 for _, _, vocabulary, _ in self._category_features()]
+        return [len(vocabulary) + 2 for _, _, vocabulary, _ in self.category_features()]
 
     def feature_owners(self) -> list[str]:
         """Column name of every likelihood term, in model order: numeric, Bernoulli, categorical."""
-        return list(self.numeric) + self.binary_owners + [f[0] for f in self._category_features()]
+        return list(self.numeric) + self.binary_owners + [f[0] for f in self.category_features()]
 
     def column_assignment(self) -> np.ndarray:
         """(n_terms, n_columns) 0/1: which of the schema's columns each likelihood term belongs to."""
@@ -132,7 +132,7 @@ class Preprocessor:
                 self._assignment[j, pos[owner]] = 1.0
         return self._assignment
 
-    def _category_features(self) -> list[tuple[str, str | None, tuple[str, ...], bool]]:
+    def category_features(self) -> list[tuple[str, str | None, tuple[str, ...], bool]]:
         """Every softmax feature in model order: (column, part, vocabulary, a gap is a learned
         category). Categorical columns (part None), then each time column's hour and weekday."""
         out: list[tuple[str, str | None, tuple[str, ...], bool]] = [
@@ -202,7 +202,7 @@ class Preprocessor:
         # a binary column's own term is not evidence where its value was a gap
         observed.append(np.stack([~flags[("missing", name)] if kind == "value" else np.ones(n, bool)
                                   for kind, name in layout], axis=1) if layout else np.ones((n, 0), bool))
-        features = self._category_features()
+        features = self.category_features()
         cat = np.zeros((n, len(features)), dtype=np.int64)
         cat_observed = np.ones((n, len(features)), bool)
         for j, (name, part, vocabulary, learned_gap) in enumerate(features):

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from fraudvae.encoded import Encoded
-from fraudvae.model import VAE, posterior_mean_passes
+from fraudvae.model import VAE, posterior_mean_passes, predictive
+from fraudvae.reasons import Expectations
 from fraudvae.threshold import Threshold
 
 SCORE_BATCH = 16384  # rows per forward pass
@@ -68,6 +69,22 @@ class Scorer:
         if not terms:
             return np.zeros((0, self.model.config.n_terms)), np.zeros(0)
         return np.concatenate(terms), np.concatenate(kls)
+
+    @torch.inference_mode()
+    def expectations(self, enc: Encoded) -> Expectations:
+        """What the decoder expects of each row (`reasons.Expectations`), float64."""
+        numeric, observed, binary, categorical = enc.to_tensors(self.device)
+        parts = [predictive(self.model, (numeric[i: i + SCORE_BATCH], None, binary[i: i + SCORE_BATCH],
+                                         categorical[i: i + SCORE_BATCH]))
+                 for i in range(0, max(len(enc), 1), SCORE_BATCH)]
+
+        def joined(arrays: list[torch.Tensor]) -> np.ndarray:
+            return np.concatenate([a.cpu().numpy() for a in arrays])
+
+        return Expectations(joined([p.mean for p in parts]), joined([p.sd for p in parts]),
+                            joined([p.p_binary for p in parts]),
+                            tuple(joined([p.p_categories[j] for p in parts])
+                                  for j in range(len(parts[0].p_categories))))
 
     def by_column(self, terms: np.ndarray) -> np.ndarray:
         """(n, n_terms) -> (n, n_columns): a column's terms summed (value and missing indicator)."""

@@ -17,6 +17,26 @@ if TYPE_CHECKING:
     from .scoring import Runtime
 
 
+class Likely(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: str
+    probability: float
+
+
+class ReasonCode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    column: str
+    value: str = Field(description="the transaction's value, as a reviewer reads it ('missing' for a gap)")
+    expected: str = Field(description="what the model expected given the rest of the row, in words")
+    excess_nats: float = Field(description="how far this column's part of the score is above its typical part")
+    text: str = Field(description="column, value and expectation in one line: 'amount 4,800 (typical 20 to 90)'")
+    typical_low: float | None = Field(None, description="a number's typical range, in the data's units")
+    typical_high: float | None = None
+    likely: list[Likely] | None = Field(None, description="a category's or flag's likeliest values")
+
+
 class ScoreResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -26,6 +46,9 @@ class ScoreResult(BaseModel):
     top_features: list[str] = Field(description="the columns most unusual for this row, most unusual first")
     id: str | int | None = Field(None, description="the transaction's id field, echoed (a string of at most "
                                                    "256 characters, a 64-bit integer, or null)")
+    reasons: list[ReasonCode] | None = Field(None, description="with ?explain=true: for a flagged transaction, "
+                                                             "its most unusual columns and what was expected; null "
+                                                             "for the others; absent without the option")
 
 
 class ScoreResponse(BaseModel):
@@ -123,7 +146,9 @@ def score_path(detector: FraudVAE | None, max_rows: int, keyed: bool) -> tuple[d
                         "content": {"application/json": {"schema": {"$ref": ref.format(model="ScoreRequest")}}}},
         "responses": responses,
     }
+    parameters = [{"name": "explain", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+                   "description": "add reason codes to the flagged transactions' results"}]
     if keyed:
-        operation["parameters"] = [{"name": "X-API-Key", "in": "header", "required": True,
-                                    "schema": {"type": "string"}}]
+        parameters.append({"name": "X-API-Key", "in": "header", "required": True, "schema": {"type": "string"}})
+    operation["parameters"] = parameters
     return {"post": operation}, components

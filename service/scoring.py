@@ -15,10 +15,12 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
 
 from fraudvae import FraudVAE
+from fraudvae.reasons import Reason
 
 from .batching import Batch, Batcher
 from .errors import ClientGone, ServiceError, error_body, to_service_error
@@ -110,6 +112,7 @@ class ScoreEndpoint:
         rt, settings = self.rt, self.rt.settings
         if scope["method"] != "POST":
             raise ServiceError(405, f"{scope['method']} /score is not allowed; send POST", headers={"Allow": "POST"})
+        explain = explain_option(scope.get("query_string", b""))
         headers = dict(scope["headers"])
         check_key(rt.keys, api_key(scope["headers"]))
         state = rt.ready()
@@ -143,6 +146,13 @@ class ScoreEndpoint:
         results = [{"score": s, "flag": f, "p_value": p, "top_features": top, "id": i} for s, f, p, top, i in
                    zip(scores.score.tolist(), scores.flag.tolist(), scores.p_value.tolist(),
                        scores.top_features.tolist(), ids, strict=True)]
+        if explain:  # reason codes for the flagged rows (a pass of their own, off the event loop)
+            flagged = np.flatnonzero(scores.flag).tolist()
+            reasons = await asyncio.to_thread(explain_rows, det, batch, flagged) if flagged else []
+            for result in results:
+                result["reasons"] = None
+            for i, row in zip(flagged, reasons, strict=True):
+                results[i]["reasons"] = [r.to_dict() for r in row]
         return dumps({"model_version": det.version_, "threshold": det.threshold_.value, "results": results})
 
     def _decode(self, decoder: RequestDecoder, body: bytes, encoding: str) -> Batch:
@@ -178,6 +188,29 @@ class ScoreEndpoint:
                                headers={"Connection": "close"}) from None
         finally:
             rt.body_bytes_in_flight -= size
+
+
+def explain_option(query: bytes) -> bool:
+    """``?explain=true`` asks for reason codes (off by default: the response stays small). Any other
+    query parameter, or a value that is no true/false word, is a 422 naming it."""
+    explain = False
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name != "explain":
+            raise ServiceError(422, f"unknown query parameter {name!r}; /score takes only 'explain'", field=name)
+        word = value.strip().lower()
+        if word not in TRUE_WORDS | FALSE_WORDS:
+            raise ServiceError(422, f"query parameter 'explain' must be true or false, got {value[:40]!r}",
+                               field="explain")
+        explain = word in TRUE_WORDS
+    return explain
+
+
+TRUE_WORDS, FALSE_WORDS = frozenset({"true", "1", "yes", ""}), frozenset({"false", "0", "no"})
+
+
+def explain_rows(det: FraudVAE, batch: Batch, rows: list[int]) -> list[list[Reason]]:
+    """Reason codes of some rows of a decoded request."""
+    return det.reason_codes({name: [values[i] for i in rows] for name, values in batch.columns.items()})
 
 
 OFF_LOOP_BYTES = 256 << 10  # bodies above this are decoded in a thread

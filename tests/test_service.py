@@ -313,9 +313,41 @@ def test_answers_match_the_documented_contract(client: TestClient, rows: list[di
     ScoreResponse.model_validate(answer)  # extra fields forbidden: an undocumented one fails here
     doc = client.get("/openapi.json").json()["components"]["schemas"]
     assert set(doc["ScoreResponse"]["properties"]) == set(answer)
-    assert all(set(doc["ScoreResult"]["properties"]) == set(r) for r in answer["results"])
+    # every documented field is in every result, but reasons: those come with ?explain=true only
+    assert all(set(doc["ScoreResult"]["properties"]) - {"reasons"} == set(r) for r in answer["results"])
     assert len(answer["results"]) == 4
+    explained = client.post("/score?explain=true", json={"transactions": rows[:4]}).json()
+    ScoreResponse.model_validate(explained)
+    assert all(set(doc["ScoreResult"]["properties"]) == set(r) for r in explained["results"])
     for body in ({"transactions": []}, {"transactions": [{**rows[0], "amount": "x"}]}):
         error = client.post("/score", json=body).json()
         ErrorResponse.model_validate(error)
         assert set(doc["ErrorDetail"]["properties"]) == set(error["error"])
+
+
+def test_explain_gives_reason_codes_for_flagged_rows_as_the_library_does(client: TestClient, rows: list[dict],
+                                                                         data: pd.DataFrame, fitted: FraudVAE) -> None:
+    planted = [dict(r) for r in rows[:40]]
+    planted[7] = {**planted[7], "amount": 50_000.0, "merchant_category": "grocery"}
+    plain = client.post("/score", json={"transactions": planted}).json()["results"]
+    assert all("reasons" not in r for r in plain)  # off by default: the response stays small
+    got = client.post("/score?explain=true", json={"transactions": planted}).json()["results"]
+    assert [r["score"] for r in got] == [r["score"] for r in plain]
+    amount = {r["column"]: r for r in got[7]["reasons"] or []}.get("amount")
+    assert got[7]["flag"] and amount is not None
+    assert amount["text"].startswith("amount 50,000 (typical ") and amount["typical_high"] < 50_000
+    frame = data.iloc[:40].copy()
+    frame.loc[frame.index[7], ["amount", "merchant_category"]] = [50_000.0, "grocery"]
+    flagged = [i for i, r in enumerate(got) if r["flag"]]
+    library = fitted.reason_codes(frame.iloc[flagged])
+    assert [got[i]["reasons"] for i in flagged] == [[r.to_dict() for r in row] for row in library]
+    assert all(r["reasons"] is None for r in got if not r["flag"])
+    assert client.post("/score?explain=false", json={"transactions": planted}).json()["results"] == plain
+
+
+@pytest.mark.parametrize("query, field", [("explain=maybe", "explain"), ("explian=true", "explian")])
+def test_a_bad_query_parameter_is_a_422_naming_it(client: TestClient, rows: list[dict], query: str,
+                                                  field: str) -> None:
+    r = client.post(f"/score?{query}", json={"transactions": rows[:2]})
+    assert r.status_code == 422
+    assert r.json()["error"]["field"] == field and field in r.json()["error"]["message"]
