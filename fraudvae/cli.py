@@ -121,10 +121,30 @@ def build_parser() -> argparse.ArgumentParser:
                                          "at the daily alert budget, alerts raised against it)")
     v.add_argument("--alerts-per-day", type=_positive, metavar="K",
                    help="alerts the investigators can review a day (default with --time-column: 100)")
+    v.add_argument("--natural-fraud-rate", type=_fraction, metavar="R",
+                   help="the fraud rate of real traffic, when the file holds more frauds (enriched) or fewer: "
+                        "precision and AP are also reported at R, the normal rows reweighted, beside the file's own")
     v.add_argument("--device", default="auto", help="auto, cpu or cuda")
     v.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows read and scored at a time")
     _reading(v)
     v.set_defaults(run=commands.evaluate)
+
+    c = sub.add_parser("compare", help="two saved models on the same labelled file, side by side: curves, metrics, "
+                                       "the overlap of their alerts", formatter_class=fmt)
+    c.add_argument("data", help="CSV or Parquet file with both models' columns and a label column")
+    c.add_argument("--model", required=True, action="append", metavar="DIR",
+                   help="model directory written by fit; give it twice: --model A --model B")
+    c.add_argument("--label-column", required=True, help="1/true/yes/fraud marks a fraud row")
+    c.add_argument("--report", required=True, help="directory to write: compare.json and PNG figures")
+    c.add_argument("--alerts", type=_positive, metavar="K",
+                   help="the alert budget over the whole file: precision of the K highest scores (default 100)")
+    c.add_argument("--time-column", help="the column holding each row's time: the budget is per day")
+    c.add_argument("--alerts-per-day", type=_positive, metavar="K",
+                   help="alerts the investigators can review a day (with --time-column; default 100)")
+    c.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    c.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows read and scored at a time")
+    _reading(c)
+    c.set_defaults(run=commands.compare)
 
     w = sub.add_parser("monitor", help="measure drift window by window: alert rate against the target, p-values "
                                        "against uniform, the columns that moved; exit 3 on drift", formatter_class=fmt)

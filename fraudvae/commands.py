@@ -166,11 +166,30 @@ def evaluate(a: argparse.Namespace) -> int:
     fmt = _read_format(a)
     det = FraudVAE.load(a.model, device=a.device)
     ev = evaluate(det, iter_table(a.data, a.chunk_rows, fmt), a.label_column, source=str(a.data),
-                  time_column=a.time_column, alerts_per_day=a.alerts_per_day)
+                  time_column=a.time_column, alerts_per_day=a.alerts_per_day, natural_fraud_rate=a.natural_fraud_rate)
     path = write_report(ev, a.report)
     print(summary(ev))
     figures = [*FIGURES, *(["alerts_per_day.png"] if ev.days is not None else [])]
     print(f"report written to {path}: metrics.json, {', '.join(figures)}")
+    return 0
+
+
+def compare(a: argparse.Namespace) -> int:
+    from fraudvae.compare import FIGURES, summary, write_compare_report
+    from fraudvae.compare import compare as measure
+    from fraudvae.detector import FraudVAE
+    from fraudvae.errors import ConfigError
+    from fraudvae.io import iter_table
+
+    if len(a.model) != 2:
+        raise ConfigError(f"compare takes two models: --model A --model B (got {len(a.model)})")
+    fmt = _read_format(a)
+    models = [(str(m), FraudVAE.load(m, device=a.device)) for m in a.model]
+    c = measure(models, iter_table(a.data, a.chunk_rows, fmt), a.label_column, source=str(a.data),
+                time_column=a.time_column, alerts_per_day=a.alerts_per_day, alerts=a.alerts)
+    path = write_compare_report(c, a.report)
+    print(summary(c))
+    print(f"report written to {path}: compare.json, {', '.join(FIGURES)}")
     return 0
 
 

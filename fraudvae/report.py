@@ -4,7 +4,7 @@ directory (metrics.json and PNG figures) and a one-screen summary. Used by `frau
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fraudvae.budget import daily_metrics, day_of
-from fraudvae.errors import DataError
+from fraudvae.errors import ConfigError, DataError, SchemaError
 from fraudvae.io import atomic_directory
 from fraudvae.metrics import metrics_at, recall_at_fpr
 from fraudvae.schema import to_binary_label
@@ -36,37 +36,73 @@ class Evaluation:
 
 def evaluate(det: FraudVAE, data: pd.DataFrame | Iterable[pd.DataFrame], label_column: str,
              source: str | None = None, time_column: str | None = None,
-             alerts_per_day: int | None = None) -> Evaluation:
+             alerts_per_day: int | None = None, natural_fraud_rate: float | None = None) -> Evaluation:
     """Score labelled rows (a frame, or chunks of one file) and measure the model on them, at the
     data's own fraud rate. With `time_column`, also per day: precision at `alerts_per_day` (default
-    100) and the alerts the threshold raises against that budget (`fraudvae.budget`).
+    100) and the alerts the threshold raises against that budget (`fraudvae.budget`). With
+    `natural_fraud_rate` (the rate of real traffic, when the rows are enriched with frauds or
+    sampled), precision and AP also at that rate, the normal rows reweighted to it.
 
     Raises `DataError` when the label or time column is missing or bad, or when the rows hold no
     fraud or no normal row (the metrics need both)."""
-    det.check_fitted()
+    (s,), y, d = score_labelled([det], data, label_column, time_column, alerts_per_day)
+    return measure(det, s, y, d, label_column, source, alerts_per_day, natural_fraud_rate)
+
+
+def score_labelled(dets: Sequence[FraudVAE], data: pd.DataFrame | Iterable[pd.DataFrame], label_column: str,
+                   time_column: str | None = None, alerts_per_day: int | None = None,
+                   names: Sequence[str] | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
+    """Each model's scores of labelled rows read once (a frame, or chunks of one file), the labels
+    (0 normal, 1 fraud) and, with `time_column`, each row's day. Each model reads the columns it
+    needs; with `names`, an error about a column names the model that needs it.
+
+    Raises `DataError` as `evaluate` does."""
+    for det in dets:
+        det.check_fitted()
     if alerts_per_day is not None and time_column is None:
         raise DataError("--alerts-per-day needs --time-column (the column that says which day a row is)")
-    scores, labels, days = [], [], []
+    scores: list[list[np.ndarray]] = [[] for _ in dets]
+    labels, days = [], []
     for chunk in [data] if isinstance(data, pd.DataFrame) else data:
         for what, name in (("label", label_column), ("time", time_column)):
             if name is not None and name not in chunk.columns:
                 raise DataError(f"{what} column {name!r} is not a column of the data "
                                 f"(columns: {', '.join(map(str, chunk.columns[:20]))})", column=name)
         labels.append(to_binary_label(chunk[label_column], label_column))
-        scores.append(det.score_samples(chunk))
+        for j, det in enumerate(dets):
+            try:
+                scores[j].append(det.score_samples(chunk))
+            except SchemaError as e:
+                if names is None:
+                    raise
+                raise SchemaError(f"model {names[j]}: {e}", row=e.row, column=e.column) from None
         if time_column is not None:
             days.append(day_of(chunk[time_column], time_column))
     y = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
-    s = np.concatenate(scores) if scores else np.zeros(0)
     frauds = int(y.sum())
     if frauds == 0 or frauds == len(y):
         what = "no fraud rows" if frauds == 0 else "no normal rows"
         raise DataError(f"label column {label_column!r} has {what} ({len(y)} rows): evaluation needs both")
+    return ([np.concatenate(s) if s else np.zeros(0) for s in scores], y,
+            np.concatenate(days) if days else None)
+
+
+def measure(det: FraudVAE, s: np.ndarray, y: np.ndarray, days: np.ndarray | None, label_column: str,
+            source: str | None = None, alerts_per_day: int | None = None,
+            natural_fraud_rate: float | None = None) -> Evaluation:
+    """The metrics of `evaluate` from a model's scores `s` of rows labelled `y` (both classes present)."""
+    from sklearn.metrics import average_precision_score
+
+    from fraudvae.plots import natural_weights
+
+    if natural_fraud_rate is not None and not 0 < natural_fraud_rate < 1:
+        raise ConfigError(f"natural fraud rate {natural_fraud_rate!r} must be between 0 and 1")
+    frauds = int(y.sum())
     t = det.threshold_
     at = metrics_at(s, y, t.value)
     flagged = at["tp"] + at["fp"]
     auc, ap = at.pop("auc_roc"), at.pop("average_precision")
-    metrics = {
+    metrics: dict = {
         "model": {"version": det.version_, "threshold": t.value,
                   "threshold_method": t.method, "threshold_target": t.target},
         "data": {"source": source, "label_column": label_column, "rows": len(y), "frauds": frauds,
@@ -84,14 +120,25 @@ def evaluate(det: FraudVAE, data: pd.DataFrame | Iterable[pd.DataFrame], label_c
                             for c, name in ((0, "normal"), (1, "fraud"))},
         # everything above is measured on the rows as given, at their own fraud rate: an enriched
         # test set (more frauds than traffic has) shows a higher precision than production will
-        "at_natural_fraud_rate": {"fraud_rate": frauds / len(y), "precision_at_threshold": at["precision"],
-                                  "average_precision": ap,
-                                  "note": "on the data as given; precision falls with the fraud rate"},
+        "as_given": {"fraud_rate": frauds / len(y), "precision_at_threshold": at["precision"],
+                     "average_precision": ap},
     }
-    d = np.concatenate(days) if days else None
-    if d is not None:
-        metrics["daily"] = daily_metrics(s, y, d, t.value, alerts_per_day or 100)
-    return Evaluation(s, y, t.value, metrics, d)
+    if natural_fraud_rate is None:
+        metrics["at_natural_fraud_rate"] = {
+            **metrics["as_given"], "reweighted": False,
+            "note": "the data's own fraud rate, taken as the natural one; precision falls with the fraud rate"}
+    else:  # normals weighted as traffic at that rate would hold them; recall and FPR do not change
+        w = natural_weights(y, natural_fraud_rate)
+        tp, fp = at["tp"], at["fp"]
+        weighted_fp = fp * float(w[y == 0][0]) if fp else 0.0
+        metrics["at_natural_fraud_rate"] = {
+            "fraud_rate": natural_fraud_rate, "reweighted": True,
+            "precision_at_threshold": tp / (tp + weighted_fp) if tp + weighted_fp else 0.0,
+            "average_precision": float(average_precision_score(y, s, sample_weight=w)),
+            "note": f"the rows reweighted from their own {frauds / len(y):.2%} fraud to {natural_fraud_rate:.2%}"}
+    if days is not None:
+        metrics["daily"] = daily_metrics(s, y, days, t.value, alerts_per_day or 100)
+    return Evaluation(s, y, t.value, metrics, days)
 
 
 def write_report(ev: Evaluation, path: str | Path) -> Path:
@@ -101,20 +148,25 @@ def write_report(ev: Evaluation, path: str | Path) -> Path:
 
     from fraudvae import plots
 
-    name = "fraudvae"
+    m = ev.metrics
+    name = f"model {m['model']['version'][:12]}"
+    natural = m["at_natural_fraud_rate"]
     draw = {
-        "roc.png": lambda ax: plots.roc(ax, ev.labels, {name: ev.scores}, (name, ev.threshold)),
-        "pr.png": lambda ax: plots.precision_recall(ax, ev.labels, {name: ev.scores}, (name, ev.threshold)),
+        "roc.png": lambda ax: plots.roc(ax, ev.labels, {name: ev.scores}, {name: ev.threshold}),
+        "pr.png": lambda ax: plots.precision_recall(ax, ev.labels, {name: ev.scores}, {name: ev.threshold},
+                                                    natural["fraud_rate"] if natural["reweighted"] else None),
         "scores.png": lambda ax: plots.score_histogram(ax, ev.labels, ev.scores, ev.threshold),
         "tradeoff.png": lambda ax: plots.threshold_tradeoff(ax, ev.labels, ev.scores, ev.threshold),
     }
     if "daily" in ev.metrics:
         draw["alerts_per_day.png"] = lambda ax: plots.alerts_per_day(ax, ev.metrics["daily"])
+    title = f"{name} on {plots.file_name(m['data']['source'])} ({m['data']['fraud_rate']:.2%} fraud as given)"
     with atomic_directory(path) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(ev.metrics, indent=1, allow_nan=False))
         for file, plot in draw.items():
             fig = Figure(figsize=(6.4, 4.8), layout="constrained")
             plot(fig.add_subplot())
+            fig.suptitle(title, fontsize="small")
             fig.savefig(tmp / file, dpi=110)
     return Path(path).resolve()
 
@@ -142,7 +194,7 @@ def summary(ev: Evaluation) -> str:
         f"  {'actual normal':<14}{c['tn']:>{w + 12},}{c['fp']:>{w + 12},}",
         f"  {'actual fraud':<14}{c['fn']:>{w + 12},}{c['tp']:>{w + 12},}",
         f"best recall {at_fpr}",
-        f"(measured at the data's own fraud rate, {d['fraud_rate']:.2%}; precision falls with the rate)",
+        *_natural_lines(m),
         *(_daily_lines(m["daily"]) if "daily" in m else []),
     ])
 
@@ -153,3 +205,12 @@ def _daily_lines(daily: dict) -> list[str]:
             f"{daily['mean_precision_at_k']:.3f} mean (sd {daily['std_precision_at_k']:.3f}, "
             f"{daily['min_precision_at_k']:.3f} to {daily['max_precision_at_k']:.3f}); the threshold raises "
             f"{daily['mean_alerts_at_threshold']:.1f} alerts a day, over budget on {daily['days_over_budget']} days"]
+
+
+def _natural_lines(m: dict) -> list[str]:
+    n, d = m["at_natural_fraud_rate"], m["data"]
+    if not n["reweighted"]:
+        return [f"(measured at the data's own fraud rate, {d['fraud_rate']:.2%}; precision falls with the rate)"]
+    return [f"at the natural fraud rate {n['fraud_rate']:.2%} (the data holds {d['fraud_rate']:.2%}; normals "
+            f"reweighted): precision at the threshold {n['precision_at_threshold']:.3f}, "
+            f"average precision {n['average_precision']:.3f}"]

@@ -9,6 +9,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraudvae import DataError, FraudVAE, example_transactions
 from fraudvae.cli import main
+from fraudvae.errors import ConfigError
 from fraudvae.metrics import recall_at_fpr
 from fraudvae.report import FIGURES, evaluate, write_report
 
@@ -132,3 +133,19 @@ def test_precision_at_the_daily_budget_matches_a_hand_count(fitted, tmp_path):
 def test_alerts_per_day_needs_a_time_column(fitted, data):
     with pytest.raises(DataError, match="--time-column"):
         evaluate(fitted, data, "is_fraud", alerts_per_day=10)
+
+
+def test_metrics_at_a_natural_fraud_rate_reweight_the_normals(fitted, data):
+    own = evaluate(fitted, data, "is_fraud", natural_fraud_rate=float(data["is_fraud"].mean()))
+    n = own.metrics["at_natural_fraud_rate"]
+    assert n["reweighted"] and n["average_precision"] == pytest.approx(own.metrics["average_precision"])
+    assert n["precision_at_threshold"] == pytest.approx(own.metrics["at_threshold"]["precision"])
+    low = evaluate(fitted, data, "is_fraud", natural_fraud_rate=0.005)
+    c = low.metrics["at_threshold"]["confusion_matrix"]
+    frauds, normals = data["is_fraud"].sum(), (data["is_fraud"] == 0).sum()
+    w = frauds * (1 - 0.005) / (0.005 * normals)  # each normal row stands for w rows of such traffic
+    natural = low.metrics["at_natural_fraud_rate"]
+    assert natural["precision_at_threshold"] == pytest.approx(c["tp"] / (c["tp"] + w * c["fp"]))
+    assert low.metrics["at_natural_fraud_rate"]["average_precision"] < low.metrics["as_given"]["average_precision"]
+    with pytest.raises(ConfigError):
+        evaluate(fitted, data, "is_fraud", natural_fraud_rate=1.5)
