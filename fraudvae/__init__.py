@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # what the lazy imports below give, for type checkers
     from fraudvae.example import example_transactions  # noqa: F401
     from fraudvae.io import iter_table, read_table  # noqa: F401
     from fraudvae.monitor import MonitorConfig, window_stats  # noqa: F401
+    from fraudvae.reasons import Reason  # noqa: F401
     from fraudvae.schema import to_binary_label  # noqa: F401
     from fraudvae.scoring import Scores  # noqa: F401
     from fraudvae.threshold import Threshold, calibrate  # noqa: F401
@@ -26,6 +27,7 @@ _EXPORTS = {
     "Threshold": "fraudvae.threshold", "MonitorConfig": "fraudvae.monitor", "window_stats": "fraudvae.monitor",
     "calibrate": "fraudvae.threshold", "example_transactions": "fraudvae.example",
     "read_table": "fraudvae.io", "iter_table": "fraudvae.io", "to_binary_label": "fraudvae.schema",
+    "Reason": "fraudvae.reasons",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -19,8 +19,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from fraudvae import FraudVAE
-from fraudvae.reasons import Reason
+from fraudvae import FraudVAE, Reason
 
 from .batching import Batch, Batcher
 from .errors import ClientGone, ServiceError, error_body, to_service_error
