@@ -53,6 +53,13 @@ def _reading(p: argparse.ArgumentParser) -> None:
                                       "(default: UTF-8, with or without a byte-order mark)")
 
 
+def _scoring(p: argparse.ArgumentParser) -> None:
+    """What every command that scores a file in chunks takes: the device, the chunk size, how to read."""
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows read and scored at a time")
+    _reading(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="fraudvae", description="Fraud and anomaly detection with a tabular VAE.",
@@ -102,13 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="model directory written by fit")
     s.add_argument("--output", required=True,
                    help="CSV to write: score, flag, p_value, top_features (+ id); '-' for stdout")
-    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    s.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows read and scored at a time")
     s.add_argument("--explain", action="store_true",
                    help="add a 'reasons' column: for each flagged row, its most unusual columns with the value and "
                         "what the model expected, e.g. 'amount 4,800 (typical 20 to 90)'")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
-    _reading(s)
+    _scoring(s)
     s.set_defaults(run=commands.score)
 
     v = sub.add_parser("evaluate", help="measure a saved model on a labelled file and write a report directory",
@@ -124,9 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--natural-fraud-rate", type=_fraction, metavar="R",
                    help="the fraud rate of real traffic, when the file holds more frauds (enriched) or fewer: "
                         "precision and AP are also reported at R, the normal rows reweighted, beside the file's own")
-    v.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    v.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows read and scored at a time")
-    _reading(v)
+    _scoring(v)
     v.set_defaults(run=commands.evaluate)
 
     c = sub.add_parser("compare", help="two saved models on the same labelled file, side by side: curves, metrics, "
@@ -141,9 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--time-column", help="the column holding each row's time: the budget is per day")
     c.add_argument("--alerts-per-day", type=_positive, metavar="K",
                    help="alerts the investigators can review a day (with --time-column; default 100)")
-    c.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    c.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows read and scored at a time")
-    _reading(c)
+    _scoring(c)
     c.set_defaults(run=commands.compare)
 
     w = sub.add_parser("monitor", help="measure drift window by window: alert rate against the target, p-values "

@@ -5,7 +5,6 @@ frauds among each."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fraudvae.errors import ConfigError
-from fraudvae.io import atomic_directory
-from fraudvae.report import Evaluation, measure, score_labelled
+from fraudvae.report import Evaluation, measure, score_labelled, write_directory
 
 if TYPE_CHECKING:
     from fraudvae.detector import FraudVAE
@@ -85,8 +83,6 @@ def compare(models: Sequence[tuple[str, FraudVAE]], data: pd.DataFrame | Iterabl
 
 def write_compare_report(c: Comparison, path: str | Path) -> Path:
     """``compare.json`` and the figures (`FIGURES`) in directory `path`, atomically. Returns it."""
-    from matplotlib.figure import Figure
-
     from fraudvae import plots
 
     a, b = c.evaluations
@@ -101,14 +97,7 @@ def write_compare_report(c: Comparison, path: str | Path) -> Path:
     }
     title = (f"{_label(m, 'A')} vs {_label(m, 'B')} on {plots.file_name(m['data']['source'])} "
              f"({m['data']['fraud_rate']:.2%} fraud)")
-    with atomic_directory(path) as tmp:
-        (tmp / "compare.json").write_text(json.dumps(m, indent=1, allow_nan=False))
-        for file, plot in draw.items():
-            fig = Figure(figsize=(6.4, 4.8), layout="constrained")
-            plot(fig.add_subplot())
-            fig.suptitle(title, fontsize="small")
-            fig.savefig(tmp / file, dpi=110)
-    return Path(path).resolve()
+    return write_directory(path, "compare.json", m, draw, title)
 
 
 def _label(m: dict, name: str) -> str:

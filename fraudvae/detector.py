@@ -198,10 +198,9 @@ class FraudVAE:
             enc, typed = self.encode_columns(rows, len(next(iter(rows.values()), []))), True
         scorer = self._scorer()
         terms, _ = scorer.terms(enc)
-        excess = np.where(scorer.unobserved(enc), -np.inf, scorer.by_column(terms) - self.baseline_)
-        top = np.argsort(-excess, axis=1, kind="stable")[:, : self.top_k or 3]
-        return explain_rows(self.preprocessor_, enc, rows, typed, scorer.columns[top],
-                            np.take_along_axis(excess, top, axis=1), scorer.expectations)
+        columns, excess = scorer.ranked(scorer.unobserved(enc), scorer.by_column(terms), self.baseline_,
+                                        self.top_k or 3)
+        return explain_rows(self.preprocessor_, enc, rows, typed, columns, excess, scorer.expectations)
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """(n,) bool: score > threshold."""

@@ -39,3 +39,11 @@ def recall_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float) -> dict[st
     i = int(np.flatnonzero(f <= fpr)[-1])  # roc_curve's FPR is non-decreasing; its first point is (0, 0)
     threshold = float(cut[i]) if np.isfinite(cut[i]) else None  # None: no row can be flagged
     return {"recall": float(t[i]), "fpr": float(f[i]), "threshold": threshold}  # type: ignore[dict-item]
+
+
+def natural_weights(labels: np.ndarray, fraud_rate: float) -> np.ndarray:
+    """Per-row weights that make the labelled rows stand for traffic at `fraud_rate`: frauds weigh 1,
+    normals as many as the rate needs (an enriched test set's normals count for more)."""
+    y = np.asarray(labels).astype(int)
+    n1, n0 = int(y.sum()), int((y == 0).sum())
+    return np.where(y == 1, 1.0, n1 * (1 - fraud_rate) / (fraud_rate * max(n0, 1)))

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 
+from fraudvae.metrics import natural_weights
+
 NORMAL_COLOR, FRAUD_COLOR, THRESHOLD_COLOR = "tab:blue", "tab:red", "black"
 
 
@@ -38,14 +40,6 @@ def alerts_per_day(ax: Axes, daily: dict) -> None:
 def file_name(source: str | None) -> str:
     """A data file as a figure's title names it."""
     return Path(source).name if source else "the data"
-
-
-def natural_weights(labels: np.ndarray, fraud_rate: float) -> np.ndarray:
-    """Per-row weights that make the labelled rows stand for traffic at `fraud_rate`: frauds weigh 1,
-    normals as many as the rate needs (an enriched test set's normals count for more)."""
-    y = np.asarray(labels).astype(int)
-    n1, n0 = int(y.sum()), int((y == 0).sum())
-    return np.where(y == 1, 1.0, n1 * (1 - fraud_rate) / (fraud_rate * max(n0, 1)))
 
 
 def roc(ax: Axes, labels: np.ndarray, scores: Mapping[str, np.ndarray],

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,7 @@ class Reason:
     excess: float  # nats above the column's typical contribution on validation normals
     low: float | None = None  # a number's typical range, in original units
     high: float | None = None
-    likely: tuple[tuple[str, float], ...] = field(default=())  # a category's likeliest values and probabilities
+    likely: tuple[tuple[str, float], ...] = ()  # a category's likeliest values and probabilities
 
     def text(self) -> str:
         return f"{self.column} {self.value} ({self.expected})"

@@ -4,7 +4,7 @@ directory (metrics.json and PNG figures) and a one-screen summary. Used by `frau
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,10 +15,12 @@ import pandas as pd
 from fraudvae.budget import daily_metrics, day_of
 from fraudvae.errors import ConfigError, DataError, SchemaError
 from fraudvae.io import atomic_directory
-from fraudvae.metrics import metrics_at, recall_at_fpr
+from fraudvae.metrics import metrics_at, natural_weights, recall_at_fpr
 from fraudvae.schema import to_binary_label
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
     from fraudvae.detector import FraudVAE
 
 RECALL_AT_FPRS = (0.001, 0.005, 0.01)
@@ -93,8 +95,6 @@ def measure(det: FraudVAE, s: np.ndarray, y: np.ndarray, days: np.ndarray | None
     """The metrics of `evaluate` from a model's scores `s` of rows labelled `y` (both classes present)."""
     from sklearn.metrics import average_precision_score
 
-    from fraudvae.plots import natural_weights
-
     if natural_fraud_rate is not None and not 0 < natural_fraud_rate < 1:
         raise ConfigError(f"natural fraud rate {natural_fraud_rate!r} must be between 0 and 1")
     frauds = int(y.sum())
@@ -144,8 +144,6 @@ def measure(det: FraudVAE, s: np.ndarray, y: np.ndarray, days: np.ndarray | None
 def write_report(ev: Evaluation, path: str | Path) -> Path:
     """Write ``metrics.json`` and the figures (`FIGURES`) into directory `path`, atomically (an
     existing report there is replaced whole). Returns the directory."""
-    from matplotlib.figure import Figure
-
     from fraudvae import plots
 
     m = ev.metrics
@@ -161,8 +159,18 @@ def write_report(ev: Evaluation, path: str | Path) -> Path:
     if "daily" in ev.metrics:
         draw["alerts_per_day.png"] = lambda ax: plots.alerts_per_day(ax, ev.metrics["daily"])
     title = f"{name} on {plots.file_name(m['data']['source'])} ({m['data']['fraud_rate']:.2%} fraud as given)"
+    return write_directory(path, "metrics.json", ev.metrics, draw, title)
+
+
+def write_directory(path: str | Path, document: str, content: dict, draw: dict[str, Callable[[Axes], None]],
+                    title: str) -> Path:
+    """A report directory, written atomically (an existing one there is replaced whole): `content` as
+    the JSON file `document`, and each figure of `draw` (file name -> a function drawing into an
+    axes) under `title`. Returns the directory."""
+    from matplotlib.figure import Figure
+
     with atomic_directory(path) as tmp:
-        (tmp / "metrics.json").write_text(json.dumps(ev.metrics, indent=1, allow_nan=False))
+        (tmp / document).write_text(json.dumps(content, indent=1, allow_nan=False))
         for file, plot in draw.items():
             fig = Figure(figsize=(6.4, 4.8), layout="constrained")
             plot(fig.add_subplot())

@@ -73,7 +73,7 @@ class Scorer:
     @torch.inference_mode()
     def expectations(self, enc: Encoded) -> Expectations:
         """What the decoder expects of each row (`reasons.Expectations`), float64."""
-        numeric, observed, binary, categorical = enc.to_tensors(self.device)
+        numeric, _, binary, categorical = enc.to_tensors(self.device)
         parts = [predictive(self.model, (numeric[i: i + SCORE_BATCH], None, binary[i: i + SCORE_BATCH],
                                          categorical[i: i + SCORE_BATCH]))
                  for i in range(0, max(len(enc), 1), SCORE_BATCH)]
@@ -94,13 +94,20 @@ class Scorer:
         """(n, n_columns) bool: every term of the column masked (a gap that says nothing)."""
         return (enc.observed.astype(np.float64) @ self.assignment) == 0
 
+    def ranked(self, unobserved: np.ndarray, by_column: np.ndarray, baseline: np.ndarray,
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's `k` columns furthest above their `baseline`, most unusual first (n, k), and
+        those excesses in nats (n, k). A column whose value is missing (and says nothing) is never
+        among them unless nothing else is left (its excess is then -inf)."""
+        excess = np.where(unobserved, -np.inf, by_column - baseline)
+        top = np.argsort(-excess, axis=1, kind="stable")[:, :k]
+        return self.columns[top], np.take_along_axis(excess, top, axis=1)
+
     def scores(self, enc: Encoded, threshold: Threshold, baseline: np.ndarray, top_k: int) -> Scores:
         """Scores, flags, p-values and the `top_k` columns furthest above their `baseline`."""
         terms, kl = self.terms(enc)
         scores = terms.sum(1) + kl
-        # a column whose value is missing (and says nothing) is never among the reasons
         unobserved, by_column = self.unobserved(enc), self.by_column(terms)
-        excess = np.where(unobserved, -np.inf, by_column - baseline)
-        top = self.columns[np.argsort(-excess, axis=1, kind="stable")[:, :top_k]]
+        top, _ = self.ranked(unobserved, by_column, baseline, top_k)
         return Scores(scores, scores > threshold.value, threshold.p_values(scores), top,
                       np.where(unobserved, np.nan, by_column))

@@ -147,7 +147,7 @@ class ScoreEndpoint:
                        scores.top_features.tolist(), ids, strict=True)]
         if explain:  # reason codes for the flagged rows (a pass of their own, off the event loop)
             flagged = np.flatnonzero(scores.flag).tolist()
-            reasons = await asyncio.to_thread(explain_rows, det, batch, flagged) if flagged else []
+            reasons = await asyncio.to_thread(reason_codes, det, batch, flagged) if flagged else []
             for result in results:
                 result["reasons"] = None
             for i, row in zip(flagged, reasons, strict=True):
@@ -207,7 +207,7 @@ def explain_option(query: bytes) -> bool:
 TRUE_WORDS, FALSE_WORDS = frozenset({"true", "1", "yes", ""}), frozenset({"false", "0", "no"})
 
 
-def explain_rows(det: FraudVAE, batch: Batch, rows: list[int]) -> list[list[Reason]]:
+def reason_codes(det: FraudVAE, batch: Batch, rows: list[int]) -> list[list[Reason]]:
     """Reason codes of some rows of a decoded request."""
     return det.reason_codes({name: [values[i] for i in rows] for name, values in batch.columns.items()})
 
