@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import pandas as pd
 from fraudvae.budget import datetimes
 from fraudvae.detector import FraudVAE
 from fraudvae.errors import ConfigError, DataError
-from fraudvae.io import atomic_directory
 from fraudvae.monitor import MonitorConfig, summarise, window_stats
+from fraudvae.report import write_directory
 
 FIGURES = ("alert_rate.png", "p_values.png", "column_drift.png")
 
@@ -75,7 +74,6 @@ def monitor(det: FraudVAE, df: pd.DataFrame, *, window_rows: int | None = None, 
 def write_monitor_report(report: dict, path: str | Path) -> Path:
     """``monitor.json`` and `FIGURES` into directory `path` (atomically). Returns the directory."""
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
     ws = report["windows"]
     x = np.arange(len(ws))
@@ -90,7 +88,7 @@ def write_monitor_report(report: dict, path: str | Path) -> Path:
         for i, w in enumerate(ws):
             if w["status"] == "drift":
                 ax.axvspan(i - 0.5, i + 0.5, color="tab:red", alpha=0.08)
-        ax.set(xlabel="window", ylabel="share of rows flagged", title=f"alert rate per window (red: drift)\n{title}")
+        ax.set(xlabel="window", ylabel="share of rows flagged", title="alert rate per window (red: drift)")
         ax.legend()
 
     def p_values(ax: Axes) -> None:
@@ -98,7 +96,7 @@ def write_monitor_report(report: dict, path: str | Path) -> Path:
         edges = np.linspace(0, 1, len(counts) + 1)
         ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", alpha=0.7, label="rows")
         ax.axhline(counts.sum() / len(counts), color="black", ls="--", label="uniform (no drift)")
-        ax.set(xlabel="conformal p-value", ylabel="rows", title=f"p-values against uniform\n{title}")
+        ax.set(xlabel="conformal p-value", ylabel="rows", title="p-values against uniform")
         ax.legend()
 
     def column_drift(ax: Axes) -> None:
@@ -107,16 +105,11 @@ def write_monitor_report(report: dict, path: str | Path) -> Path:
         image = ax.imshow(m.T, aspect="auto", cmap="coolwarm", vmin=-np.nanmax(np.abs(m), initial=1e-9),
                           vmax=np.nanmax(np.abs(m), initial=1e-9))
         ax.set_yticks(range(len(report["columns"])), report["columns"])
-        ax.set(xlabel="window", title=f"median contribution minus validation median (nats)\n{title}")
+        ax.set(xlabel="window", title="median contribution minus validation median (nats)")
         ax.figure.colorbar(image, ax=ax, label="nats")
 
-    with atomic_directory(path) as tmp:
-        (tmp / "monitor.json").write_text(json.dumps(report, indent=1, allow_nan=False))
-        for file, draw in zip(FIGURES, (alert_rate, p_values, column_drift), strict=True):
-            fig = Figure(figsize=(7.5, 4.8), layout="constrained")
-            draw(fig.add_subplot())
-            fig.savefig(tmp / file, dpi=110)
-    return Path(path).resolve()
+    draw = dict(zip(FIGURES, (alert_rate, p_values, column_drift), strict=True))
+    return write_directory(path, "monitor.json", report, draw, title, size=(7.5, 4.8))
 
 
 def table(report: dict) -> str:

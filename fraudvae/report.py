@@ -4,7 +4,7 @@ directory (metrics.json and PNG figures) and a one-screen summary. Used by `frau
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -162,17 +162,17 @@ def write_report(ev: Evaluation, path: str | Path) -> Path:
     return write_directory(path, "metrics.json", ev.metrics, draw, title)
 
 
-def write_directory(path: str | Path, document: str, content: dict, draw: dict[str, Callable[[Axes], None]],
-                    title: str) -> Path:
+def write_directory(path: str | Path, document: str, content: dict, draw: Mapping[str, Callable[[Axes], None]],
+                    title: str, size: tuple[float, float] = (6.4, 4.8)) -> Path:
     """A report directory, written atomically (an existing one there is replaced whole): `content` as
     the JSON file `document`, and each figure of `draw` (file name -> a function drawing into an
-    axes) under `title`. Returns the directory."""
+    axes) under `title`, `size` inches. Returns the directory."""
     from matplotlib.figure import Figure
 
     with atomic_directory(path) as tmp:
         (tmp / document).write_text(json.dumps(content, indent=1, allow_nan=False))
         for file, plot in draw.items():
-            fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+            fig = Figure(figsize=size, layout="constrained")
             plot(fig.add_subplot())
             fig.suptitle(title, fontsize="small")
             fig.savefig(tmp / file, dpi=110)
