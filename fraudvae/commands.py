@@ -181,7 +181,7 @@ def compare(a: argparse.Namespace) -> int:
     from fraudvae.errors import ConfigError
     from fraudvae.io import iter_table
 
-    if len(a.model) != 2:
+    if len(a.model) != 2:  # before any model is loaded (the library refuses it too)
         raise ConfigError(f"compare takes two models: --model A --model B (got {len(a.model)})")
     fmt = _read_format(a)
     models = [(str(m), FraudVAE.load(m, device=a.device)) for m in a.model]
@@ -216,15 +216,14 @@ def monitor(a: argparse.Namespace) -> int:
 
 
 def recalibrate(a: argparse.Namespace) -> int:
-    import hashlib
     from datetime import UTC, datetime
 
     import numpy as np
 
     from fraudvae.detector import FraudVAE
     from fraudvae.errors import DataError
-    from fraudvae.io import read_table
-    from fraudvae.schema import to_binary_label
+    from fraudvae.io import file_sha256, read_table
+    from fraudvae.schema import label_of
 
     det = FraudVAE.load(a.model, device=a.device)
     out = Path(a.output).resolve()
@@ -233,9 +232,7 @@ def recalibrate(a: argparse.Namespace) -> int:
     df = read_table(a.data, _read_format(a))
     normal = df
     if a.label_column:
-        if a.label_column not in df.columns:
-            raise DataError(f"label column {a.label_column!r} is not a column of the data", column=a.label_column)
-        normal = df[to_binary_label(df[a.label_column], a.label_column) == 0]
+        normal = df[label_of(df, a.label_column) == 0]
     if len(normal) == 0:
         raise DataError("the data holds no normal rows to calibrate on")
     old = det.threshold_
@@ -243,9 +240,8 @@ def recalibrate(a: argparse.Namespace) -> int:
     method = "alert_rate" if a.alert_rate is not None or (a.target_fpr is None and old.method == "alert_rate") \
         else "target_fpr"
     target = a.alert_rate if a.alert_rate is not None else a.target_fpr if a.target_fpr is not None else old.target
-    digest = hashlib.sha256(Path(a.data).read_bytes()).hexdigest()
     parent = det.version_
-    lineage = {"recalibrated_on": {"source": str(a.data), "sha256": digest, "normal_rows": len(normal)},
+    lineage = {"recalibrated_on": {"source": str(a.data), "sha256": file_sha256(a.data), "normal_rows": len(normal)},
                "at": datetime.now(UTC).isoformat(timespec="seconds")}
     det.calibrate(scores=scores, lineage=lineage,  # the rows are scored once, above
                   target_fpr=target if method == "target_fpr" else None,

@@ -5,14 +5,14 @@ as legitimate are normal rows, whatever the label column says."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fraudvae.errors import ConfigError, DataError
-from fraudvae.schema import to_binary_label
+from fraudvae.io import file_sha256
+from fraudvae.schema import label_of
 
 DECISIONS = {"fraud": 1, "legit": 0}
 
@@ -54,9 +54,7 @@ def apply_feedback(df: pd.DataFrame, path: str | Path, id_column: str | None,
         raise DataError(f"id column {id_column!r} is not a column of the data", column=id_column)
     decisions = read_feedback(path)
     if label_column is not None:
-        if label_column not in df.columns:
-            raise DataError(f"label column {label_column!r} is not a column of the data", column=label_column)
-        labels = to_binary_label(df[label_column], label_column).astype(np.int64)
+        labels = label_of(df, label_column)
     else:
         label_column = "reviewed_fraud"
         while label_column in df.columns:
@@ -68,7 +66,7 @@ def apply_feedback(df: pd.DataFrame, path: str | Path, id_column: str | None,
     new = np.where(reviewed, np.nan_to_num(review).astype(np.int64), labels)
     found = set(ids[reviewed])
     counts = {
-        "file": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "file": str(path), "sha256": file_sha256(path),
         "decisions": len(decisions), "fraud": sum(v == 1 for v in decisions.values()),
         "legit": sum(v == 0 for v in decisions.values()), "rows_reviewed": int(reviewed.sum()),
         "moved_to_fraud": int(((labels == 0) & (new == 1)).sum()),

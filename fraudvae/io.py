@@ -1,5 +1,5 @@
 """Files: reading tables (CSV in any common delimiter, or Parquet by extension) with errors a user
-can act on, and writing files and directories atomically with the usual permissions.
+can act on, writing files and directories atomically with the usual permissions, and a file's digest.
 
 A frame read from a CSV file is indexed by the file's line numbers (the header is line 1, the
 first row line 2, as an editor shows them; the index is named "line"), so every error about a
@@ -9,6 +9,7 @@ value names the line to look at. Parquet rows are numbered from 0 (index named "
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import re
 import shutil
@@ -306,3 +307,12 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     finally:
         tmp.unlink(missing_ok=True)
         _LIVE.discard(tmp)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex), read a block at a time: a data file is never held whole."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

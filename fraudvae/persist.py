@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from fraudvae.errors import ModelFileError
-from fraudvae.io import atomic_directory
+from fraudvae.io import atomic_directory, file_sha256
 from fraudvae.signing import check_signature, model_key, write_signature
 
 FORMAT = "fraudvae-model/1"
@@ -97,14 +97,6 @@ def read_model(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
     return meta, weights, _version(manifest["files"])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _non_finite(value: object, where: str = "") -> str | None:
     """The path of the first number in a JSON value that is NaN or infinite (None: all finite)."""
     if isinstance(value, float) and not np.isfinite(value):
@@ -140,7 +132,7 @@ def read_manifest(path: Path) -> dict:
         f = path / name
         if not f.is_file():
             raise ModelFileError(f"model file {str(f)!r} is missing")
-        if _sha256(f) != digest:
+        if file_sha256(f) != digest:
             raise ModelFileError(f"model file {str(f)!r} fails its sha256 check (modified or corrupted)")
     return manifest
 

@@ -272,3 +272,10 @@ def to_binary_label(s: pd.Series, name: str) -> np.ndarray:
         raise DataError(f"label column {name!r} is not binary: value {show(s.iloc[i])} ({where(s, i)}) "
                         "(allowed: 0/1, true/false, yes/no, fraud/normal)", row=s.index[i], column=name)
     return pos.to_numpy(dtype=np.int64)
+
+
+def label_of(df: pd.DataFrame, name: str) -> np.ndarray:
+    """`df`'s label column `name` as 0/1 (`to_binary_label`); a column the data lacks is an error naming it."""
+    if name not in df.columns:
+        raise DataError(f"label column {name!r} is not a column of the data", column=name)
+    return to_binary_label(df[name], name)
