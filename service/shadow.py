@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,10 +43,10 @@ def check_schemas(champion: FraudVAE, challenger: FraudVAE) -> None:
 
 class Shadow:
     def __init__(self, challenger: FraudVAE, log_path: Path | None, window_rows: int,
-                 on_scored: object = None) -> None:
+                 on_scored: Callable[[int, int, int, int, int], None] | None = None) -> None:
         self.detector = challenger
         self.window_rows = window_rows
-        self.on_scored = on_scored  # (rows, challenger alerts, both, only champion, only challenger) -> None
+        self.on_scored = on_scored  # called with (rows, challenger alerts, both, only champion, only challenger)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="fraudvae-shadow")
         self._lock = threading.Lock()
         self._log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if log_path else None
@@ -93,7 +94,7 @@ class Shadow:
             idx = (self._next + np.arange(k)) % self.window_rows
             self._pairs[idx] = np.c_[champion.score[-k:], scores.score[-k:]]
             self._next = int((self._next + k) % self.window_rows)
-        if callable(self.on_scored):
+        if self.on_scored is not None:
             self.on_scored(*counts)
         if self._log is not None:
             lines = b"".join(orjson.dumps({"id": i, "score": s, "flag": f, "champion_score": cs, "champion_flag": cf,
