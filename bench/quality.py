@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -164,7 +165,7 @@ def main() -> None:
         print(f"realised FPR within [0.5%, 2%] on {int(band.sum())} of {len(ours)} runs; outside: "
               + (", ".join(f"{r.dataset}/{r.seed} {r.fpr:.2%}" for r in ours[~band].sort_values(["dataset", "seed"])
                            .itertuples()) or "none"))
-    print(f"\nreproduce: python {' '.join(sys.argv)}")
+    print(f"\nreproduce: python {sys.argv[0]} {shlex.join(sys.argv[1:])}")
 
 
 if __name__ == "__main__":
