@@ -13,13 +13,14 @@ Usage:
         -- DATASETS... [quality.py's options]
 
 Not a default and not an option of the library: bench/RESULTS.md ("Issue 12 trials, fifth session")
-says what it gains and what it costs (the fit is 10-30x slower and the threshold loses its
+says what it gains and what it costs (the fit is 10-20x slower and the threshold loses its
 out-of-time calibration with random validation).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 from pathlib import Path
@@ -33,15 +34,14 @@ import quality  # noqa: E402  (bench/ is not a package)
 import fraudvae.fitting as fitting  # noqa: E402
 import fraudvae.model as model_module  # noqa: E402
 import fraudvae.train as train_module  # noqa: E402
+from fraudvae.config import TrainConfig  # noqa: E402
 
 
 def patch(pseudo_inputs: int, logvar_floor: float | None, variance_prior_rows: float | None) -> None:
     if logvar_floor is not None:
         model_module.DEC_LOGVAR_MIN = logvar_floor
-    if variance_prior_rows is not None:
-        fit_variance = train_module.fit_decoder_variance
-        train_module.fit_decoder_variance = (
-            lambda model, tensors, prior_rows: fit_variance(model, tensors, prior_rows=variance_prior_rows))
+    if variance_prior_rows is not None:  # TrainConfig's own field, which FraudVAE does not take
+        fitting.TrainConfig = functools.partial(TrainConfig, variance_prior_rows=variance_prior_rows)
     if not pseudo_inputs:
         return
     default = model_module.ModelConfig.default.__func__
