@@ -55,7 +55,7 @@ def monitor(det: FraudVAE, df: pd.DataFrame, *, window_rows: int | None = None, 
         p = t.p_values(scores)
         p_all.append(p)
         stats = window_stats(scores > t.value, p, contributions[columns].to_numpy(), columns, det.baseline_, target,
-                             config)
+                             config, calibration_rows=len(t.validation_scores))
         windows.append({"window": label, **stats})
     p_values = np.concatenate(p_all) if p_all else np.zeros(0)
     counts, _ = np.histogram(p_values, bins=20, range=(0, 1))

@@ -11,7 +11,7 @@ import pytest
 
 from fraudvae import FraudVAE
 from fraudvae.cli import main
-from fraudvae.monitor import MonitorConfig, alert_rate_interval, window_stats
+from fraudvae.monitor import MonitorConfig, alert_rate_interval, uniformity_test, window_stats
 
 
 def normals(n: int, seed: int) -> pd.DataFrame:
@@ -164,3 +164,19 @@ def test_a_shadow_challenger_scores_every_request_off_the_answer(setup: Path, tm
     capsys.readouterr()
     assert main(["serve", "--model", str(setup / "m"), "--shadow", str(tmp_path / "c"), "--port", "1"]) == 2
     assert "x3" in capsys.readouterr().err
+
+
+def test_the_uniformity_test_allows_for_the_calibration_rows_noise() -> None:
+    """Windows exchangeable with 1,200 calibration rows: the two-sample p-value rejects at its level,
+    the one-sample test (as if the calibration ECDF were exact) far more often."""
+    rng = np.random.default_rng(0)
+    one = two = 0
+    for _ in range(300):
+        calibration = np.sort(rng.normal(size=1200))
+        window = rng.normal(size=1500)
+        p = (1 + len(calibration) - np.searchsorted(calibration, window)) / (1 + len(calibration))
+        one += uniformity_test(p)[1] < 0.01
+        two += uniformity_test(p, len(calibration))[1] < 0.01
+    assert two <= 6 and one >= 30  # 1% of 300 is 3
+    shifted = (1 + 1200 - np.searchsorted(calibration, rng.normal(0.3, 1, 1500))) / 1201
+    assert uniformity_test(shifted, 1200)[1] < 1e-6  # a real shift is still found
