@@ -139,3 +139,28 @@ def test_mixture_prior_is_learned_saved_and_sampled():
     numeric, binary, categorical = model.sample(50, torch.Generator().manual_seed(0))
     assert numeric.shape == (50, cfg.n_numeric) and torch.isfinite(numeric).all()
 
+
+
+def test_the_optimizers_gradient_clipping_is_torchs():
+    """`Adam.clip_grad_norm_` gives exactly `torch.nn.utils.clip_grad_norm_`'s gradients, scaled or
+    not (a mixture prior's parameters included)."""
+    from fraudvae.train import Adam
+
+    cfg, batch = _batch()
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(cfg.n_numeric, cfg.n_binary, cfg.cardinalities, cfg.hidden, cfg.latent_dim,
+                            cfg.members, prior_components=3))
+    nll, kl = model(*batch)
+    (nll.sum() + kl.sum()).backward()
+    params = list(model.parameters())
+    raw = [p.grad.clone() for p in params]
+    for max_norm in (1e-3, 1e6):
+        for p, g in zip(params, raw, strict=True):
+            p.grad = g.clone()
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        expected = [p.grad.clone() for p in params]
+        for p, g in zip(params, raw, strict=True):
+            p.grad = g.clone()
+        Adam(params, lr=1e-3, weight_decay=0.0).clip_grad_norm_(max_norm)
+        assert all(torch.equal(p.grad, g) for p, g in zip(params, expected, strict=True))
+        assert all(torch.equal(g, r) for g, r in zip(expected, raw, strict=True)) == (max_norm == 1e6)
