@@ -201,6 +201,27 @@ def test_undecodable_bodies_are_400_not_500(client: TestClient, rows: list[dict]
     assert client.post("/score", json={"transactions": rows[:2]}).status_code == 200
 
 
+@pytest.mark.parametrize("depth, nan", [(65, False), (1000, False), (65, True)])
+def test_the_nesting_limit_is_the_services_not_the_interpreters(client: TestClient, rows: list[dict], depth: int,
+                                                               nan: bool) -> None:
+    """An ignored extra field nested past 64 levels is refused on every Python (how deep a parser goes
+    before a RecursionError differs: 1,000 levels passed msgspec on 3.12), on the strict path and on
+    the lenient one (a NaN sends the body through Python's json); 64 levels, brackets within strings
+    and escaped quotes are scored."""
+    body = json.dumps({"transactions": rows[:2]}).encode()
+    nested = b"[" * (depth - 3) + b"]" * (depth - 3)
+    r = client.post("/score", content=body.replace(b'"amount": ', b'"x": ' + nested + b', "amount": ', 1), headers=JSON)
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]["message"], r.text
+    assert depth == 1000 or f"{depth} levels" in r.json()["error"]["message"]  # 3.11's parser stops at 1,000
+    if nan:
+        r = client.post("/score", headers=JSON, content=body.replace(b'"amount": ', b'"x": [' + nested + b', NaN], '
+                                                                     b'"amount": ', 1))
+        assert r.status_code == 400 and f"{depth + 1} levels" in r.json()["error"]["message"], r.text
+    fine = b'"x": ' + b"[" * 61 + b'"\\\"]]]"' + b"]" * 61 + b', "y": "[[[[{{{{", "amount": '
+    r = client.post("/score", content=body.replace(b'"amount": ', fine, 1), headers=JSON)
+    assert r.status_code == 200 and len(r.json()["results"]) == 2, r.text
+
+
 @pytest.mark.parametrize("bad_id", ["18446744073709551616", "-9223372036854775809", '"\\ud800"', "1.5", "true",
                                     '"' + "x" * 300 + '"', '{"a": ' * 900 + "1" + "}" * 900])
 def test_ids_that_cannot_be_echoed_are_422_naming_the_transaction(client: TestClient, rows: list[dict],

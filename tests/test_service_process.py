@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from fraudvae import FraudVAE
 
@@ -211,7 +212,8 @@ def test_stalled_uploads_are_bounded_timed_out_and_do_not_hold_shutdown(model_di
         assert time.monotonic() - t < 8
         late.close()
         log = srv.proc.stdout.read()
-        assert "ready on cpu" in log and "of 1" in log  # the startup log names version, device, workers
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # the default device: the GPU when there is one
+        assert f"ready on {device}" in log and "of 1" in log  # the startup log names version, device, workers
     finally:
         srv.stop()
 
