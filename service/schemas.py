@@ -82,7 +82,7 @@ class RequestDecoder:
             raise ServiceError(400, f"the body is not valid UTF-8: byte 0x{e.object[e.start]:02x} at offset {e.start} "
                                     "(send JSON encoded as UTF-8)") from None
         except RecursionError:
-            raise ServiceError(400, "the body's JSON is nested too deeply") from None
+            raise _too_deep() from None
         except msgspec.DecodeError as e:  # NaN, Infinity or broken JSON: parse leniently, check the same types
             placed = _non_finite_place(self.decoder, body, e)
             if placed is not None:
@@ -93,7 +93,7 @@ class RequestDecoder:
             except msgspec.ValidationError as e2:
                 raise _validation_error(str(e2)) from None
             except RecursionError:
-                raise ServiceError(400, "the body's JSON is nested too deeply") from None
+                raise _too_deep() from None
             except UnicodeEncodeError:  # Python's parser, unlike msgspec's, lets a lone surrogate through
                 raise _surrogate_error(loaded) from None
             ids = [getattr(row, self.id_attr) for row in request.transactions]
@@ -105,7 +105,7 @@ class RequestDecoder:
         rows = request.transactions
         # outside strings a flat request has one '[' and a '{' per row plus one: more, and it nests
         if body.count(b"[") + body.count(b"{") > len(rows) + 2 and (depth := json_depth(body)) > MAX_JSON_DEPTH:
-            raise ServiceError(400, f"the body's JSON is nested too deeply: {depth} levels, at most {MAX_JSON_DEPTH}")
+            raise _too_deep(depth)
         if not rows:
             raise ServiceError(422, "'transactions' is empty: send at least one transaction", field="transactions")
         if len(rows) > self.max_rows:
@@ -113,6 +113,13 @@ class RequestDecoder:
                                field="transactions")
         columns = {name: list(map(get, rows)) for name, get in self.getters}
         return Batch(columns, list(map(self.get_id, rows)), len(rows))
+
+
+def _too_deep(levels: int | None = None) -> ServiceError:
+    """The 400 for a body nested past `MAX_JSON_DEPTH`, measured (`levels`) or found by a parser's
+    RecursionError."""
+    found = f"{levels} levels, " if levels is not None else ""
+    return ServiceError(400, f"the body's JSON is nested too deeply: {found}at most {MAX_JSON_DEPTH}")
 
 
 def json_depth(body: bytes, chunk: int = 1 << 20) -> int:
@@ -214,6 +221,6 @@ def _loads_lenient(body: bytes, strict_error: Exception) -> Any:
     try:
         return json.loads(body, parse_constant=constant)
     except RecursionError:
-        raise ServiceError(400, "the body's JSON is nested too deeply") from None
+        raise _too_deep() from None
     except ValueError:
         raise ServiceError(400, f"the body is not valid JSON: {strict_error}") from None
