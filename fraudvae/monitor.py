@@ -84,7 +84,7 @@ def uniformity_test(p_values: np.ndarray, calibration_rows: int | None = None) -
         return float(ks.statistic), float(ks.pvalue)
     n = len(p_values)
     effective = n * calibration_rows / (n + calibration_rows)
-    return float(ks.statistic), float(np.clip(stats.kstwo.sf(ks.statistic, max(1, round(effective))), 0.0, 1.0))
+    return float(ks.statistic), float(stats.kstwo.sf(ks.statistic, max(1, round(effective))))
 
 
 def _num(x: float) -> float | None:

@@ -3,6 +3,7 @@ import math
 import torch
 
 from fraudvae.model import VAE, ModelConfig, kl_divergence
+from fraudvae.train import Adam
 
 
 def _batch(n=8, members=3):
@@ -140,12 +141,9 @@ def test_mixture_prior_is_learned_saved_and_sampled():
     assert numeric.shape == (50, cfg.n_numeric) and torch.isfinite(numeric).all()
 
 
-
 def test_the_optimizers_gradient_clipping_is_torchs():
     """`Adam.clip_grad_norm_` gives exactly `torch.nn.utils.clip_grad_norm_`'s gradients, scaled or
     not (a mixture prior's parameters included)."""
-    from fraudvae.train import Adam
-
     cfg, batch = _batch()
     torch.manual_seed(0)
     model = VAE(ModelConfig(cfg.n_numeric, cfg.n_binary, cfg.cardinalities, cfg.hidden, cfg.latent_dim,
