@@ -55,7 +55,7 @@ def monitor(det: FraudVAE, df: pd.DataFrame, *, window_rows: int | None = None, 
         p = t.p_values(scores)
         p_all.append(p)
         stats = window_stats(scores > t.value, p, contributions[columns].to_numpy(), columns, det.baseline_, target,
-                             config, calibration_rows=len(t.validation_scores))
+                             config, calibration_rows=len(t.validation_scores), calibration_above=t.above)
         windows.append({"window": label, **stats})
     p_values = np.concatenate(p_all) if p_all else np.zeros(0)
     counts, _ = np.histogram(p_values, bins=20, range=(0, 1))
@@ -83,6 +83,11 @@ def write_monitor_report(report: dict, path: str | Path) -> Path:
         rate = [w["alert_rate"] or 0.0 for w in ws]
         lo, hi = zip(*(w["alert_rate_interval"] for w in ws), strict=True) if ws else ((), ())
         ax.fill_between(x, lo, hi, alpha=0.25, label=f"{1 - report['alpha']:.1%} interval")
+        expected = [w["alert_rate_expected"] for w in ws]
+        if ws and all(e is not None for e in expected):
+            low, high = zip(*expected, strict=True)
+            ax.plot(x, low, color="gray", ls=":", label="range normal rows give")
+            ax.plot(x, high, color="gray", ls=":")
         ax.plot(x, rate, "o-", label="alert rate")
         ax.axhline(report["model"]["threshold_target"], color="black", ls="--", label="target")
         for i, w in enumerate(ws):
@@ -114,15 +119,17 @@ def write_monitor_report(report: dict, path: str | Path) -> Path:
 
 def table(report: dict) -> str:
     """The windows, a line each, for a terminal."""
-    lines = [f"{'window':<28}{'rows':>8}{'alerts':>8}{'rate':>8}  {'interval':<18}{'KS p':>9}  "
+    lines = [f"{'window':<28}{'rows':>8}{'alerts':>8}{'rate':>8}  {'interval':<18}{'expected':<18}{'KS p':>9}  "
              f"{'status':<7}top columns"]
     for w in report["windows"]:
         lo, hi = w["alert_rate_interval"]
+        expected = "-" if w.get("alert_rate_expected") is None else "[{:.2%}, {:.2%}]".format(*w["alert_rate_expected"])
         top = ", ".join(f"{c['column']} {c['shift_nats']:+.2f}" for c in w["top_drifting_columns"][:3]
                         if c["shift_nats"] is not None)
         ks = "-" if w["ks_p_value"] is None else f"{w['ks_p_value']:.3g}"
         rate = 0.0 if w["alert_rate"] is None else w["alert_rate"]
         interval = f"[{lo:.2%}, {hi:.2%}]"
-        lines.append(f"{w['window'][:27]:<28}{w['rows']:>8,}{w['alerts']:>8,}{rate:>8.2%}  {interval:<18}{ks:>9}  "
+        lines.append(f"{w['window'][:27]:<28}{w['rows']:>8,}{w['alerts']:>8,}{rate:>8.2%}  {interval:<18}"
+                     f"{expected:<18}{ks:>9}  "
                      f"{w['status']:<7}{top}")
     return "\n".join(lines)

@@ -31,6 +31,11 @@ class Threshold:
         return np.asarray(self.validation_scores, dtype=np.float64)
 
     @property
+    def above(self) -> int:
+        """How many validation normals lie above the threshold."""
+        return int(np.count_nonzero(self._sorted > self.value))
+
+    @property
     def expected_fpr(self) -> float:
         """Share of validation normals above the threshold."""
         return float((self._sorted > self.value).mean())

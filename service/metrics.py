@@ -108,12 +108,17 @@ class _MonitorCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         r = self.report()
         lo, hi = r["alert_rate_interval"]
+        expected_lo, expected_hi = r["alert_rate_expected"] or (None, None)  # None: an empty window
         for name, doc, value in (
                 ("fraudvae_monitor_window_rows", "rows in the monitoring window (all workers)", r["window"]["rows"]),
                 ("fraudvae_monitor_alert_rate", "share of the window's rows flagged", r["alert_rate"]),
                 ("fraudvae_monitor_alert_rate_low", "lower end of the alert rate's interval", lo),
                 ("fraudvae_monitor_alert_rate_high", "upper end of the alert rate's interval", hi),
                 ("fraudvae_monitor_target", "the alert rate the threshold was set for", r["target"]),
+                ("fraudvae_monitor_alert_rate_expected_low", "fewest alerts per row that normal traffic gives "
+                 "at this threshold (the window is drift below it)", expected_lo),
+                ("fraudvae_monitor_alert_rate_expected_high", "most alerts per row that normal traffic gives "
+                 "at this threshold (the window is drift above it)", expected_hi),
                 ("fraudvae_monitor_ks_statistic", "KS distance of the window's p-values from uniform",
                  r["ks_statistic"]),
                 ("fraudvae_monitor_drift", "1 when the window is out of bounds (status drift), else 0",

@@ -29,6 +29,7 @@ class Monitor:
         self.baseline = np.asarray(detector.baseline_, dtype=np.float64)
         self.target = detector.threshold_.target
         self.calibration_rows = len(detector.threshold_.validation_scores)
+        self.calibration_above = detector.threshold_.above
         self.rows, self.config = rows, config or MonitorConfig()
         self.at = np.full(rows, np.nan)  # when each row was scored (time.time); NaN: an empty slot
         self.flag = np.zeros(rows, bool)
@@ -97,7 +98,7 @@ class Monitor:
         """The window's measures, JSON-ready (what ``GET /monitor`` answers)."""
         flags, p, contrib, workers = self._window()
         stats = window_stats(flags, p, contrib, self.columns, self.baseline, self.target, self.config,
-                             calibration_rows=self.calibration_rows)
+                             calibration_rows=self.calibration_rows, calibration_above=self.calibration_above)
         return {"status": stats.pop("status"), "window": {"rows": len(flags), "limit_rows": self.rows,
                                                           "workers_with_rows": workers},
                 "alpha": self.config.alpha, **stats}

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from fraudvae import FraudVAE
 from fraudvae.cli import main
-from fraudvae.monitor import MonitorConfig, alert_rate_interval, uniformity_test, window_stats
+from fraudvae.monitor import MonitorConfig, alert_rate_interval, expected_alerts, uniformity_test, window_stats
+from fraudvae.threshold import calibrate
 
 
 def normals(n: int, seed: int) -> pd.DataFrame:
@@ -180,3 +182,38 @@ def test_the_uniformity_test_allows_for_the_calibration_rows_noise() -> None:
     assert two <= 6 and one >= 30  # 1% of 300 is 3
     shifted = (1 + 1200 - np.searchsorted(calibration, rng.normal(0.3, 1, 1500))) / 1201
     assert uniformity_test(shifted, 1200)[1] < 1e-6  # a real shift is still found
+
+
+def test_the_alert_rate_test_allows_for_the_thresholds_own_noise() -> None:
+    """The cut is an order statistic of 1,200 validation scores, so the share of normal rows above
+    it varies around the target: windows of 10,000 exchangeable rows fall outside the Clopper-Pearson
+    interval around the target far more often than its level, and inside the Beta-Binomial range."""
+    rng = np.random.default_rng(0)
+    config = MonitorConfig(alpha=0.01)
+    naive = exact = 0
+
+    def rate_off(stats: dict) -> bool:
+        return any(reason.startswith("alert rate") for reason in stats["reasons"])
+
+    for _ in range(300):
+        t = calibrate(rng.normal(size=1200), target_fpr=0.01)
+        flags = rng.normal(size=10_000) > t.value
+        p, contributions = rng.uniform(size=10_000), np.zeros((10_000, 1))
+        naive += rate_off(window_stats(flags, p, contributions, ["a"], np.zeros(1), 0.01, config))
+        stats = window_stats(flags, p, contributions, ["a"], np.zeros(1), 0.01, config, calibration_rows=1200,
+                             calibration_above=t.above)
+        exact += rate_off(stats)
+        assert stats["alert_rate_expected"][0] < 0.01 < stats["alert_rate_expected"][1]
+    assert exact <= 9 and naive >= 60  # 1% of 300 is 3
+    doubled = rng.normal(size=10_000) > np.quantile(rng.normal(size=100_000), 0.97)  # 3% of normal rows
+    stats = window_stats(doubled, rng.uniform(size=10_000), np.zeros((10_000, 1)), ["a"], np.zeros(1), 0.01,
+                         calibration_rows=1200, calibration_above=t.above)
+    assert stats["status"] == "drift" and "outside the range" in stats["reasons"][0]
+
+
+def test_the_expected_alert_range_is_the_beta_binomial_tails() -> None:
+    law = scipy_stats.betabinom(1500, 12, 1189)
+    counts = np.arange(1501)
+    accepted = counts[(law.cdf(counts) >= 0.0005) & (law.sf(counts - 1) >= 0.0005)]
+    assert expected_alerts(1500, 1200, 11, 0.001) == (accepted[0], accepted[-1])
+    assert expected_alerts(50, 10, 0, 0.001)[0] == 0  # one validation row above nothing: no alerts is normal
