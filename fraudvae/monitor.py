@@ -27,12 +27,13 @@ share it.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
+from fraudvae.threshold import conformal_rank
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def window_stats(flags: np.ndarray, p_values: np.ndarray, contributions: np.ndar
     expected = None
     if calibration_rows and n:
         if calibration_above is None:
-            calibration_above = calibration_rows - math.ceil((calibration_rows + 1) * (1 - target))
+            calibration_above = calibration_rows - conformal_rank(calibration_rows, target)
         low, high = expected_alerts(n, calibration_rows, calibration_above, config.alpha)
         expected = [low / n, high / n]
         outside = not low <= alerts <= high

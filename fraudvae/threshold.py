@@ -38,7 +38,7 @@ class Threshold:
     @property
     def expected_fpr(self) -> float:
         """Share of validation normals above the threshold."""
-        return float((self._sorted > self.value).mean())
+        return self.above / len(self._sorted)
 
     def quantiles(self) -> dict[str, float]:
         return {f"q{q:g}": float(np.quantile(self._sorted, q)) for q in QUANTILES}
@@ -57,6 +57,13 @@ class Threshold:
     @classmethod
     def from_dict(cls, d: dict) -> Threshold:
         return cls(float(d["value"]), d["method"], float(d["target"]), tuple(map(float, d["validation_scores"])))
+
+
+def conformal_rank(n: int, target: float) -> int:
+    """The rank (1-based, among n sorted validation scores) of the split-conformal cut at `target`:
+    ceil((n + 1)(1 - target)), the highest score when n is too small for the guarantee."""
+    # the small tolerance keeps (n + 1)(1 - target) from rounding up past an exact integer
+    return min(n, max(1, math.ceil((n + 1) * (1.0 - target) - 1e-9)))
 
 
 def calibrate(validation_scores: np.ndarray, target_fpr: float | None = None,
@@ -84,7 +91,5 @@ def calibrate(validation_scores: np.ndarray, target_fpr: float | None = None,
     v = np.sort(np.asarray(validation_scores, dtype=np.float64))
     if len(v) == 0 or not np.isfinite(v).all():
         raise DataError("calibration needs at least one finite validation score")
-    # the small tolerance keeps (n + 1)(1 - target) from rounding up past an exact integer
-    rank = min(len(v), max(1, math.ceil((len(v) + 1) * (1.0 - target) - 1e-9)))
-    value = float(v[rank - 1])
+    value = float(v[conformal_rank(len(v), target) - 1])
     return Threshold(value, method, float(target), tuple(float(x) for x in v))

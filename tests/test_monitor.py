@@ -217,3 +217,14 @@ def test_the_expected_alert_range_is_the_beta_binomial_tails() -> None:
     accepted = counts[(law.cdf(counts) >= 0.0005) & (law.sf(counts - 1) >= 0.0005)]
     assert expected_alerts(1500, 1200, 11, 0.001) == (accepted[0], accepted[-1])
     assert expected_alerts(50, 10, 0, 0.001)[0] == 0  # one validation row above nothing: no alerts is normal
+
+
+def test_the_monitor_derives_the_count_above_the_cut_as_calibrate_does() -> None:
+    rng = np.random.default_rng(1)
+    flags, p, contributions = np.zeros(500, bool), rng.uniform(size=500), np.zeros((500, 1))
+    for n, target in ((40, 0.01), (199, 0.01), (1200, 0.01), (300, 0.05), (5000, 0.001)):
+        t = calibrate(rng.normal(size=n), target_fpr=target)
+        derived = window_stats(flags, p, contributions, ["a"], np.zeros(1), target, calibration_rows=n)
+        given = window_stats(flags, p, contributions, ["a"], np.zeros(1), target, calibration_rows=n,
+                             calibration_above=t.above)
+        assert derived["alert_rate_expected"] == given["alert_rate_expected"]
