@@ -7,24 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fraudvae.errors import DataError
-
-
-def datetimes(values: pd.Series, column: str, utc: bool = False) -> pd.Series:
-    """A time column as date-times (text in any usual format); a value that is no date-time is an
-    error naming its row. `utc`: offsets converted to UTC (a column mixing offsets needs it)."""
-    when = pd.to_datetime(values, errors="coerce", utc=utc, format="mixed")
-    bad = when.isna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"time column {column!r} has a value that is no date-time: {values.iloc[i]!r}",
-                        row=values.index[i], column=column)
-    return when
+from fraudvae.readers import time_column
 
 
 def day_of(values: pd.Series, column: str) -> np.ndarray:
-    """Each row's calendar day (YYYY-MM-DD), as written, from a time column."""
-    return datetimes(values, column).dt.strftime("%Y-%m-%d").to_numpy()
+    """Each row's calendar day (YYYY-MM-DD), as written, from a time column (read as `fit` reads one:
+    `fraudvae.readers.time_column`)."""
+    return time_column(values, column).dt.strftime("%Y-%m-%d").to_numpy()
 
 
 def daily_metrics(scores: np.ndarray, labels: np.ndarray, days: np.ndarray, threshold: float, k: int) -> dict:

@@ -31,10 +31,13 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
     from tqdm import tqdm
 
     from fraudvae.detector import FraudVAE
-    from fraudvae.io import read_table
+    from fraudvae.io import check_output_directory, read_table
+    from fraudvae.persist import MODEL
 
+    # refused before any work: a file, the data's folder, a folder of other things (replaced whole)
+    check_output_directory(a.model, MODEL, "--model", reading=[a.data, *([a.feedback] if a.feedback else [])])
     fmt = _read_format(a)
-    df = read_table(a.data, fmt, skip=a.drop)
+    df = read_table(a.data, fmt, skip=a.drop, text=[a.id_column] if a.id_column else [])
     skipped = df.attrs.get("skipped", [])  # nested Parquet columns named in --drop: never read
     label_column, feedback = a.label_column, None
     if a.feedback:
@@ -64,10 +67,15 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
         return 0
     if feedback is not None:  # recorded with the model (the version follows the content)
         det.metrics_["feedback"] = feedback
+        unknown = feedback["unknown_ids"]
         print(f"feedback {feedback['file']} (sha256 {feedback['sha256'][:12]}): {feedback['decisions']} decisions "
               f"({feedback['fraud']} fraud, {feedback['legit']} legit) on {feedback['rows_reviewed']} rows; "
               f"{feedback['moved_to_fraud']} rows moved to fraud (kept out of training), "
-              f"{feedback['moved_to_normal']} moved to normal; {feedback['unknown_ids']} reviewed ids not in the data")
+              f"{feedback['moved_to_normal']} moved to normal" + (f"; {unknown} reviewed ids not in the data "
+                                                                  f"(--id-column {a.id_column})" if unknown else ""))
+        if feedback["decisions"] == 0:
+            print(f"fraudvae: warning: the feedback file {feedback['file']} holds no decisions (a header only?): "
+                  "nothing was changed by it", file=sys.stderr)
     path = det.save(a.model)
     m = det.metrics_
     roles: dict[str, list[str]] = {}
@@ -103,19 +111,21 @@ def score(a: argparse.Namespace) -> int:
 
     from fraudvae.detector import FraudVAE
     from fraudvae.errors import DataError
-    from fraudvae.io import atomic_file, check_writable, iter_table
+    from fraudvae.io import atomic_file, check_writable, iter_table, refuse_inside
 
     to_stdout = a.output == "-"
     out_path = None
-    if not to_stdout:  # refused before any work: the input, a directory, a place that cannot be written
+    if not to_stdout:  # refused before any work: the input, the model, a directory, a place that cannot be written
         out_path = check_writable(a.output)
         data = Path(a.data)
         if out_path == data.resolve() or (out_path.exists() and data.exists() and os.path.samefile(out_path, data)):
             raise DataError(f"--output {a.output!r} is the input file: choose another name (the scores never "
                             "overwrite the data)")
+        refuse_inside(a.output, a.model, "--output", "the model directory")
     fmt = _read_format(a)
     det = FraudVAE.load(a.model, device=a.device)
     wanted = {*det.schema_.names(), det.schema_.id_column} - {None}
+    ids = [det.schema_.id_column] if det.schema_.id_column else []  # text as written: "000123" stays so
     n = flagged = 0
     top: list[pd.DataFrame] = []
 
@@ -123,9 +133,9 @@ def score(a: argparse.Namespace) -> int:
         res.to_csv(target, mode="a", header=n == 0, index=False, float_format=FLOAT_FORMAT)
 
     with tqdm(desc="scoring", unit="row", disable=a.quiet or None, leave=False) as bar:
-        sink = _stdout_sink() if out_path is None else atomic_file(out_path)
+        sink = _stdout_sink() if out_path is None else atomic_file(a.output)
         with sink as target:
-            for chunk in iter_table(a.data, a.chunk_rows, fmt, columns=wanted):  # memory does not grow with the file
+            for chunk in iter_table(a.data, a.chunk_rows, fmt, columns=wanted, text=ids):  # memory stays bounded
                 res = det.score(chunk)
                 if a.explain:  # reasons for the flagged rows only: what a reviewer opens
                     flagged_rows = chunk[res["flag"].to_numpy()]
@@ -148,21 +158,35 @@ def score(a: argparse.Namespace) -> int:
 
 
 class _stdout_sink:
-    """`--output -`: scores to stdout as they come (nothing to make atomic). Flushed on the way out,
-    inside `main`, so a reader that has gone is met there (quietly), not at interpreter exit."""
+    """`--output -`: the scores go to a temporary file first (on disk: memory does not grow with the
+    input) and are copied to stdout only once every row has scored, so a run that fails on a bad value
+    further down writes nothing to stdout, as a failed run to a file leaves no file. Flushed on the
+    way out, inside `main`, so a reader that has gone is met there (quietly), not at exit."""
 
     def __enter__(self):
-        return sys.stdout
+        import tempfile
 
-    def __exit__(self, *exc: object) -> None:
-        sys.stdout.flush()
+        self.spool = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")
+        return self.spool
+
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        import shutil
+
+        try:
+            if kind is None:
+                self.spool.seek(0)
+                shutil.copyfileobj(self.spool, sys.stdout, 1 << 20)
+                sys.stdout.flush()
+        finally:
+            self.spool.close()
 
 
 def evaluate(a: argparse.Namespace) -> int:
     from fraudvae.detector import FraudVAE
-    from fraudvae.io import iter_table
-    from fraudvae.report import FIGURES, evaluate, summary, write_report
+    from fraudvae.io import check_output_directory, iter_table
+    from fraudvae.report import FIGURES, REPORT, evaluate, summary, write_report
 
+    check_output_directory(a.report, REPORT, "--report", reading=[a.data, a.model])
     fmt = _read_format(a)
     det = FraudVAE.load(a.model, device=a.device)
     ev = evaluate(det, iter_table(a.data, a.chunk_rows, fmt), a.label_column, source=str(a.data),
@@ -175,14 +199,15 @@ def evaluate(a: argparse.Namespace) -> int:
 
 
 def compare(a: argparse.Namespace) -> int:
-    from fraudvae.compare import FIGURES, summary, write_compare_report
+    from fraudvae.compare import FIGURES, REPORT, summary, write_compare_report
     from fraudvae.compare import compare as measure
     from fraudvae.detector import FraudVAE
     from fraudvae.errors import ConfigError
-    from fraudvae.io import iter_table
+    from fraudvae.io import check_output_directory, iter_table
 
     if len(a.model) != 2:  # before any model is loaded (the library refuses it too)
         raise ConfigError(f"compare takes two models: --model A --model B (got {len(a.model)})")
+    check_output_directory(a.report, REPORT, "--report", reading=[a.data, *a.model])
     fmt = _read_format(a)
     models = [(str(m), FraudVAE.load(m, device=a.device)) for m in a.model]
     c = measure(models, iter_table(a.data, a.chunk_rows, fmt), a.label_column, source=str(a.data),
@@ -198,19 +223,21 @@ EXIT_DRIFT = 3  # `fraudvae monitor`: some window is out of bounds (a scheduler'
 
 def monitor(a: argparse.Namespace) -> int:
     from fraudvae.detector import FraudVAE
-    from fraudvae.drift_report import FIGURES, table, write_monitor_report
+    from fraudvae.drift_report import FIGURES, REPORT, table, write_monitor_report
     from fraudvae.drift_report import monitor as measure
-    from fraudvae.io import read_table
+    from fraudvae.io import check_output_directory, read_table
 
+    check_output_directory(a.report, REPORT, "--report", reading=[a.data, a.model])
     det = FraudVAE.load(a.model, device=a.device)
     df = read_table(a.data, _read_format(a))
     report = measure(det, df, window_rows=a.window_rows, window=a.window, time_column=a.time_column,
                      source=str(a.data))
     path = write_monitor_report(report, a.report)
-    print(f"model {det.version_} on {a.data}: {report['data']['rows']:,} rows in {len(report['windows'])} windows "
+    n = len(report["windows"])
+    print(f"model {det.version_} on {a.data}: {report['data']['rows']:,} rows in {n} window{'s' * (n != 1)} "
           f"of {report['data']['window']}; target alert rate {det.threshold_.target:.2%}")
     print(table(report))
-    print(f"status: {report['status']} ({report['windows_in_drift']} of {len(report['windows'])} windows out of "
+    print(f"status: {report['status']} ({report['windows_in_drift']} of {n} window{'s' * (n != 1)} out of "
           f"bounds); report written to {path}: monitor.json, {', '.join(FIGURES)}")
     return EXIT_DRIFT if report["status"] == "drift" else 0
 
@@ -222,26 +249,37 @@ def recalibrate(a: argparse.Namespace) -> int:
 
     from fraudvae.detector import FraudVAE
     from fraudvae.errors import DataError
-    from fraudvae.io import file_sha256, read_table
-    from fraudvae.schema import label_of
+    from fraudvae.io import check_output_directory, file_sha256, read_table
+    from fraudvae.persist import MODEL
+    from fraudvae.schema import check_no_label, label_of
+    from fraudvae.threshold import rows_needed
 
-    det = FraudVAE.load(a.model, device=a.device)
-    out = Path(a.output).resolve()
-    if out == Path(a.model).resolve():
+    if Path(a.output).resolve() == Path(a.model).resolve():
         raise DataError(f"--output {a.output!r} is the model being recalibrated: write the new one beside it")
-    df = read_table(a.data, _read_format(a))
+    out = check_output_directory(a.output, MODEL, "--output", reading=[a.data, a.model])
+    det = FraudVAE.load(a.model, device=a.device)
+    id_column = det.schema_.id_column
+    df = read_table(a.data, _read_format(a), text=[id_column] if id_column else [])
     normal = df
     if a.label_column:
         normal = df[label_of(df, a.label_column) == 0]
+    else:  # as fit does: a forgotten label would put its frauds among the rows the cut is set on
+        check_no_label(df, "the threshold would be set on its frauds too, as if they were normal rows")
     if len(normal) == 0:
         raise DataError("the data holds no normal rows to calibrate on")
     old = det.threshold_
-    scores = det.score_samples(normal)
     method = "alert_rate" if a.alert_rate is not None or (a.target_fpr is None and old.method == "alert_rate") \
         else "target_fpr"
     target = a.alert_rate if a.alert_rate is not None else a.target_fpr if a.target_fpr is not None else old.target
+    if len(normal) < (need := rows_needed(target)):
+        raise DataError(f"{len(normal):,} normal rows are too few to calibrate a {method.replace('_', ' ')} of "
+                        f"{target:g}: it needs at least {need:,} (about 1/target). With fewer, the cut is simply the "
+                        f"highest score, and about 1 in {len(normal) + 1} normal rows would be flagged. Give more "
+                        f"recent rows, or a larger target")
+    scores = det.score_samples(normal)
     parent = det.version_
-    lineage = {"recalibrated_on": {"source": str(a.data), "sha256": file_sha256(a.data), "normal_rows": len(normal)},
+    lineage = {"recalibrated_on": {"source": str(a.data), "sha256": file_sha256(a.data), "normal_rows": len(normal),
+                                   "label_column": a.label_column},
                "at": datetime.now(UTC).isoformat(timespec="seconds")}
     det.calibrate(scores=scores, lineage=lineage,  # the rows are scored once, above
                   target_fpr=target if method == "target_fpr" else None,
@@ -257,15 +295,24 @@ def recalibrate(a: argparse.Namespace) -> int:
 
 def sample(a: argparse.Namespace) -> int:
     from fraudvae.detector import FraudVAE
-    from fraudvae.io import atomic_file
+    from fraudvae.io import atomic_file, check_writable, refuse_inside
 
+    if a.output != "-":  # '-' is standard output, as for score
+        check_writable(a.output)
+        refuse_inside(a.output, a.model, "--output", "the model directory")
     det = FraudVAE.load(a.model, device=a.device)
     df = det.sample(a.n, seed=a.seed)
-    out = Path(a.output).resolve()
-    with atomic_file(out) as tmp:
-        df.to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
+    if a.output == "-":
+        df.to_csv(sys.stdout, index=False, float_format=FLOAT_FORMAT)
+        sys.stdout.flush()
+        where = "stdout"
+    else:
+        with atomic_file(a.output) as tmp:
+            df.to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
+        where = str(Path(a.output).resolve())
+    # with '-' the report goes to stderr: the rows are the output
     print(f"wrote {len(df):,} synthetic rows ({len(df.columns)} columns) drawn from model {det.version_} "
-          f"with seed {a.seed} to {out}")
+          f"with seed {a.seed} to {where}", file=sys.stderr if a.output == "-" else sys.stdout)
     return 0
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fraudvae.errors import ConfigError
+from fraudvae.io import OutputDirectory
 from fraudvae.report import Evaluation, measure, score_labelled, write_directory
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 NAMES = ("A", "B")
 FIGURES = ("roc.png", "pr.png", "scores.png", "overlap.png")
+REPORT = OutputDirectory("a comparison report", "compare.json", frozenset({"compare.json", *FIGURES}), "compare")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,10 @@ def compare(models: Sequence[tuple[str, FraudVAE]], data: pd.DataFrame | Iterabl
         "models": per_model,
         "budget": {"alerts": k, "per": "day" if time_column is not None else "file",
                    "meaning": (f"precision of each day's {k} highest scores, averaged over days" if time_column
-                               else f"precision of the {k} highest scores in the file")},
+                               else f"precision of the {k} highest scores in the file"),
+                   **({"warning": f"the budget of {k:,} alerts is not below the file's {len(y):,} rows: precision "
+                                  f"at it is the file's fraud rate, whatever the model"}
+                      if time_column is None and k >= len(y) else {})},
         "overlap": {"both": cell(fa & fb), "only_a": cell(fa & ~fb), "only_b": cell(~fa & fb),
                     "neither": {"rows": int((~fa & ~fb).sum()), "frauds": int((~fa & ~fb & fraud).sum())},
                     "meaning": "rows flagged at each model's own threshold, and the frauds among them"},
@@ -97,7 +102,7 @@ def write_compare_report(c: Comparison, path: str | Path) -> Path:
     }
     title = (f"{_label(m, 'A')} vs {_label(m, 'B')} on {plots.file_name(m['data']['source'])} "
              f"({m['data']['fraud_rate']:.2%} fraud)")
-    return write_directory(path, "compare.json", m, draw, title)
+    return write_directory(path, REPORT, m, draw, title)
 
 
 def _label(m: dict, name: str) -> str:
@@ -112,15 +117,16 @@ def summary(c: Comparison) -> str:
     rows = [("AUC-ROC", "auc_roc", "{:.3f}"), ("average precision", "average_precision", "{:.3f}"),
             (f"precision at {budget['alerts']} alerts" + (" a day" if budget["per"] == "day" else " in the file"),
              "precision_at_budget", "{:.3f}")]
-    lines = [f"{'':<32}{'A':>14}{'B':>14}"]
-    lines += [f"{what:<32}{fmt.format(A[key]):>14}{fmt.format(B[key]):>14}" for what, key, fmt in rows]
-    for what, key, fmt in (("alerts at its threshold", "flagged", "{:,}"), ("precision at its threshold", "precision",
-                                                                          "{:.3f}"),
+    table = [(what, fmt.format(A[key]), fmt.format(B[key])) for what, key, fmt in rows]
+    for what, key, fmt in (("alerts at its threshold", "flagged", "{:,}"),
+                           ("precision at its threshold", "precision", "{:.3f}"),
                            ("recall at its threshold", "recall", "{:.3f}")):
-        lines.append(f"{what:<32}{fmt.format(A['at_threshold'][key]):>14}{fmt.format(B['at_threshold'][key]):>14}")
+        table.append((what, fmt.format(A["at_threshold"][key]), fmt.format(B["at_threshold"][key])))
     for f in A["recall_at_fpr"]:
-        lines.append(f"{f'best recall at FPR {float(f):.1%}':<32}{A['recall_at_fpr'][f]['recall']:>14.3f}"
-                     f"{B['recall_at_fpr'][f]['recall']:>14.3f}")
+        table.append((f"best recall at FPR {float(f):.1%}", f"{A['recall_at_fpr'][f]['recall']:.3f}",
+                      f"{B['recall_at_fpr'][f]['recall']:.3f}"))
+    w = max(len(what) for what, _, _ in table) + 2  # every row lines up, whatever the budget's text
+    lines = [f"{'':<{w}}{'A':>14}{'B':>14}"] + [f"{what:<{w}}{a:>14}{b:>14}" for what, a, b in table]
     o = m["overlap"]
     return "\n".join([
         f"A: {A['path']} (model {A['version']})",
@@ -133,4 +139,5 @@ def summary(c: Comparison) -> str:
         f"only B {o['only_b']['alerts']:,} ({o['only_b']['frauds']:,} fraud); "
         f"neither {o['neither']['rows']:,} rows ({o['neither']['frauds']:,} fraud)",
         f"score rank correlation (Spearman) {m['score_rank_correlation']:.3f}",
+        *([f"warning: {budget['warning']}"] if "warning" in budget else []),
     ])

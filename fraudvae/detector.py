@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fraudvae import persist
+from fraudvae import __version__, persist
 from fraudvae.device import resolve_device
 from fraudvae.encoded import Encoded
 from fraudvae.errors import ConfigError, DataError, ModelFileError, NotFittedError
@@ -254,7 +254,15 @@ class FraudVAE:
             det.state_ = FittedState.from_dict(meta)
             model = VAE(det.state_.model_config)
             model.load_state_dict(weights)
-        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        except KeyError as e:  # a field the format requires is not there
+            versions = meta.get("versions")
+            writer = versions.get("fraudvae") if isinstance(versions, dict) else None
+            writer = writer or "of unknown version"
+            raise ModelFileError(f"model directory {str(path)!r} cannot be loaded: model.json has no field "
+                                 f"{e.args[0]!r}, which this version ({__version__}) needs; it was written by "
+                                 f"fraudvae {writer}. Fit the model again, or load it with the version that "
+                                 f"wrote it") from None
+        except (ValueError, TypeError, RuntimeError) as e:
             raise ModelFileError(f"model directory {str(path)!r} cannot be loaded: {e}") from None
         det.version_ = version
         det.device_ = resolve_device(device)

@@ -9,19 +9,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraudvae.budget import datetimes
 from fraudvae.detector import FraudVAE
 from fraudvae.errors import ConfigError, DataError
+from fraudvae.io import OutputDirectory
 from fraudvae.monitor import MonitorConfig, summarise, window_stats
+from fraudvae.readers import time_column as time_column_of
 from fraudvae.report import write_directory
 
 FIGURES = ("alert_rate.png", "p_values.png", "column_drift.png")
+REPORT = OutputDirectory("a monitor report", "monitor.json", frozenset({"monitor.json", *FIGURES}), "monitor")
 
 
 def windows_of(df: pd.DataFrame, window_rows: int | None, window: str | None,
                time_column: str | None) -> list[tuple[str, pd.DataFrame]]:
     """(label, rows) of each window: `window_rows` consecutive rows, or a time span (``1d``, ``6h``,
-    ``30min``: pandas' offset aliases) of `time_column`, in time order."""
+    ``30min``, ``1w``) of `time_column`, in time order. Time windows start at midnight of the first
+    row's day (so ``1d`` windows are calendar days) and are labelled by their start in the data's own
+    clock (times are read as `fit` reads them: the wall clock as written)."""
     if window is None:
         size = window_rows or 10_000
         return [(f"rows {i:,}-{min(i + size, len(df)) - 1:,}", df.iloc[i: i + size]) for i in range(0, len(df), size)]
@@ -29,14 +33,29 @@ def windows_of(df: pd.DataFrame, window_rows: int | None, window: str | None,
         raise ConfigError("--window needs --time-column (the column holding each row's time)")
     if time_column not in df.columns:
         raise DataError(f"time column {time_column!r} is not a column of the data", column=time_column)
-    if not re.fullmatch(r"\d*\s*[A-Za-z]+", window):
-        raise ConfigError(f"--window {window!r} is not a time span such as 1d, 6h or 30min")
-    when = datetimes(df[time_column], time_column, utc=True)
-    try:
-        groups = df.groupby(when.dt.floor(window.replace(" ", "")), sort=True)
-    except ValueError as e:
-        raise ConfigError(f"--window {window!r} is not a time span such as 1d, 6h or 30min ({e})") from None
-    return [(str(start), rows) for start, rows in groups]
+    span = window_span(window)
+    when = time_column_of(df[time_column], time_column)
+    origin = when.min().normalize()
+    start = origin + ((when - origin) // span) * span
+    return [(str(s), rows) for s, rows in df.groupby(start.to_numpy(), sort=True)]
+
+
+SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*(w|W|d|D|h|H|min|m|s|S)")  # "M" (a month? a minute?) is refused
+
+
+def window_span(window: str) -> pd.Timedelta:
+    """A window's length from text such as ``1d``, ``6h``, ``30min``, ``90s`` or ``2w``. Zero,
+    negative and unreadable spans are a `ConfigError` saying what is accepted."""
+    m = SPAN.fullmatch(window.strip())
+    if m is None:
+        sign = "zero or negative" if window.strip().startswith("-") else "not a time span"
+        raise ConfigError(f"--window {window!r} is {sign}: give a positive span such as 1d, 6h, 30min or 90s "
+                          f"(units w, d, h, min, s)")
+    unit = {"w": "W", "d": "D", "h": "h", "min": "min", "m": "min", "s": "s"}[m.group(2).lower()]
+    span = pd.Timedelta(float(m.group(1)), unit=unit)
+    if span <= pd.Timedelta(0):
+        raise ConfigError(f"--window {window!r} is zero: give a positive span such as 1d, 6h, 30min or 90s")
+    return span
 
 
 def monitor(det: FraudVAE, df: pd.DataFrame, *, window_rows: int | None = None, window: str | None = None,
@@ -114,7 +133,7 @@ def write_monitor_report(report: dict, path: str | Path) -> Path:
         ax.figure.colorbar(image, ax=ax, label="nats")
 
     draw = dict(zip(FIGURES, (alert_rate, p_values, column_drift), strict=True))
-    return write_directory(path, "monitor.json", report, draw, title, size=(7.5, 4.8))
+    return write_directory(path, REPORT, report, draw, title, size=(7.5, 4.8))
 
 
 def table(report: dict) -> str:

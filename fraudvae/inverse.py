@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 
 from fraudvae.preprocess import Preprocessor
+from fraudvae.specs import TimeSpec
+from fraudvae.values import WEEKDAYS
 
 
 def to_columns(pre: Preprocessor, numeric: np.ndarray, binary: np.ndarray, categorical: np.ndarray) -> pd.DataFrame:
@@ -48,5 +50,28 @@ def to_columns(pre: Preprocessor, numeric: np.ndarray, binary: np.ndarray, categ
         if len(known) and known.map(lambda k: k.lstrip("-").isdigit() and str(int(k)) == k).all():
             col = pd.to_numeric(col).astype("Int64")  # integer codes stay integers ("007" stays text)
         out[name] = col
-    # time columns are not generated: the model knows their hour and weekday, not a date
+    for k, (name, spec) in enumerate(pre.times.items()):
+        j = len(pre.categorical) + 2 * k  # each time column's hour, then weekday, follow the categories
+        hours = np.array([None, None, *spec.hour], dtype=object)[categorical[:, j]]
+        days = np.array([None, None, *spec.weekday], dtype=object)[categorical[:, j + 1]]
+        out[name] = _times(hours, days, spec)
     return pd.DataFrame({name: out[name] for name in pre.schema.names() if name in out})
+
+
+REFERENCE_MONDAY = pd.Timestamp("2024-01-01")  # sampled times fall in this week
+
+
+def _times(hours: np.ndarray, days: np.ndarray, spec: TimeSpec) -> pd.Series:
+    """A time column from sampled hours of day and weekdays: the model knows only those, not dates,
+    so each time is that hour (on the hour) of that weekday in the week of `REFERENCE_MONDAY`,
+    written as the training file wrote times (epoch seconds or milliseconds, or its text format)."""
+    gap = np.array([h is None or d is None for h, d in zip(hours, days, strict=True)], dtype=bool)
+    day = np.array([WEEKDAYS.index(d) if d in WEEKDAYS else 0 for d in days])
+    hour = np.array([int(h) if h is not None and str(h).isdigit() else 0 for h in hours])
+    when = pd.Series(REFERENCE_MONDAY + pd.to_timedelta(day * 24 + hour, unit="h"))
+    if spec.unit is not None:
+        col = pd.Series(when.astype("int64") // (10**9 if spec.unit == "s" else 10**6)).astype("Int64")
+        col[gap] = pd.NA
+        return col
+    text = when.dt.strftime(spec.format) if spec.format else when.map(lambda t: t.isoformat())
+    return pd.Series(np.where(gap, None, text.to_numpy(dtype=object)), dtype=object)

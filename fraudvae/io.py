@@ -121,12 +121,43 @@ def _nested(path: Path, columns: Collection[str] | None,
     return read, skipped
 
 
-def read_table(path: str | Path, fmt: CsvFormat | None = None, skip: Collection[str] = ()) -> pd.DataFrame:
+def _header(path: Path, fmt: CsvFormat | None) -> list[str]:
+    """The column names as the file writes them (before pandas renames a repeated one)."""
+    if is_parquet(path):
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    fmt = fmt or csv_format(path)
+    with open(path, newline="", encoding=fmt.encoding, errors="replace") as fh:
+        return next(csv.reader(fh, delimiter=fmt.sep), [])
+
+
+def check_unique_columns(path: Path, fmt: CsvFormat | None) -> None:
+    """Refuse a file whose header names a column twice (pandas would read the second as `name.1`, a
+    column that is not in the file, and a reader of the name would silently take the first)."""
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(_header(path, fmt), start=1):
+        seen.setdefault(name.strip(), []).append(i)
+    for name, at in seen.items():
+        if len(at) > 1:
+            raise DataError(f"{str(path)!r} names column {name!r} {len(at)} times (columns "
+                            f"{', '.join(map(str, at))} of its header): a value would be read from one of them "
+                            f"silently. Rename or remove the repeated column", column=name)
+
+
+def _as_text(columns: Collection[str]) -> dict[str, type] | None:
+    return {c: str for c in columns} or None
+
+
+def read_table(path: str | Path, fmt: CsvFormat | None = None, skip: Collection[str] = (),
+               text: Collection[str] = ()) -> pd.DataFrame:
     """The whole file as a frame (see the module docstring for its index). Parquet columns named in
-    `skip` are not read. Raises `DataError` for a missing, empty or unreadable file."""
+    `skip` are not read; CSV columns named in `text` are read as written (an id "000123" stays
+    text). Raises `DataError` for a missing, empty or unreadable file, or one naming a column twice."""
     path = Path(path)
     _check_file(path)
     with _read_errors(path, fmt):
+        check_unique_columns(path, fmt)
         if is_parquet(path):
             read, skipped = _nested(path, None, skip)
             df = pd.read_parquet(path, columns=read)
@@ -134,7 +165,7 @@ def read_table(path: str | Path, fmt: CsvFormat | None = None, skip: Collection[
             df.attrs["skipped"] = skipped  # nested columns left out on request (never read, so never "dropped")
         else:
             fmt = fmt or csv_format(path)
-            df = pd.read_csv(path, sep=fmt.sep, encoding=fmt.encoding)
+            df = pd.read_csv(path, sep=fmt.sep, encoding=fmt.encoding, dtype=_as_text(text))
             df.index = pd.RangeIndex(2, 2 + len(df), name="line")
     if df.shape[1] == 0 or len(df) == 0:
         raise DataError(f"file has no data rows: {str(path)!r}")
@@ -142,13 +173,14 @@ def read_table(path: str | Path, fmt: CsvFormat | None = None, skip: Collection[
 
 
 def iter_table(path: str | Path, chunk_rows: int = CHUNK_ROWS, fmt: CsvFormat | None = None,
-               columns: Collection[str] | None = None) -> Iterator[pd.DataFrame]:
+               columns: Collection[str] | None = None, text: Collection[str] = ()) -> Iterator[pd.DataFrame]:
     """The file in chunks of at most `chunk_rows` rows; each chunk's index continues the previous
     one's (line numbers for CSV). For Parquet, only `columns` are read when given (a nested column
-    the caller does not need is no error)."""
+    the caller does not need is no error). CSV columns named in `text` are read as written."""
     path = Path(path)
     _check_file(path)
     with _read_errors(path, fmt):
+        check_unique_columns(path, fmt)
         if is_parquet(path):
             import pyarrow.parquet as pq
 
@@ -161,7 +193,7 @@ def iter_table(path: str | Path, chunk_rows: int = CHUNK_ROWS, fmt: CsvFormat | 
                 yield df
             return
         fmt = fmt or csv_format(path)
-        reader = pd.read_csv(path, sep=fmt.sep, encoding=fmt.encoding, chunksize=chunk_rows)
+        reader = pd.read_csv(path, sep=fmt.sep, encoding=fmt.encoding, chunksize=chunk_rows, dtype=_as_text(text))
         first, start = True, 2
         for df in reader:
             if first and df.shape[1] == 0:
@@ -258,30 +290,78 @@ def check_writable(path: str | Path, given: str | None = None) -> Path:
     return p
 
 
+@dataclass(frozen=True)
+class OutputDirectory:
+    """A kind of directory a command writes whole: its main document and every file it may hold. A
+    directory that holds anything else is not an earlier output of this kind, and is never replaced."""
+
+    what: str  # "an evaluation report", "a model directory"
+    document: str  # the file that marks it: metrics.json, manifest.json, ...
+    files: frozenset[str]
+    folder: str = "output"  # a name to suggest for a new folder: "report", "model"
+
+
+def check_output_directory(path: str | Path, kind: OutputDirectory, option: str, *,
+                           reading: Collection[str | Path] = ()) -> Path:
+    """Refuse, before any work, a directory output that would destroy something: a path that is a
+    file, one of the paths being read (`reading`: the model, the data) or a folder holding them, or
+    a folder holding anything that is not an earlier output of the same kind. An empty folder, a new
+    path and the command's own earlier output are fine. Returns the resolved path."""
+    shown = str(path)
+    p = Path(path).resolve()
+    fix = f"give a new folder (such as {str(Path(shown) / kind.folder)!r}) or an earlier output of the same command"
+    for r in reading:
+        r = Path(r).resolve()
+        if p == r or p in r.parents:
+            what = "is" if p == r else "holds"
+            raise DataError(f"{option} {shown!r} {what} {str(r)!r}, which this command reads: writing there would "
+                            f"replace it. {fix[0].upper() + fix[1:]}")
+    if p.exists() and not p.is_dir():
+        raise DataError(f"{option} {shown!r} is a file, not a directory: {fix}. The file is left as it is")
+    if p.is_dir():
+        try:
+            entries = list(p.iterdir())
+        except OSError as e:
+            raise DataError(f"{option} {shown!r} cannot be read: {e.strerror or e}") from None
+        foreign = sorted(e.name + ("/" if e.is_dir() else "") for e in entries
+                         if e.name not in kind.files or e.is_dir() or e.is_symlink())
+        if entries and (foreign or not (p / kind.document).is_file()):
+            named = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "") \
+                if foreign else f"no {kind.document}"
+            raise DataError(f"{option} {shown!r} is a folder that is not {kind.what} ({named}): it would be "
+                            f"replaced whole, so nothing is written and nothing deleted. {fix[0].upper() + fix[1:]}")
+    return p
+
+
 @contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
+def atomic_directory(path: str | Path, kind: OutputDirectory) -> Iterator[Path]:
     """A fresh temporary sibling of `path` to fill. When the block ends normally it takes `path`'s
-    place (an existing directory there is swapped out, then removed); when it raises, it is removed
-    and `path` is untouched. A crash never leaves a half-written directory at `path`. Files get the
-    usual permissions (0644 under umask 022), whatever the library that wrote them chose."""
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(path)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
+    place (an earlier output of the same `kind` there is swapped out, then removed); when it raises,
+    it is removed and `path` is untouched. A crash never leaves a half-written directory at `path`.
+    A `path` that is a file or a folder holding anything else is refused first
+    (`check_output_directory`). Files get the usual permissions (0644 under umask 022), whatever the
+    library that wrote them chose. An I/O failure names `path` as given."""
+    shown = str(path)
+    path = check_output_directory(path, kind, "output")
+    with _named(shown):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(path)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
     _LIVE.add(tmp)
     try:
         yield tmp
-        mask = _umask()
-        for p in tmp.rglob("*"):
-            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
-        os.chmod(tmp, 0o777 & ~mask)
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path) + "old.", dir=path.parent))
-            os.rename(path, old / "d")
-        os.rename(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with _named(shown):
+            mask = _umask()
+            for p in tmp.rglob("*"):
+                os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+            os.chmod(tmp, 0o777 & ~mask)
+            old = None
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path) + "old.", dir=path.parent))
+                os.rename(path, old / "d")
+            os.rename(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -290,23 +370,51 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
+def _named(shown: str) -> Iterator[None]:
+    """An I/O failure while writing `shown` (through a temporary sibling) as a `DataError` naming the
+    path as the user gave it, never the temporary's name."""
+    try:
+        yield
+    except OSError as e:
+        raise DataError(f"cannot write {shown!r}: {e.strerror or e}") from None
+
+
+@contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """A temporary sibling of `path` to write; it becomes `path` (mode 0666 less the umask) when the
-    block ends normally and is removed when it raises, so readers never see a half-written file."""
+    block ends normally and is removed when it raises, so readers never see a half-written file. An
+    I/O failure names `path` as given."""
+    shown = str(path)
     path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(path)
-    fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), dir=path.parent)
-    os.close(fd)
+    with _named(shown):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(path)
+        fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), dir=path.parent)
+        os.close(fd)
     tmp = Path(name)
     _LIVE.add(tmp)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        try:
+            yield tmp
+        except OSError as e:
+            if e.filename is not None and Path(e.filename) == tmp:
+                raise DataError(f"cannot write {shown!r}: {e.strerror or e}") from None
+            raise
+        with _named(shown):
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
         _LIVE.discard(tmp)
+
+
+def refuse_inside(path: str | Path, folder: str | Path, option: str, what: str) -> None:
+    """Refuse an output file inside `folder` (a model directory being read): writing there would
+    change or break it."""
+    p, f = Path(path).resolve(), Path(folder).resolve()
+    if p == f or f in p.parents:
+        raise DataError(f"{option} {str(path)!r} is inside {what} {str(folder)!r}: writing there would change or "
+                        f"break it. Write the output elsewhere")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -87,7 +87,8 @@ def window_stats(flags: np.ndarray, p_values: np.ndarray, contributions: np.ndar
         warnings.simplefilter("ignore", RuntimeWarning)  # a column missing in every row of the window: NaN
         median = np.nanmedian(contributions, axis=0) if n else np.full(len(columns), np.nan)
     shift = median - baseline
-    order = [int(j) for j in np.argsort(-np.nan_to_num(shift, nan=-np.inf), kind="stable")]
+    # the columns that moved most, either way: a column whose values became more usual moved too
+    order = [int(j) for j in np.argsort(-np.nan_to_num(np.abs(shift), nan=-np.inf), kind="stable")]
     rate_off = n >= config.min_rows and outside
     reach = (f"the range {expected[0]:.2%}-{expected[1]:.2%} normal rows give at this threshold" if expected
              else f"its interval's reach of the target {target:.2%}")
@@ -97,7 +98,7 @@ def window_stats(flags: np.ndarray, p_values: np.ndarray, contributions: np.ndar
         "alert_rate_interval": [lo, hi], "alert_rate_expected": expected, "target": target,
         "ks_statistic": ks[0] if ks is not None else None,
         "ks_p_value": ks[1] if ks is not None else None,
-        "status": "drift" if rate_off or uniform_off else "ok",
+        "status": "drift" if rate_off or uniform_off else "ok" if n else "no data",
         "reasons": ([f"alert rate {alerts / n:.2%} outside {reach}"] if rate_off else [])
                    + (["p-values not uniform"] if uniform_off else []),
         "top_drifting_columns": [{"column": columns[j], "shift_nats": _num(shift[j])}

@@ -22,11 +22,12 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from fraudvae.errors import ModelFileError
-from fraudvae.io import atomic_directory, file_sha256
-from fraudvae.signing import check_signature, model_key, write_signature
+from fraudvae.io import OutputDirectory, atomic_directory, file_sha256
+from fraudvae.signing import SIGNATURE, check_signature, model_key, write_signature
 
 FORMAT = "fraudvae-model/1"
 WEIGHTS, META, MANIFEST = "weights.safetensors", "model.json", "manifest.json"
+MODEL = OutputDirectory("a model directory", MANIFEST, frozenset({WEIGHTS, META, MANIFEST, SIGNATURE}), "model")
 
 
 def library_versions() -> dict[str, str]:
@@ -61,7 +62,7 @@ def write_model(path: Path, files: dict[str, bytes]) -> str:
     """Write a model directory atomically (signed when a key is configured). Returns its version."""
     path = path.resolve()
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, MODEL) as tmp:
         try:
             for name, data in files.items():
                 (tmp / name).write_bytes(data)

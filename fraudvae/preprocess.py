@@ -27,10 +27,10 @@ import pandas as pd
 from fraudvae import readers as read
 from fraudvae.encoded import Encoded
 from fraudvae.errors import DataError
-from fraudvae.readers import is_number_column
+from fraudvae.readers import is_number_column, time_format
 from fraudvae.schema import Schema, show, where
 from fraudvae.specs import BinarySpec, CategoricalSpec, NumericSpec, TimeSpec
-from fraudvae.values import clock_features, decimal_mark, epoch_unit, guess_time_format, parse_numbers
+from fraudvae.values import clock_features, decimal_mark
 
 OTHER, MISSING = 0, 1  # reserved category indices; the training vocabulary starts at 2
 CLIP = 1e3  # scaled numbers are clipped here so that any finite input gives a finite score
@@ -88,7 +88,7 @@ class Preprocessor:
             keys = pd.Series(read.keys(df[name], name))  # a frame's column gives a Series already
             categorical[name] = CategoricalSpec(_vocabulary(keys, config), bool(keys.isna().any()))
         for name in schema.names("time"):
-            unit, fmt = _time_format(df[name])
+            unit, fmt = time_format(df[name])
             hour, day = clock_features(read.times(df[name], name, TimeSpec(unit, fmt, (), (), False)))
             times[name] = TimeSpec(unit, fmt, _vocabulary(hour, config), _vocabulary(day, config),
                                    bool(hour.isna().any()))
@@ -266,13 +266,6 @@ def _check_scalable(s: pd.Series, name: str, x: np.ndarray, spec: NumericSpec) -
 def _vocabulary(keys: pd.Series, config: PreprocessConfig) -> tuple[str, ...]:
     counts = keys.value_counts(dropna=True)
     return tuple(str(k) for k in counts[counts >= config.min_category_count].index[: config.max_categories])
-
-
-def _time_format(s: pd.Series) -> tuple[str | None, str | None]:
-    """How a time column is written: (epoch unit "s" or "ms", None) or (None, text format)."""
-    if is_number_column(s):
-        return epoch_unit(parse_numbers(s)[0]) or "s", None
-    return None, guess_time_format(s)[0]
 
 
 def _decimals(x: np.ndarray, most: int = 6) -> int | None:

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from fraudvae.errors import SchemaError
-from fraudvae.schema import FALSE_STRINGS, TRUE_STRINGS, first_bad, is_bool_like, show
+from fraudvae.schema import FALSE_STRINGS, TRUE_STRINGS, first_bad, is_bool_like, show, where
 from fraudvae.specs import BinarySpec, TimeSpec
-from fraudvae.values import MISSING_MARKERS, parse_numbers, parse_times
+from fraudvae.values import MISSING_MARKERS, epoch_unit, guess_time_format, parse_numbers, parse_times
 
 
 def is_number_column(s: pd.Series) -> bool:
@@ -28,6 +28,33 @@ def is_number_column(s: pd.Series) -> bool:
         return False
     x, bad = parse_numbers(s)
     return not bad.any() and bool(np.isfinite(x).any())
+
+
+def time_format(s: pd.Series) -> tuple[str | None, str | None]:
+    """How a time column is written: (epoch unit "s" or "ms", None) or (None, text format)."""
+    if is_number_column(s):
+        return epoch_unit(parse_numbers(s)[0]) or "s", None
+    return None, guess_time_format(s)[0]
+
+
+def time_column(s: pd.Series, name: str) -> pd.Series:
+    """A file's time column as date-times, read as `fit` and `score` read one: epoch seconds or
+    milliseconds (numbers), or text in the format most values follow (ISO 8601 value by value
+    otherwise); the wall clock as written (an offset is not converted away, so mixed offsets are
+    fine). The one reader of a time column for `evaluate`'s days and `monitor`'s windows. A value
+    that is no date-time, or a gap, is a `SchemaError` naming the column and the line."""
+    unit, fmt = time_format(s)
+    if unit is not None and epoch_unit(parse_numbers(s)[0]) is None:
+        x = parse_numbers(s)[0]
+        raise SchemaError(f"time column {name!r} holds numbers that are not epoch seconds or milliseconds of "
+                          f"1973-2103 (found {np.nanmin(x):g} to {np.nanmax(x):g})", column=name)
+    t = _file_times(s, name, TimeSpec(unit, fmt, (), (), False))
+    gap = t.isna().to_numpy()
+    if gap.any():
+        i = int(np.flatnonzero(gap)[0])
+        raise SchemaError(f"time column {name!r} has no time at {where(s, i)} ({int(gap.sum())} gap(s) in all): "
+                          f"every row needs one to be placed in a day or window", row=s.index[i], column=name)
+    return t
 
 
 def _file_numbers(s: pd.Series, name: str, decimal: str = ".") -> np.ndarray:

@@ -28,6 +28,7 @@ TYPICAL_SDS = 2.0  # a number's typical range: the predicted mean plus or minus 
 LIKELY = 3  # how many of the likeliest categories are named
 LIKELY_MIN = 0.01  # and only those at least this likely
 STEPS = 3  # pseudo-Gibbs passes: the column's inputs replaced by the decoder's prediction this many times
+MAX_SHOWN = 60  # characters of a row's own value echoed in a reason; a longer value is cut, its length said
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,16 @@ def explain_rows(pre: Preprocessor, enc: Encoded, data: pd.DataFrame | Mapping[s
                  columns: np.ndarray, excess: np.ndarray,
                  expect: Callable[[Encoded], Expectations]) -> list[list[Reason]]:
     """Per row of `data` (a frame, or column lists of JSON values with ``typed``; `enc` its encoding), a
-    `Reason` for each column named in its row of `columns` (n, k), with its `excess` (n, k); a column
-    with no excess (-inf: its value is a gap that says nothing) is left out. `expect` runs the
-    decoder (`Scorer.expectations`)."""
+    `Reason` for each column named in its row of `columns` (n, k), with its `excess` (n, k). Left out:
+    a column with no excess (-inf: its value is a gap that says nothing), and one whose value is what
+    the model expected (a number inside its typical range, a category or flag that is the likeliest):
+    a reason says what is unusual. `expect` runs the decoder (`Scorer.expectations`)."""
     pairs = [(r, str(name), float(nats)) for r in range(len(columns))
              for name, nats in zip(columns[r], excess[r], strict=True) if np.isfinite(nats)]
     expected = conditional(pre, enc.take(np.array([r for r, _, _ in pairs], dtype=np.int64)),
                            [name for _, name, _ in pairs], expect)
     shown = {name: _shown(pre, data, name, typed) for name in {name for _, name, _ in pairs}}
+    raw = {name: _raw_numbers(pre, data, name, typed) for name in shown if name in pre.numeric}
     binary_at = {key: j for j, key in enumerate(pre.flag_layout())}
     category_at = {(name, part): j for j, (name, part, _, _) in enumerate(pre.category_features())}
     numeric_at = {name: j for j, name in enumerate(pre.numeric)}
@@ -86,11 +89,17 @@ def explain_rows(pre: Preprocessor, enc: Encoded, data: pd.DataFrame | Mapping[s
         likely: tuple[tuple[str, float], ...] = ()
         if name in pre.numeric:
             expect_text, low, high = _numeric(pre, name, expected, q, numeric_at[name], binary_at)
+            if low <= raw[name][r] <= high:  # inside its typical range: not what makes the row unusual
+                continue
         elif name in pre.binary:
             expect_text, likely = _binary(pre, name, expected.p_binary[q, binary_at[("value", name)]])
+            if likely[0][0] == shown[name][r]:
+                continue
         elif name in pre.categorical:
             c = pre.categorical[name]
             expect_text, likely = _likely(c.vocabulary, expected.p_categories[category_at[(name, None)]][q], c.missing)
+            if likely and likely[0][0] == shown[name][r]:
+                continue
         else:  # a time column: its hour of day and day of week
             t = pre.times[name]
             hours, likely_hours = _likely(t.hour, expected.p_categories[category_at[(name, "hour")]][q], t.missing,
@@ -173,13 +182,25 @@ def _flag_words(pre: Preprocessor, name: str) -> tuple[str, str]:
     return number(b.low), number(b.high if b.high is not None else 0.0)
 
 
-def _shown(pre: Preprocessor, data: pd.DataFrame | Mapping[str, Sequence], name: str, typed: bool) -> list[str]:
-    """A column's values as a reviewer reads them, read as scoring reads them."""
+def _values(data: pd.DataFrame | Mapping[str, Sequence], name: str, typed: bool) -> pd.Series | list:
     values = data[name]
-    if not typed:
-        values = pd.Series(values).reset_index(drop=True)
-    else:
-        values = list(values)
+    return list(values) if typed else pd.Series(values).reset_index(drop=True)
+
+
+def _raw_numbers(pre: Preprocessor, data: pd.DataFrame | Mapping[str, Sequence], name: str,
+                 typed: bool) -> np.ndarray:
+    """A numeric column's values in original units (NaN for gaps), read as scoring reads them."""
+    return read.numbers(_values(data, name, typed), name, pre.numeric[name].decimal, typed=typed)
+
+
+def clip(text: str, most: int = MAX_SHOWN) -> str:
+    """A value to echo, at most `most` characters: a longer one is cut and its length said."""
+    return text if len(text) <= most else f"{text[:most]}... ({len(text):,} characters)"
+
+
+def _shown(pre: Preprocessor, data: pd.DataFrame | Mapping[str, Sequence], name: str, typed: bool) -> list[str]:
+    """A column's values as a reviewer reads them, read as scoring reads them, long ones clipped."""
+    values = _values(data, name, typed)
     if name in pre.numeric:
         return [value(x) for x in read.numbers(values, name, pre.numeric[name].decimal, typed=typed)]
     if name in pre.binary:
@@ -188,7 +209,7 @@ def _shown(pre: Preprocessor, data: pd.DataFrame | Mapping[str, Sequence], name:
                 for x in read.flags(values, name, pre.binary[name], typed=typed)]
     if name in pre.categorical:
         vocabulary = set(pre.categorical[name].vocabulary)
-        return ["missing" if k is None else k if k in vocabulary else f"{k} (rare or new)"
+        return ["missing" if k is None else k if k in vocabulary else f"{clip(k)} (rare or new)"
                 for k in read.keys(values, name, typed=typed)]
     t = read.times(values, name, pre.times[name], typed=typed)
     hour, day = clock_features(t)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from fraudvae.budget import daily_metrics, day_of
 from fraudvae.errors import ConfigError, DataError, SchemaError
-from fraudvae.io import atomic_directory
+from fraudvae.io import OutputDirectory, atomic_directory
 from fraudvae.metrics import metrics_at, natural_weights, recall_at_fpr
 from fraudvae.schema import to_binary_label
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 RECALL_AT_FPRS = (0.001, 0.005, 0.01)
 FIGURES = ("roc.png", "pr.png", "scores.png", "tradeoff.png")
+REPORT = OutputDirectory("an evaluation report", "metrics.json",
+                         frozenset({"metrics.json", *FIGURES, "alerts_per_day.png"}), "report")
 
 
 @dataclass(frozen=True)
@@ -159,18 +161,20 @@ def write_report(ev: Evaluation, path: str | Path) -> Path:
     if "daily" in ev.metrics:
         draw["alerts_per_day.png"] = lambda ax: plots.alerts_per_day(ax, ev.metrics["daily"])
     title = f"{name} on {plots.file_name(m['data']['source'])} ({m['data']['fraud_rate']:.2%} fraud as given)"
-    return write_directory(path, "metrics.json", ev.metrics, draw, title)
+    return write_directory(path, REPORT, ev.metrics, draw, title)
 
 
-def write_directory(path: str | Path, document: str, content: dict, draw: Mapping[str, Callable[[Axes], None]],
-                    title: str, size: tuple[float, float] = (6.4, 4.8)) -> Path:
-    """A report directory, written atomically (an existing one there is replaced whole): `content` as
-    the JSON file `document`, and each figure of `draw` (file name -> a function drawing into an
-    axes) under `title`, `size` inches. Returns the directory."""
+def write_directory(path: str | Path, kind: OutputDirectory, content: dict,
+                    draw: Mapping[str, Callable[[Axes], None]], title: str,
+                    size: tuple[float, float] = (6.4, 4.8)) -> Path:
+    """A report directory of `kind`, written atomically (an earlier report of the same kind there is
+    replaced whole; a folder holding anything else is refused): `content` as the kind's JSON
+    document, and each figure of `draw` (file name -> a function drawing into an axes) under
+    `title`, `size` inches. Returns the directory."""
     from matplotlib.figure import Figure
 
-    with atomic_directory(path) as tmp:
-        (tmp / document).write_text(json.dumps(content, indent=1, allow_nan=False))
+    with atomic_directory(path, kind) as tmp:
+        (tmp / kind.document).write_text(json.dumps(content, indent=1, allow_nan=False))
         for file, plot in draw.items():
             fig = Figure(figsize=size, layout="constrained")
             plot(fig.add_subplot())

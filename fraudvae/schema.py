@@ -146,17 +146,30 @@ def first_bad(s: pd.Series, bad: np.ndarray, most: int = 3) -> str:
     return shown + (f" and {len(idx) - most} more" if len(idx) > most else "")
 
 
-def _check_not_label(s: pd.Series, name: str) -> None:
+def looks_like_label(s: pd.Series, name: str) -> bool:
+    """Whether a column is named like a fraud label (is_fraud, Class, ...) and holds only 0/1 values."""
     if name.lower().replace("_", "").replace("-", "").replace(" ", "") not in LABEL_NAMES:
-        return
+        return False
     values = s.dropna()
     if values.empty:
-        return
+        return False
     if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
-        two = set(np.unique(values.to_numpy(dtype=float)).tolist()) <= {0.0, 1.0}
-    else:
-        two = set(values.astype(str).str.strip().str.lower().unique()) <= TRUE_STRINGS | FALSE_STRINGS
-    if two:
+        return set(np.unique(values.to_numpy(dtype=float)).tolist()) <= {0.0, 1.0}
+    return set(values.astype(str).str.strip().str.lower().unique()) <= TRUE_STRINGS | FALSE_STRINGS
+
+
+def check_no_label(df: pd.DataFrame, harm: str, skip: str = "") -> None:
+    """Refuse data holding a column that looks like a fraud label when no label column was given:
+    `harm` says what using its frauds as normal rows would do."""
+    for name in df.columns:
+        if isinstance(name, str) and looks_like_label(df[name], name):
+            raise DataError(f"column {name!r} looks like a fraud label (0/1 values, a label's name) but no "
+                            f"--label-column was given: {harm}. Pass --label-column {name} to leave its frauds "
+                            f"out{skip}", column=name)
+
+
+def _check_not_label(s: pd.Series, name: str) -> None:
+    if looks_like_label(s, name):
         raise DataError(f"column {name!r} looks like a fraud label (0/1 values, a label's name) but no --label-column "
                         f"was given: the model would train on the frauds, with the label as an input that scoring "
                         f"then requires. Pass --label-column {name} to keep its frauds out of training, or "

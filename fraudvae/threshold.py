@@ -66,6 +66,13 @@ def conformal_rank(n: int, target: float) -> int:
     return min(n, max(1, math.ceil((n + 1) * (1.0 - target) - 1e-9)))
 
 
+def rows_needed(target: float) -> int:
+    """The fewest validation rows for which the split-conformal cut at `target` is an order statistic
+    below the highest score (n >= 1/target - 1): with fewer, the cut is the maximum and the rate it
+    gives is 1/(n + 1), whatever the target."""
+    return max(1, math.ceil(1.0 / target - 1.0 - 1e-9))
+
+
 def calibrate(validation_scores: np.ndarray, target_fpr: float | None = None,
               alert_rate: float | None = None) -> Threshold:
     """The cut that flags at most a share `target_fpr` of normal rows (default 1%), set on

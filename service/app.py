@@ -88,7 +88,9 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         det = detector if detector is not None else await asyncio.to_thread(load_detector, settings)
         await asyncio.to_thread(warm_up, det)
         # the queue gauge reads the batcher's queue (made next; read only once requests come)
-        metrics = Metrics(_score_bounds(det), lambda: batcher.queued_rows, det.threshold_.value)
+        metrics = Metrics(_score_bounds(det), lambda: batcher.queued_rows, det.threshold_.value,
+                          shadow_backlog=None if settings.shadow_model is None
+                          else lambda: 0 if shadow is None else shadow.backlog_rows)
         batcher = Batcher(det, settings.max_batch_rows, settings.max_wait_ms / 1000, settings.max_queue_rows,
                           on_batch=metrics.on_batch, max_queue_s=settings.max_queue_ms / 1000)
         batcher.start()
@@ -107,8 +109,9 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         gc.freeze()
         # on uvicorn's own logger, so the line shows wherever uvicorn's startup lines do
         logging.getLogger("uvicorn.error").info(
-            "model %s ready on %s; worker pid %d of %d", det.version_, det.device_, os.getpid(),
-            settings.worker_count(cuda=det.device_.type == "cuda"))
+            "model %s ready on %s; worker pid %d of %d%s", det.version_, det.device_, os.getpid(),
+            settings.worker_count(cuda=det.device_.type == "cuda"),
+            "" if shadow is None else f"; shadow model {shadow.detector.version_} ({settings.shadow_model})")
         try:
             yield
         finally:

@@ -7,6 +7,10 @@ import argparse
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +27,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(run=serve)
 
 
+OPTIONS = {"shadow_model": "--shadow"}  # a setting whose option is not --its-name
+
+
+def settings_from(given: dict) -> Settings:
+    """The settings from the environment and the options `given`; a bad value is a `ConfigError`
+    naming what the user set: the option, or the ``FRAUDVAE_*`` variable."""
+    from pydantic import ValidationError
+
+    from fraudvae import ConfigError
+
+    from .settings import Settings
+
+    try:
+        return Settings(**given)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            name = OPTIONS.get(field, f"--{field.replace('_', '-')}") if field in given else f"FRAUDVAE_{field.upper()}"
+            value = given.get(field, os.environ.get(f"FRAUDVAE_{field.upper()}"))
+            problems.append(f"{name}={value}: {err['msg']}" if value is not None else f"{name}: {err['msg']}")
+        raise ConfigError("; ".join(problems)) from None
+
+
 def serve(a: argparse.Namespace) -> int:
     try:
+        import pydantic_settings  # noqa: F401
         import uvicorn
-
-        from .app import create_app, load_detector
-        from .settings import Settings
     except ImportError as e:
         from fraudvae import ConfigError
 
@@ -36,7 +62,9 @@ def serve(a: argparse.Namespace) -> int:
                           "pip install 'fraudvae[service]'") from None
     given = {"model": a.model, "host": a.host, "port": a.port, "device": a.device, "workers": a.workers,
              "shadow_model": a.shadow}
-    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    # checked before the app module is imported: it reads the environment's settings on import
+    settings = settings_from({k: v for k, v in given.items() if v is not None})
+    from .app import create_app, load_detector
     detector = load_detector(settings)  # a bad model directory stops here, with a one-line reason
     if settings.shadow_model is not None:  # so does a challenger that cannot read the champion's requests
         from fraudvae import FraudVAE

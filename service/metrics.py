@@ -27,9 +27,11 @@ def multiprocess() -> bool:
 
 
 class Metrics:
-    def __init__(self, score_bounds: np.ndarray, queue_rows: Callable[[], float], threshold: float) -> None:
+    def __init__(self, score_bounds: np.ndarray, queue_rows: Callable[[], float], threshold: float,
+                 shadow_backlog: Callable[[], float] | None = None) -> None:
         shared = multiprocess()
         self.queue: Gauge | None
+        self.shadow_backlog: Gauge | None
         r = self.registry = CollectorRegistry()
         # in multiprocess mode values live in the shared files; the registry only renders them
         own = None if shared else r
@@ -60,10 +62,16 @@ class Metrics:
             self.queue = Gauge("fraudvae_queue_rows", "rows waiting for a forward pass", registry=None,
                                multiprocess_mode="livesum")
             Gauge("fraudvae_threshold", "the model's threshold", registry=None, multiprocess_mode="max").set(threshold)
+            self.shadow_backlog = Gauge("fraudvae_shadow_backlog_rows", "rows waiting for the shadow model",
+                                        registry=None, multiprocess_mode="livesum") if shadow_backlog else None
         else:
             Gauge("fraudvae_queue_rows", "rows waiting for a forward pass", registry=r).set_function(queue_rows)
             Gauge("fraudvae_threshold", "the model's threshold", registry=r).set(threshold)
-            self.queue = None
+            if shadow_backlog is not None:
+                Gauge("fraudvae_shadow_backlog_rows", "rows waiting for the shadow model",
+                      registry=r).set_function(shadow_backlog)
+            self.queue = self.shadow_backlog = None
+        self.backlog = shadow_backlog
 
     def on_answer(self, path: str, status: int, seconds: float) -> None:
         """One answered request. The labelled children are kept: looking them up costs more than
@@ -81,6 +89,8 @@ class Metrics:
         self.batch_seconds.observe(seconds)
         if self.queue is not None:
             self.queue.set(self.queue_rows())
+        if self.shadow_backlog is not None and self.backlog is not None:
+            self.shadow_backlog.set(self.backlog())
 
     def on_scored(self, scores: np.ndarray, flags: np.ndarray) -> None:
         self.rows.inc(len(scores))

@@ -192,10 +192,14 @@ class ScoreEndpoint:
 def explain_option(query: bytes) -> bool:
     """``?explain=true`` asks for reason codes (off by default: the response stays small). Any other
     query parameter, or a value that is no true/false word, is a 422 naming it."""
-    explain = False
+    explain, seen = False, False
     for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
         if name != "explain":
             raise ServiceError(422, f"unknown query parameter {name!r}; /score takes only 'explain'", field=name)
+        if seen:
+            raise ServiceError(422, "query parameter 'explain' is given more than once (ambiguous: give it once)",
+                               field="explain")
+        seen = True
         word = value.strip().lower()
         if word not in TRUE_WORDS | FALSE_WORDS:
             raise ServiceError(422, f"query parameter 'explain' must be true or false, got {value[:40]!r}",

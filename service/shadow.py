@@ -27,6 +27,7 @@ from .batching import Batch
 
 log = logging.getLogger("service")
 MAX_PENDING_ROWS = 65536
+PASS_ROWS = 4096  # rows the challenger scores in one pass at most: bounded memory, and a short wait at shutdown
 
 
 def check_schemas(champion: FraudVAE, challenger: FraudVAE) -> None:
@@ -55,13 +56,20 @@ class Shadow:
         self._next = 0
         self._pending: list[tuple[Batch, Scores]] = []
         self._pending_rows, self._scheduled, self.dropped = 0, False, 0
+        self._closing, self.dropped_at_shutdown = False, 0
+
+    @property
+    def backlog_rows(self) -> int:
+        """Rows waiting for the challenger now."""
+        with self._lock:
+            return self._pending_rows
 
     def submit(self, batch: Batch, champion: Scores) -> None:
         """Score `batch` with the challenger later, in the shadow thread, together with whatever else
         is waiting by then (one forward pass for many requests). Beyond `MAX_PENDING_ROWS` waiting,
         the rows are not shadowed (counted as dropped): the champion's traffic comes first."""
         with self._lock:
-            if self._pending_rows + batch.n > MAX_PENDING_ROWS:
+            if self._closing or self._pending_rows + batch.n > MAX_PENDING_ROWS:
                 self.dropped += batch.n
                 return
             self._pending.append((batch, champion))
@@ -72,8 +80,20 @@ class Shadow:
         self._executor.submit(self._drain)
 
     def _drain(self) -> None:
+        """Score up to `PASS_ROWS` of the waiting rows (whole requests, at least one) in one pass;
+        what remains is scheduled again, so shutdown never waits on more than one pass."""
         with self._lock:
-            items, self._pending, self._pending_rows, self._scheduled = self._pending, [], 0, False
+            if self._closing:
+                return
+            taken = rows = 0
+            while taken < len(self._pending) and (taken == 0 or rows + self._pending[taken][0].n <= PASS_ROWS):
+                rows += self._pending[taken][0].n
+                taken += 1
+            items, self._pending = self._pending[:taken], self._pending[taken:]
+            self._pending_rows -= rows
+            self._scheduled = bool(self._pending)
+        if self._scheduled:
+            self._executor.submit(self._drain)
         if not items:
             return
         batch = Batch.concat([b for b, _ in items])
@@ -113,11 +133,20 @@ class Shadow:
                 "challenger_alert_rate": ch / rows if rows else None,
                 "alerts_both": both, "alerts_only_champion": ca - both, "alerts_only_challenger": ch - both,
                 "rank_correlation": None if rho is None or not np.isfinite(rho) else rho,
-                "rows_not_shadowed": self.dropped,
+                "rows_not_shadowed": self.dropped, "rows_waiting": self.backlog_rows,
+                "rows_dropped_at_shutdown": self.dropped_at_shutdown,
                 "scope": "this worker's rows"}
 
     def close(self) -> None:
-        """Score what is queued, then stop (the log ends whole)."""
-        self._executor.shutdown(wait=True)
+        """Stop: the pass in progress finishes (at most `PASS_ROWS` rows, so the log ends whole);
+        rows still waiting are dropped and counted (logged), not scored: at shutdown the champion's
+        answers are what matter, and a slow challenger must not hold the process past its deadline."""
+        with self._lock:
+            self._closing = True
+            self.dropped_at_shutdown = self._pending_rows
+            self._pending, self._pending_rows = [], 0
+        if self.dropped_at_shutdown:
+            log.warning("shutdown: %d rows waiting for the shadow model were not scored", self.dropped_at_shutdown)
+        self._executor.shutdown(wait=True, cancel_futures=True)
         if self._log is not None:
             os.close(self._log)

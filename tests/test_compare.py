@@ -85,3 +85,14 @@ def test_cli_compare(model_dir: Path, other: FraudVAE, test_rows: pd.DataFrame, 
     assert "only A" in r.stdout and (tmp_path / "r" / "compare.json").is_file()
     one = subprocess.run([*cmd[:-2], "--report", str(tmp_path / "r1")], capture_output=True, text=True, timeout=120)
     assert one.returncode == 2 and "two models" in one.stderr and not (tmp_path / "r1").exists()
+
+
+def test_a_budget_beyond_the_rows_is_warned_and_the_table_lines_up(fitted: FraudVAE, other: FraudVAE,
+                                                                   test_rows: pd.DataFrame) -> None:
+    c = compare([("a", fitted), ("b", other)], test_rows, "is_fraud", alerts=100_000)
+    text = summary(c)
+    assert "warning: the budget of 100,000 alerts is not below the file's 2,500 rows" in text
+    table = [line for line in text.splitlines() if line.startswith(("AUC", "average", "precision", "alerts at its",
+                                                                    "recall", "best"))]
+    assert len({len(line) for line in table}) == 1  # every row of the table has the same width
+    assert "warning" not in compare([("a", fitted), ("b", other)], test_rows, "is_fraud").metrics["budget"]

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from fraudvae import ConfigError, FraudVAE, ModelFileError, NotFittedError, SchemaError, example_transactions
+from fraudvae import ConfigError, DataError, FraudVAE, ModelFileError, NotFittedError, SchemaError, example_transactions
 
 
 def test_planted_frauds_are_found(fitted):
@@ -112,10 +112,23 @@ def test_tampered_model_is_refused(model_dir, tmp_path):
 def test_saving_over_a_model_replaces_it_whole(fitted, tmp_path):
     path = tmp_path / "m"
     fitted.save(path)
-    (path / "stray.txt").write_text("x")
+    (path / "model.json").write_text("stale")  # an earlier model's file: replaced
     fitted.save(path)
-    assert not (path / "stray.txt").exists()
+    assert FraudVAE.load(path).version_ == fitted.version_
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_saving_into_a_folder_of_other_files_is_refused(fitted, tmp_path):
+    path = tmp_path / "mine"
+    path.mkdir()
+    (path / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="notes.txt"):
+        fitted.save(path)
+    assert (path / "notes.txt").read_text() == "mine" and sorted(p.name for p in path.iterdir()) == ["notes.txt"]
+    (tmp_path / "afile").write_text("keep")
+    with pytest.raises(DataError, match="is a file"):
+        fitted.save(tmp_path / "afile")
+    assert (tmp_path / "afile").read_text() == "keep"
 
 
 def test_describe_is_json_ready(fitted):

@@ -73,10 +73,21 @@ def test_recall_at_fpr_by_brute_force():
 
 def test_report_replaces_an_old_one_whole(fitted, data, tmp_path):
     report = tmp_path / "r"
-    report.mkdir()
-    (report / "stale.txt").write_text("old")
     write_report(evaluate(fitted, data, "is_fraud"), report)
-    assert not (report / "stale.txt").exists() and (report / "metrics.json").exists()
+    (report / "metrics.json").write_text("{}")
+    (report / "alerts_per_day.png").write_text("an earlier report's figure")
+    write_report(evaluate(fitted, data, "is_fraud"), report)
+    assert json.loads((report / "metrics.json").read_text())["auc_roc"] > 0.5
+    assert not (report / "alerts_per_day.png").exists()  # replaced whole: not a figure of this report
+
+
+def test_report_into_a_folder_of_other_files_is_refused(fitted, data, tmp_path):
+    report = tmp_path / "r"
+    (report / "sub").mkdir(parents=True)
+    (report / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"notes.txt, sub/"):
+        write_report(evaluate(fitted, data, "is_fraud"), report)
+    assert sorted(p.name for p in report.iterdir()) == ["notes.txt", "sub"]
 
 
 @pytest.mark.parametrize("case, message", [

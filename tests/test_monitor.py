@@ -100,6 +100,10 @@ def test_window_measures() -> None:
     tiny = window_stats(np.ones(10, bool), p[:10], contributions[:10], columns, baseline, 0.01,
                         MonitorConfig(min_rows=100))
     assert tiny["status"] == "ok"  # too few rows to call anything
+    fell = np.c_[rng.normal(-3, 1, 3000), contributions[:, 1]]  # a column that became much more usual moved too
+    assert window_stats(p <= 0.01, p, fell, columns, baseline, 0.01)["top_drifting_columns"][0]["column"] == "a"
+    empty = window_stats(np.zeros(0, bool), np.zeros(0), np.zeros((0, 2)), columns, baseline, 0.01)
+    assert empty["status"] == "no data"
 
 
 def test_the_service_watches_its_window(setup: Path) -> None:

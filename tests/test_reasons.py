@@ -42,7 +42,14 @@ def test_reasons_name_the_columns_score_reports_and_read_the_same_from_json_valu
         fitted: FraudVAE, planted: pd.DataFrame) -> None:
     codes = fitted.reason_codes(planted)
     scored = fitted.score(planted)
-    assert [";".join(r.column for r in row) for row in codes] == scored["top_features"].tolist()
+    for row, top in zip(codes, scored["top_features"], strict=True):  # the top columns that are unusual, in order
+        columns = [r.column for r in row]
+        assert columns == [c for c in top.split(";") if c in columns]
+        for r in row:  # a number inside its typical range is no reason; a category that is the likeliest neither
+            if r.low is not None and r.value != "missing":
+                assert not r.low <= float(r.value.replace(",", "")) <= r.high, r.text()
+            elif r.likely and r.high is None:
+                assert r.likely[0][0] != r.value, r.text()
     texts = fitted.explain(planted, reasons=True)
     assert list(texts.index) == list(planted.index)
     assert texts["reasons"].tolist() == ["; ".join(r.text() for r in row) for row in codes]
@@ -50,6 +57,13 @@ def test_reasons_name_the_columns_score_reports_and_read_the_same_from_json_valu
     columns = {c: json.loads(planted[c].to_json(orient="values")) for c in planted.columns}
     assert [[r.to_dict() for r in row] for row in fitted.reason_codes(columns)] == \
            [[r.to_dict() for r in row] for row in codes]
+
+
+def test_an_echoed_value_is_clipped(fitted: FraudVAE, data: pd.DataFrame) -> None:
+    row = data[data["is_fraud"] == 0].iloc[[0]].copy()
+    row["merchant_category"] = "x" * 100_000
+    r = {r.column: r for r in fitted.reason_codes(row)[0]}["merchant_category"]
+    assert len(r.value) < 120 and "100,000 characters" in r.value
 
 
 def test_a_category_reason_names_the_likely_categories_and_a_flag_its_expected_value(

@@ -372,3 +372,17 @@ def test_a_bad_query_parameter_is_a_422_naming_it(client: TestClient, rows: list
     r = client.post(f"/score?{query}", json={"transactions": rows[:2]})
     assert r.status_code == 422
     assert r.json()["error"]["field"] == field and field in r.json()["error"]["message"]
+
+
+def test_a_key_or_parameter_given_twice_is_a_422_naming_it(client: TestClient, rows: list[dict]) -> None:
+    body = json.dumps({"transactions": rows[:3]})
+    dup = body.replace('"amount":', '"amount":99999999,"amount":', 1)
+    r = client.post("/score", content=dup, headers=JSON)
+    assert r.status_code == 422 and "'amount'" in r.text and "transaction 0" in r.text
+    escaped = body.replace('"amount":', '"\\u0061mount":1,"amount":', 1)  # the same key, written with an escape
+    assert client.post("/score", content=escaped, headers=JSON).status_code == 422
+    assert client.post("/score", content=body, headers=JSON).status_code == 200
+    named = body.replace('"merchant_category":"grocery"', '"merchant_category":"amount"')  # a value, not a key
+    assert client.post("/score", content=named, headers=JSON).status_code == 200
+    r = client.post("/score?explain=true&explain=false", content=body, headers=JSON)
+    assert r.status_code == 422 and "explain" in r.text
