@@ -10,7 +10,13 @@
    so that a row's score does not depend on the batch it is in). Target: >= 1/3 of the bare
    float32 pass's rows/s.
 
+3. History (with ``--handbook PATH``): whole-process ``fraudvae fit`` + ``fraudvae score`` of the
+   Fraud Detection Handbook's 585,177 transactions (fit to 2018-05-15, score the rest) with
+   ``--entity-column CUSTOMER_ID --entity-column TERMINAL_ID`` against the same without entities
+   (`bench/history.py`, which also prints the quality table). Target: at most 2x.
+
 Usage: python bench/speed.py [--npz ../shared/datasets/adbench/32_shuttle.npz] [--rows 100000]
+                             [--handbook ../shared/datasets/handbook/transactions_2018-04_05.parquet]
 """
 
 from __future__ import annotations
@@ -120,10 +126,14 @@ def main() -> None:
     ap.add_argument("--npz", type=Path, default=default)
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--skip-fit", action="store_true")
+    ap.add_argument("--handbook", type=Path, help="the Handbook's parquet file: also time history features")
     a = ap.parse_args()
     if not a.skip_fit:
         bench_fit(a.npz)
     bench_score(a.rows)
+    if a.handbook is not None:
+        subprocess.run([sys.executable, str(Path(__file__).with_name("history.py")), "--data", str(a.handbook)],
+                       check=True)
     print(f"reproduce: python {' '.join(sys.argv)}")
 
 

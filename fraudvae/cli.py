@@ -53,10 +53,17 @@ def _reading(p: argparse.ArgumentParser) -> None:
                                       "(default: UTF-8, with or without a byte-order mark)")
 
 
+def _history(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--history", metavar="EARLIER", help="a model with entity columns: earlier transactions, after the "
+                   "training file and before this one, replayed into the entities' history first (not scored)")
+
+
 def _scoring(p: argparse.ArgumentParser) -> None:
-    """What every command that scores a file in chunks takes: the device, the chunk size, how to read."""
+    """What every command that scores a file in chunks takes: the device, the chunk size, how to read,
+    earlier transactions for the entities' history."""
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--chunk-rows", type=_positive, default=50_000, help="rows read and scored at a time")
+    _history(p)
     _reading(p)
 
 
@@ -96,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of normal rows held out (default: the library's, 0.3)")
     f.add_argument("--point-mass-share", type=_fraction, metavar="SHARE",
                    help="model a numeric value held by at least this share of rows (say 0.25) as a point mass")
+    f.add_argument("--entity-column", action="append", default=[], metavar="COL",
+                   help="a column naming an entity (card, customer, terminal; repeatable): each row gets features "
+                        "from that entity's earlier transactions (counts over windows, amount against its usual, "
+                        "novelty); the id itself is no input. Needs a time column")
+    f.add_argument("--amount-column", metavar="COL", help="the amount compared with each entity's usual (default: "
+                                                          "the column named like amount, amt, value, TX_AMOUNT)")
+    f.add_argument("--windows", metavar="LIST", help="history windows, comma-separated (default 1h,1d,7d,30d)")
+    f.add_argument("--numeric", action="append", default=[], metavar="COL",
+                   help="model an integer column named like an identifier as a number all the same")
+    f.add_argument("--history", metavar="EARLIER", help="with --entity-column: transactions before the training "
+                   "rows, replayed first so the first training days have their windows' history")
     f.add_argument("--feedback", metavar="REVIEWED.csv",
                    help="analysts' decisions, a file of id,decision rows (fraud or legit) joined on --id-column: "
                         "fraud rows are kept out of training, legit rows stay in whatever the label says")
@@ -157,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--window", help="a time span per window (1d, 6h, 30min; needs --time-column)")
     w.add_argument("--time-column", help="the column holding each row's time (for --window)")
     w.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _history(w)
     _reading(w)
     w.set_defaults(run=commands.monitor)
 

@@ -7,7 +7,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+
+
+def _history_columns(det) -> list[str]:  # det: FraudVAE
+    """The file's columns a model's history reads (its entities, clock, amount, novelty columns)."""
+    if det.history_ is None:
+        return []
+    s = det.history_.spec
+    return [*s.entities, s.time_column, *([s.amount_column] if s.amount_column else []), *s.novelty]
+
 
 FLOAT_FORMAT = "%.10g"  # ten significant digits: scores exact to 1e-9 relative, no 17-digit noise
 
@@ -16,6 +26,29 @@ def _read_format(a: argparse.Namespace):  # -> CsvFormat | None
     from fraudvae.io import csv_format, is_parquet
 
     return None if is_parquet(a.data) else csv_format(a.data, a.sep, a.encoding)
+
+
+def _history_models(a: argparse.Namespace, dets: list, fmt) -> bool:  # dets: list[FraudVAE]
+    """With models that read entity columns: replay `--history` into each one's entities' state and
+    say so (True). Such models score a file whole, in time order (its rows are read at once)."""
+    from fraudvae.errors import ConfigError
+    from fraudvae.io import is_parquet, read_table
+
+    with_history = [d for d in dets if d.history_ is not None]
+    if a.history and not with_history:
+        raise ConfigError("--history replays earlier transactions into the entities' history: the model has no "
+                          "entity columns (fit with --entity-column)")
+    if a.history:
+        earlier = read_table(a.history, None if is_parquet(a.history) else _format_of(a.history, a))
+        for d in with_history:
+            d.replay(earlier)
+    return bool(with_history)
+
+
+def _format_of(path: str, a: argparse.Namespace):  # -> CsvFormat
+    from fraudvae.io import csv_format
+
+    return csv_format(path, a.sep, a.encoding)
 
 
 def fit(a: argparse.Namespace) -> int:
@@ -38,6 +71,12 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
     check_output_directory(a.model, MODEL, "--model", reading=[a.data, *([a.feedback] if a.feedback else [])])
     fmt = _read_format(a)
     df = read_table(a.data, fmt, skip=a.drop, text=[a.id_column] if a.id_column else [])
+    earlier = None
+    if a.history:
+        from fraudvae.io import is_parquet
+
+        earlier = read_table(a.history, None if is_parquet(a.history) else _format_of(a.history, a), skip=a.drop,
+                             text=[a.id_column] if a.id_column else [])
     skipped = df.attrs.get("skipped", [])  # nested Parquet columns named in --drop: never read
     label_column, feedback = a.label_column, None
     if a.feedback:
@@ -50,6 +89,9 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
                    target_fpr=None if a.alert_rate else a.target_fpr,
                    alert_rate=a.alert_rate, seed=a.seed, epochs=a.epochs, batch_size=a.batch_size,
                    beta=a.beta, point_mass_share=a.point_mass_share, device=a.device,
+                   entity_columns=tuple(a.entity_column), amount_column=a.amount_column,
+                   windows=tuple(w.strip() for w in a.windows.split(",") if w.strip()) if a.windows else None,
+                   numeric=tuple(a.numeric),
                    **({} if a.validation_fraction is None else {"validation_fraction": a.validation_fraction}),
                    **({} if a.validation is None else {"validation": a.validation}))
     bar = tqdm(desc="training", unit="epoch", disable=a.quiet or rank > 0 or None, leave=False)
@@ -60,7 +102,7 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
         bar.update(1)
 
     try:
-        det.fit(df, progress=progress)
+        det.fit(df, progress=progress, history=earlier)
     finally:
         bar.close()
     if rank > 0:
@@ -93,6 +135,16 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
         print(f"  {'left out':<12} {name}: dropped on request (not read)")
     for name, reason in det.schema_.dropped.items():
         print(f"  {'left out':<12} {name}: {reason}")
+    if det.history_ is not None:
+        h = det.history_
+        spec = h.spec
+        print(f"history: {', '.join(f'{e} ({n:,} entities)' for e, n in h.entities().items())} by {spec.time_column}"
+              + (f", amount {spec.amount_column}" if spec.amount_column else ", no amount column")
+              + f"; {len(h.to_json()) / 1e6:.1f} MB saved with the model (state at the end of the training file)")
+        warm = m["history"]["warmup_rows"]
+        if warm:
+            print(f"history warm-up: the first {warm:,} rows build the history but are not trained on (their windows "
+                  f"were not yet full; --history EARLIER gives them their past)")
     print(f"epochs: {m['epochs_run']} (best {m['best_epoch']}; {m['stop']}); "
           f"validation loss {m['validation_loss']:.4f} nats")
     t = det.threshold_
@@ -124,8 +176,14 @@ def score(a: argparse.Namespace) -> int:
         refuse_inside(a.output, a.model, "--output", "the model directory")
     fmt = _read_format(a)
     det = FraudVAE.load(a.model, device=a.device)
-    wanted = {*det.schema_.names(), det.schema_.id_column} - {None}
+    wanted = {*det.schema_.names(), det.schema_.id_column, *_history_columns(det)} - {None}
     ids = [det.schema_.id_column] if det.schema_.id_column else []  # text as written: "000123" stays so
+    chunks: Iterable[pd.DataFrame] = iter_table(a.data, a.chunk_rows, fmt, columns=wanted, text=ids)
+    if _history_models(a, [det], fmt):  # the whole file in time order, then scored (and explained) in chunks
+        from fraudvae.io import read_table
+
+        whole = det.with_history(read_table(a.data, fmt, text=ids))
+        chunks = (whole.iloc[i: i + a.chunk_rows] for i in range(0, len(whole), a.chunk_rows))
     n = flagged = 0
     top: list[pd.DataFrame] = []
 
@@ -135,7 +193,7 @@ def score(a: argparse.Namespace) -> int:
     with tqdm(desc="scoring", unit="row", disable=a.quiet or None, leave=False) as bar:
         sink = _stdout_sink() if out_path is None else atomic_file(a.output)
         with sink as target:
-            for chunk in iter_table(a.data, a.chunk_rows, fmt, columns=wanted, text=ids):  # memory stays bounded
+            for chunk in chunks:  # memory stays bounded (but for a model with entity columns)
                 res = det.score(chunk)
                 if a.explain:  # reasons for the flagged rows only: what a reviewer opens
                     flagged_rows = chunk[res["flag"].to_numpy()]
@@ -183,13 +241,14 @@ class _stdout_sink:
 
 def evaluate(a: argparse.Namespace) -> int:
     from fraudvae.detector import FraudVAE
-    from fraudvae.io import check_output_directory, iter_table
+    from fraudvae.io import check_output_directory, iter_table, read_table
     from fraudvae.report import FIGURES, REPORT, evaluate, summary, write_report
 
     check_output_directory(a.report, REPORT, "--report", reading=[a.data, a.model])
     fmt = _read_format(a)
     det = FraudVAE.load(a.model, device=a.device)
-    ev = evaluate(det, iter_table(a.data, a.chunk_rows, fmt), a.label_column, source=str(a.data),
+    rows = [read_table(a.data, fmt)] if _history_models(a, [det], fmt) else iter_table(a.data, a.chunk_rows, fmt)
+    ev = evaluate(det, rows, a.label_column, source=str(a.data),
                   time_column=a.time_column, alerts_per_day=a.alerts_per_day, natural_fraud_rate=a.natural_fraud_rate)
     path = write_report(ev, a.report)
     print(summary(ev))
@@ -203,14 +262,16 @@ def compare(a: argparse.Namespace) -> int:
     from fraudvae.compare import compare as measure
     from fraudvae.detector import FraudVAE
     from fraudvae.errors import ConfigError
-    from fraudvae.io import check_output_directory, iter_table
+    from fraudvae.io import check_output_directory, iter_table, read_table
 
     if len(a.model) != 2:  # before any model is loaded (the library refuses it too)
         raise ConfigError(f"compare takes two models: --model A --model B (got {len(a.model)})")
     check_output_directory(a.report, REPORT, "--report", reading=[a.data, *a.model])
     fmt = _read_format(a)
     models = [(str(m), FraudVAE.load(m, device=a.device)) for m in a.model]
-    c = measure(models, iter_table(a.data, a.chunk_rows, fmt), a.label_column, source=str(a.data),
+    rows = [read_table(a.data, fmt)] if _history_models(a, [d for _, d in models], fmt) \
+        else iter_table(a.data, a.chunk_rows, fmt)
+    c = measure(models, rows, a.label_column, source=str(a.data),
                 time_column=a.time_column, alerts_per_day=a.alerts_per_day, alerts=a.alerts)
     path = write_compare_report(c, a.report)
     print(summary(c))
@@ -230,6 +291,8 @@ def monitor(a: argparse.Namespace) -> int:
     check_output_directory(a.report, REPORT, "--report", reading=[a.data, a.model])
     det = FraudVAE.load(a.model, device=a.device)
     df = read_table(a.data, _read_format(a))
+    if _history_models(a, [det], None):  # each window's rows with the history of the whole file before them
+        df = det.with_history(df)
     report = measure(det, df, window_rows=a.window_rows, window=a.window, time_column=a.time_column,
                      source=str(a.data))
     path = write_monitor_report(report, a.report)

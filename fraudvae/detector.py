@@ -18,6 +18,7 @@ from fraudvae.device import resolve_device
 from fraudvae.encoded import Encoded
 from fraudvae.errors import ConfigError, DataError, ModelFileError, NotFittedError
 from fraudvae.fitted import FittedState
+from fraudvae.history import HistoryState, derive
 from fraudvae.inverse import to_columns
 from fraudvae.model import VAE
 from fraudvae.preprocess import OTHER
@@ -55,6 +56,14 @@ class FraudVAE:
         this share of training rows gets a point mass (an "at that value" indicator, the Gaussian for
         the other values); off by default (see bench/RESULTS.md for what it changes).
     top_k : how many contributing columns `score` reports per row.
+    entity_columns : columns naming an entity (card, customer, terminal) whose history gives each row
+        features from that entity's strictly earlier transactions (`fraudvae.history`); never model
+        inputs themselves. Needs a time column (``time_columns``, or the one found in the data).
+    amount_column : the transaction amount, compared with each entity's usual (default: the column
+        named like one: amount, amt, value, TX_AMOUNT, ...).
+    windows : the history windows, such as ("1h", "1d", "7d", "30d") (the default).
+    numeric : integer columns named like identifiers to model as numbers all the same (``fit`` stops
+        on such a column with more than 100 values otherwise).
     """
 
     def __init__(self, *, hidden: tuple[int, ...] | None = None, latent_dim: int | None = None, members: int = 1,
@@ -65,7 +74,9 @@ class FraudVAE:
                  device: str = "auto", label_column: str | None = None, id_column: str | None = None,
                  drop: tuple[str, ...] = (), categorical: tuple[str, ...] = (),
                  time_columns: tuple[str, ...] = (), label_check: bool = True, min_category_count: int = 5,
-                 point_mass_share: float | None = None, top_k: int = 3) -> None:
+                 point_mass_share: float | None = None, top_k: int = 3, entity_columns: tuple[str, ...] = (),
+                 amount_column: str | None = None, windows: tuple[str, ...] | None = None,
+                 numeric: tuple[str, ...] = ()) -> None:
         self.hidden = hidden
         self.latent_dim = latent_dim
         self.members = members
@@ -90,15 +101,23 @@ class FraudVAE:
         self.min_category_count = min_category_count
         self.point_mass_share = point_mass_share
         self.top_k = top_k
+        self.entity_columns = tuple(entity_columns)
+        self.amount_column = amount_column
+        self.windows = None if windows is None else tuple(windows)
+        self.numeric = tuple(numeric)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, df: pd.DataFrame, progress: Callable[[int, int, dict], None] | None = None) -> FraudVAE:
+    def fit(self, df: pd.DataFrame, progress: Callable[[int, int, dict], None] | None = None,
+            history: pd.DataFrame | None = None) -> FraudVAE:
         """Learn normal rows of `df` (rows labelled fraud are kept out), then set the threshold.
+        With entity columns, `history` holds earlier transactions that warm the entities' history
+        before `df` (a week of training rows needs the month before it for its 30-day windows).
 
         Returns self."""
         from fraudvae.fitting import fit_state  # training (and its distributed helpers) is loaded here only
 
-        self.model_, self.device_, self.state_, scorer = fit_state(df, self.get_params(), progress)
+        self.model_, self.device_, self.state_, scorer, self.history_ = fit_state(df, self.get_params(), progress,
+                                                                                  history)
         self.scorer_ = (self.model_, self.state_.preprocessor, scorer)  # what `_scorer` would make again
         self.version_ = persist.content_version(self._files())
         return self
@@ -122,6 +141,27 @@ class FraudVAE:
         return self
 
     # ------------------------------------------------------------------ inference
+    def replay(self, df: pd.DataFrame) -> FraudVAE:
+        """Advance the entities' history (`history_`) through transactions `df` without scoring them:
+        the days between the training file and the one to score. A model without entity columns
+        has nothing to advance. Returns self."""
+        self.check_fitted()
+        if self.history_ is not None:
+            derive(self.history_.spec, df, self.history_)
+        return self
+
+    def with_history(self, df: pd.DataFrame) -> pd.DataFrame:
+        """`df` with its history features (`fraudvae.history`) as columns, computed in time order from
+        the entities' state `history_` through `df` (which is not changed: scoring the same rows
+        twice gives the same scores; `replay` moves it on). `df` itself when the model has no
+        entity columns, or when it holds the features already (the output of this method, or any
+        slice of it: score and explain then use them as they are)."""
+        self.check_fitted()
+        if self.history_ is None or all(name in df.columns for name in self.history_.spec.names()):
+            return df
+        features = derive(self.history_.spec, df, self.history_.copy())
+        return df.assign(**features)
+
     def score_samples(self, df: pd.DataFrame) -> np.ndarray:
         """(n,) scores only (negative ELBO in nats, higher = more suspicious)."""
         terms, kl = self._scorer().terms(self._encode(df))
@@ -158,6 +198,7 @@ class FraudVAE:
         see `Preprocessor.transform_columns`): the first half of scoring without pandas, apart so
         a server can encode requests and score many at once."""
         self.check_fitted()
+        self._no_history("encoding JSON columns")
         return self.preprocessor_.transform_columns(columns, n)
 
     def score_encoded(self, encoded: Encoded) -> Scores:
@@ -193,8 +234,10 @@ class FraudVAE:
         number's typical range in original units, the likeliest categories)."""
         self.check_fitted()
         if isinstance(rows, pd.DataFrame):
-            enc, typed = self._encode(rows), False
+            rows = self.with_history(rows)
+            enc, typed = self.preprocessor_.transform(rows), False
         else:
+            self._no_history("reason codes from JSON columns")
             enc, typed = self.encode_columns(rows, len(next(iter(rows.values()), []))), True
         scorer = self._scorer()
         terms, _ = scorer.terms(enc)
@@ -264,6 +307,13 @@ class FraudVAE:
                                  f"wrote it") from None
         except (ValueError, TypeError, RuntimeError) as e:
             raise ModelFileError(f"model directory {str(path)!r} cannot be loaded: {e}") from None
+        det.history_ = None
+        if det.state_.history is not None:
+            try:
+                det.history_ = HistoryState.from_json(persist.read_history(path), det.state_.history)
+            except (ValueError, KeyError, TypeError) as e:
+                raise ModelFileError(f"model directory {str(path)!r}: its saved history cannot be loaded: "
+                                     f"{e}") from None
         det.version_ = version
         det.device_ = resolve_device(device)
         det.model_ = model.to(det.device_).eval()
@@ -273,7 +323,8 @@ class FraudVAE:
         """The model directory's files as bytes: what `save` writes, and what the version digests."""
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
         meta = {"params": params, **self.state_.to_dict(), "versions": persist.library_versions()}
-        return persist.model_files(meta, self.model_.state_dict())
+        history = self.history_.to_json() if self.history_ is not None else None
+        return persist.model_files(meta, self.model_.state_dict(), history)
 
     def get_params(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.endswith("_")}
@@ -303,7 +354,15 @@ class FraudVAE:
         self.check_fitted()
         if not isinstance(df, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
-        return self.preprocessor_.transform(df)
+        return self.preprocessor_.transform(self.with_history(df))
+
+    def _no_history(self, what: str) -> None:
+        """Refuse a path that sees rows without their entities' history (the service, until it keeps
+        a shared state store): nothing scores such a model without its history."""
+        if self.history_ is not None:
+            raise ConfigError(f"{what}: this model reads the history of entity columns "
+                              f"({', '.join(self.history_.spec.entities)}), which needs each entity's earlier "
+                              f"transactions; score files with `fraudvae score` (the service cannot serve it yet)")
 
     def _scorer(self) -> Scorer:
         """The scoring form of the network (a float64 copy), made once per fitted model."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from fraudvae.config import TrainConfig
+from fraudvae.history import HistorySpec
 from fraudvae.model import ModelConfig
 from fraudvae.preprocess import Preprocessor
 from fraudvae.schema import Schema
@@ -27,6 +28,7 @@ class FittedState:
     baseline: np.ndarray  # (n_columns,) each column's median contribution on validation normals
     metrics: dict  # row counts, epochs, losses, and precision / recall when labelled frauds exist
     lineage: dict | None = None  # a model derived from another (recalibrated): the parent's version, the data
+    history: HistorySpec | None = None  # the entities whose history gives features (`fraudvae.history`)
 
     def with_threshold(self, threshold: Threshold, lineage: dict | None = None) -> FittedState:
         return replace(self, threshold=threshold, lineage=lineage if lineage is not None else self.lineage)
@@ -43,6 +45,7 @@ class FittedState:
             "baseline_contributions": [float(x) for x in self.baseline],
             "metrics": self.metrics,
             **({"lineage": self.lineage} if self.lineage is not None else {}),
+            **({"history": self.history.to_dict()} if self.history is not None else {}),
         }
 
     @classmethod
@@ -59,5 +62,6 @@ class FittedState:
         baseline = np.asarray(d["baseline_contributions"], dtype=float)
         if baseline.shape != (len(schema.names()),):
             raise ValueError(f"baseline_contributions holds {baseline.size} values for {len(schema.names())} columns")
+        history = HistorySpec.from_dict(d["history"]) if d.get("history") is not None else None
         return cls(schema, pre, mc, TrainConfig.from_dict(d["train_config"]), Threshold.from_dict(d["threshold"]),
-                   baseline, d["metrics"], d.get("lineage"))
+                   baseline, d["metrics"], d.get("lineage"), history)

@@ -19,22 +19,26 @@ from fraudvae.config import TrainConfig
 from fraudvae.device import resolve_device
 from fraudvae.errors import ConfigError, DataError
 from fraudvae.fitted import FittedState
+from fraudvae.history import HistoryState
 from fraudvae.model import VAE, ModelConfig
 from fraudvae.preprocess import PreprocessConfig, Preprocessor
-from fraudvae.schema import infer_schema, to_binary_label
+from fraudvae.schema import Column, Schema, infer_schema, to_binary_label
 from fraudvae.scoring import Scorer
 from fraudvae.split import check_kind, validation_split
 from fraudvae.threshold import calibrate
 from fraudvae.train import train
 
 MIN_NORMAL_ROWS = 20
+HORIZON = 3  # an entity unseen for this many times the longest window is forgotten (its counts are ~5% of one)
 
 
-def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int, int, dict], None] | None = None
-              ) -> tuple[VAE, torch.device, FittedState, Scorer]:
-    """The trained network, its device, the fitted state and the network's scoring form (made here
-    for the validation scores, kept for the estimator), for `FraudVAE` parameters `params` (its
-    `get_params()`, documented there)."""
+def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int, int, dict], None] | None = None,
+              history: pd.DataFrame | None = None
+              ) -> tuple[VAE, torch.device, FittedState, Scorer, HistoryState | None]:
+    """The trained network, its device, the fitted state, the network's scoring form (made here
+    for the validation scores, kept for the estimator) and, with entity columns, the entities'
+    state at the end of `df` (warmed by the earlier transactions `history` first), for `FraudVAE`
+    parameters `params` (its `get_params()`, documented there)."""
     p = SimpleNamespace(**params)
     if not 0.05 <= p.validation_fraction <= 0.5:
         raise ConfigError(f"validation_fraction={p.validation_fraction!r} is not allowed "
@@ -53,13 +57,20 @@ def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int,
     device = resolve_device(p.device)
     if len(df) == 0:
         raise DataError("the data has no rows")
-    schema = infer_schema(df, p.label_column, p.id_column, p.drop, p.categorical, p.time_columns,
-                          p.label_check)
+    if history is not None and not p.entity_columns:
+        raise ConfigError("earlier transactions (--history) warm the entities' history: they need --entity-column")
+    # a history feature can be dropped by its name too ("CUSTOMER_ID: new TERMINAL_ID")
+    derived_drop = tuple(d for d in p.drop if d not in df.columns and p.entity_columns and ": " in d)
+    schema = infer_schema(df, p.label_column, p.id_column, tuple(d for d in p.drop if d not in derived_drop),
+                          p.categorical, p.time_columns, p.label_check, p.numeric, p.entity_columns)
+    entity_state, warmup = None, np.zeros(len(df), dtype=bool)
+    if p.entity_columns:  # each row's features from its entities' earlier rows, frauds among them
+        df, schema, entity_state, warmup = with_history(df, schema, p, history, derived_drop)
     labels = (to_binary_label(df[p.label_column], p.label_column) if p.label_column
               else np.zeros(len(df), dtype=np.int64))
     # the index is kept: errors name a row by it (a file's line number, see `fraudvae.io`)
-    normal = df[labels == 0]
-    frauds = df[labels == 1]
+    normal = df[(labels == 0) & ~warmup]
+    frauds = df[(labels == 1) & ~warmup]
     if len(normal) < MIN_NORMAL_ROWS:
         raise DataError(f"training needs at least {MIN_NORMAL_ROWS} normal rows, got {len(normal)}")
     train_at, val_at = validation_split(len(normal), p.validation_fraction, p.validation, p.seed)
@@ -89,7 +100,11 @@ def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int,
     }
     threshold = calibrate(val_scores, p.target_fpr, p.alert_rate)
     baseline = np.median(scorer.by_column(val_terms), axis=0)
-    state = FittedState(schema, pre, model_config, train_config, threshold, baseline, metrics)
+    if entity_state is not None:
+        metrics["history"] = {"entities": entity_state.entities(), "start": entity_state.start,
+                              "end": entity_state.end, "warmup_rows": int(warmup.sum())}
+    state = FittedState(schema, pre, model_config, train_config, threshold, baseline, metrics,
+                        history=None if entity_state is None else entity_state.spec)
     if len(frauds):
         from fraudvae.metrics import metrics_at
 
@@ -98,4 +113,84 @@ def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int,
         y = np.r_[np.zeros(len(val_scores)), np.ones(len(fraud_scores))]
         metrics["at_threshold"] = metrics_at(np.r_[val_scores, fraud_scores], y, threshold.value)
         metrics["at_threshold"]["evaluated_on"] = "validation normals + labelled frauds"
-    return model, device, state, scorer
+    return model, device, state, scorer, entity_state
+
+
+def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: pd.DataFrame | None,
+                 drop: tuple[str, ...] = ()) -> tuple[pd.DataFrame, Schema, HistoryState, np.ndarray]:
+    """`df` with its history features (`fraudvae.history`), the schema with them as ordinary inputs,
+    the entities' state at the end of `df` (continued from `earlier` transactions, when given) and
+    which rows are the history's warm-up.
+
+    Warm-up: a row less than the longest window after the history's first transaction sees windows
+    that are not yet full (its 30-day count covers the days there were), unlike every row scored
+    later; trained on, such rows would make a full window look unusual. They build the history but
+    are not trained on, up to half of the rows (`--history EARLIER` gives them their windows)."""
+    from fraudvae import readers as read
+    from fraudvae.history import (
+        HistorySpec,
+        HistoryState,
+        amount_prior,
+        derive,
+        find_amount_column,
+        parse_window,
+        seconds,
+    )
+    from fraudvae.history.spec import DEFAULT_WINDOWS
+    from fraudvae.values import decimal_mark
+
+    times = schema.names("time")
+    if p.time_columns:
+        time_column = p.time_columns[0]
+    elif len(times) == 1:
+        time_column = times[0]
+    else:
+        found = f"found {', '.join(times)}: name one" if times else "none was found"
+        raise ConfigError(f"--entity-column needs a time column, to put each entity's transactions in order "
+                          f"({found} with --time-column)")
+    if time_column not in times:
+        raise DataError(f"time column {time_column!r} is not read as date-times", column=time_column)
+    amount = p.amount_column
+    if amount is not None and amount not in schema.names("numeric"):
+        raise DataError(f"--amount-column {amount!r} is not a numeric column the model reads", column=amount)
+    if amount is None:
+        amount = find_amount_column(schema.names("numeric"))
+    try:
+        windows = tuple(sorted(parse_window(w) for w in p.windows)) if p.windows else None
+    except ValueError as e:
+        raise ConfigError(f"--windows: {e}") from None
+    unit, fmt = read.time_format(df[time_column])
+    decimal = decimal_mark(df[amount]) if amount else "."
+    prior = amount_prior(read.numbers(df[amount], amount, decimal)) if amount else (0.0, 1.0)
+    spec = HistorySpec(tuple(p.entity_columns), time_column, amount, windows or DEFAULT_WINDOWS,
+                       novelty=(*schema.names("categorical"), *p.entity_columns), amount_prior=prior,
+                       time_unit=unit, time_format=fmt, decimal=decimal)
+    clash = [n for n in spec.names() if n in df.columns]
+    if clash:
+        raise DataError(f"column {clash[0]!r} has the name of a history feature: rename it in the file",
+                        column=clash[0])
+    state = HistoryState.empty(spec)
+    if earlier is not None:
+        derive(spec, earlier, state)
+    features = derive(spec, df, state)
+    state.prune(HORIZON * max(spec.windows))  # bounded: entities gone quiet for long start afresh
+    t = seconds(spec, df)
+    cut = min(state.start + max(spec.windows), float(np.median(t)))
+    warmup = t < cut
+    unknown = [d for d in drop if d not in spec.names()]
+    if unknown:
+        raise DataError(f"--drop {unknown[0]!r} is neither a column of the data nor a history feature "
+                        f"(those are {', '.join(spec.names())})", column=unknown[0])
+    columns, dropped = list(schema.columns), dict(schema.dropped)
+    for name, role in spec.features():
+        x = features[name]
+        if name in drop:
+            dropped[name] = "dropped on request"
+            continue
+        ok = x[np.isfinite(x)]
+        if ok.size == 0 or np.all(ok == ok[0]):
+            dropped[name] = "history feature without information here (constant)"
+        else:
+            columns.append(Column(name, role))
+    out = df.assign(**{name: features[name] for name in spec.names()})
+    return out, Schema(tuple(columns), dropped, schema.label_column, schema.id_column), state, warmup

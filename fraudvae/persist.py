@@ -27,7 +27,9 @@ from fraudvae.signing import SIGNATURE, check_signature, model_key, write_signat
 
 FORMAT = "fraudvae-model/1"
 WEIGHTS, META, MANIFEST = "weights.safetensors", "model.json", "manifest.json"
-MODEL = OutputDirectory("a model directory", MANIFEST, frozenset({WEIGHTS, META, MANIFEST, SIGNATURE}), "model")
+HISTORY = "history.json"  # the entities' state at the end of training (models with entity columns only)
+MODEL = OutputDirectory("a model directory", MANIFEST, frozenset({WEIGHTS, META, MANIFEST, SIGNATURE, HISTORY}),
+                        "model")
 
 
 def library_versions() -> dict[str, str]:
@@ -40,11 +42,13 @@ def library_versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def model_files(meta: dict, weights: dict[str, torch.Tensor]) -> dict[str, bytes]:
-    """The two files' bytes: what `write_model` writes and `content_version` digests."""
+def model_files(meta: dict, weights: dict[str, torch.Tensor], history: bytes | None = None) -> dict[str, bytes]:
+    """The files' bytes (the weights, model.json and, with entity columns, the entities' saved
+    history): what `write_model` writes and `content_version` digests."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
     return {WEIGHTS: safetensors_bytes(tensors),
-            META: json.dumps({"format": FORMAT, **meta}, indent=1, allow_nan=False).encode()}
+            META: json.dumps({"format": FORMAT, **meta}, indent=1, allow_nan=False).encode(),
+            **({HISTORY: history} if history is not None else {})}
 
 
 def content_version(files: dict[str, bytes]) -> str:
@@ -78,7 +82,8 @@ def write_model(path: Path, files: dict[str, bytes]) -> str:
 
 def read_model(path: Path) -> tuple[dict, dict[str, torch.Tensor], str]:
     """(model.json's content, the weights, the version) of a model directory whose files pass their
-    checksums and signature, with every number finite; else `ModelFileError` naming what is wrong."""
+    checksums and signature, with every number finite; else `ModelFileError` naming what is wrong.
+    The saved history (`read_history`) is read apart."""
     manifest = read_manifest(path)
     check_signature(path, manifest["files"], model_key())
     try:
@@ -127,7 +132,7 @@ def read_manifest(path: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as e:
         reason = e.__class__.__name__
         raise ModelFileError(f"model directory {str(path)!r} has no readable {MANIFEST} ({reason})") from None
-    if manifest.get("format") != FORMAT or set(files) != {WEIGHTS, META}:
+    if manifest.get("format") != FORMAT or not {WEIGHTS, META} <= set(files) <= {WEIGHTS, META, HISTORY}:
         raise ModelFileError(f"{path / MANIFEST} is not a {FORMAT} manifest")
     for name, digest in files.items():
         f = path / name
@@ -136,6 +141,14 @@ def read_manifest(path: Path) -> dict:
         if file_sha256(f) != digest:
             raise ModelFileError(f"model file {str(f)!r} fails its sha256 check (modified or corrupted)")
     return manifest
+
+
+def read_history(path: Path) -> bytes:
+    """The saved history of a model directory (its checksum was verified with the others)."""
+    try:
+        return (path / HISTORY).read_bytes()
+    except OSError as e:
+        raise ModelFileError(f"model directory {str(path)!r}: {HISTORY} cannot be read ({e.strerror or e})") from None
 
 
 def sign_model(path: Path) -> str:

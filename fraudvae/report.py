@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from fraudvae.budget import daily_metrics, day_of
+from fraudvae.budget import card_precision, daily_metrics, day_of
 from fraudvae.errors import ConfigError, DataError, SchemaError
 from fraudvae.io import OutputDirectory, atomic_directory
 from fraudvae.metrics import metrics_at, natural_weights, recall_at_fpr
@@ -49,8 +49,27 @@ def evaluate(det: FraudVAE, data: pd.DataFrame | Iterable[pd.DataFrame], label_c
 
     Raises `DataError` when the label or time column is missing or bad, or when the rows hold no
     fraud or no normal row (the metrics need both)."""
+    det.check_fitted()
+    history = det.history_
+    entity = history.spec.entities[0] if history is not None and time_column is not None else None
+    cards: list[np.ndarray] = []
+    if entity is not None:  # the first entity's ids, for card precision (`budget.card_precision`)
+        data = _recording(data, entity, cards)
     (s,), y, d = score_labelled([det], data, label_column, time_column, alerts_per_day)
-    return measure(det, s, y, d, label_column, source, alerts_per_day, natural_fraud_rate)
+    ev = measure(det, s, y, d, label_column, source, alerts_per_day, natural_fraud_rate)
+    if entity is not None and d is not None and cards:
+        ev.metrics["daily"].update(card_precision(s, y, d, np.concatenate(cards), alerts_per_day or 100),
+                                   card_precision_entity=entity)
+    return ev
+
+
+def _recording(data: pd.DataFrame | Iterable[pd.DataFrame], column: str,
+               into: list[np.ndarray]) -> Iterable[pd.DataFrame]:
+    """The chunks of `data`, each one's `column` kept in `into` as text keys as they pass."""
+    for chunk in [data] if isinstance(data, pd.DataFrame) else data:
+        if column in chunk.columns:
+            into.append(chunk[column].astype(str).to_numpy())
+        yield chunk
 
 
 def score_labelled(dets: Sequence[FraudVAE], data: pd.DataFrame | Iterable[pd.DataFrame], label_column: str,
@@ -213,10 +232,14 @@ def summary(ev: Evaluation) -> str:
 
 def _daily_lines(daily: dict) -> list[str]:
     k = daily["alerts_per_day"]
-    return [f"per day over {daily['days']} days, a budget of {k} alerts: precision at {k} "
-            f"{daily['mean_precision_at_k']:.3f} mean (sd {daily['std_precision_at_k']:.3f}, "
-            f"{daily['min_precision_at_k']:.3f} to {daily['max_precision_at_k']:.3f}); the threshold raises "
-            f"{daily['mean_alerts_at_threshold']:.1f} alerts a day, over budget on {daily['days_over_budget']} days"]
+    lines = [f"per day over {daily['days']} days, a budget of {k} alerts: precision at {k} "
+             f"{daily['mean_precision_at_k']:.3f} mean (sd {daily['std_precision_at_k']:.3f}, "
+             f"{daily['min_precision_at_k']:.3f} to {daily['max_precision_at_k']:.3f}); the threshold raises "
+             f"{daily['mean_alerts_at_threshold']:.1f} alerts a day, over budget on {daily['days_over_budget']} days"]
+    if "mean_card_precision_at_k" in daily:
+        lines.append(f"card precision at {k} ({daily['card_precision_entity']}: each day's {k} entities with the "
+                     f"highest score, the share with a fraud that day): {daily['mean_card_precision_at_k']:.3f} mean")
+    return lines
 
 
 def _natural_lines(m: dict) -> list[str]:

@@ -16,6 +16,7 @@ override the choice (``categorical=`` forces a column in).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -39,6 +40,8 @@ LABEL_NAMES = frozenset({"isfraud", "fraud", "fraudulent", "isfraudulent", "frau
                          "class", "target", "fraudfoundp", "isanomaly", "anomaly", "outlier", "y", "chargeback"})
 MOSTLY = 0.9  # a text column whose non-missing values are at least this share numbers (or times) is one
 MAX_CODE_LEVELS = 10  # integer columns with at most this many distinct values are treated as codes
+MAX_ID_LEVELS = 100  # an integer column named like an identifier with more distinct values is one
+ID_NAME = re.compile(r"(?:_[iI][dD]|ID|Id)$|^(?i:id|card|customer|account|user|terminal|merchant)$")
 TRUE_STRINGS = frozenset({"1", "true", "t", "yes", "y", "fraud"})
 FALSE_STRINGS = frozenset({"0", "false", "f", "no", "n", "normal", "legit"})
 
@@ -88,6 +91,8 @@ def infer_schema(
     categorical: tuple[str, ...] = (),
     time_columns: tuple[str, ...] = (),
     label_check: bool = True,
+    numeric: tuple[str, ...] = (),
+    entities: tuple[str, ...] = (),
 ) -> Schema:
     """Infer column roles from a training frame (see the module docstring for the rules).
 
@@ -96,7 +101,8 @@ def infer_schema(
     ``label_check`` is off or a label column is given, a 0/1 column named like a fraud label."""
     for option, names in (("--label-column", [label_column]), ("--id-column", [id_column]),
                           ("--drop", list(drop)), ("--categorical", list(categorical)),
-                          ("--time-column", list(time_columns))):
+                          ("--time-column", list(time_columns)), ("--numeric", list(numeric)),
+                          ("--entity-column", list(entities))):
         for name in names:
             if name is not None and name not in df.columns:
                 raise DataError(f"{option} {name!r} is not a column of the data "
@@ -111,6 +117,9 @@ def infer_schema(
             raise DataError(f"column names must be strings, got {name!r}")
         if name in (label_column, id_column):
             continue
+        if name in entities:
+            dropped[name] = "entity: its history gives features, the id itself is no input"
+            continue
         if name in drop:
             dropped[name] = "dropped on request"
             continue
@@ -120,6 +129,9 @@ def infer_schema(
                             column=name)
         if label_check and label_column is None:
             _check_not_label(df[name], name)
+        if name in numeric:
+            columns.append(Column(name, "numeric"))
+            continue
         role, reason = _role(df[name], name, force_categorical=name in categorical, force_time=name in time_columns)
         if role is None:
             dropped[name] = reason
@@ -219,6 +231,11 @@ def _role(s: pd.Series, name: str, force_categorical: bool, force_time: bool = F
     if not text:
         if n_unique == 2:
             return "binary", ""
+        if pd.api.types.is_integer_dtype(s) and n_unique > MAX_ID_LEVELS and ID_NAME.search(name.strip()):
+            raise DataError(f"column {name!r} looks like an identifier (an integer named like one, {n_unique:,} "
+                            f"values): modelled as a number, its ids would be read as quantities. Use its history "
+                            f"with --entity-column {name} (and --time-column), leave it out with --drop {name}, or "
+                            f"insist on a number with --numeric {name}", column=name)
         if pd.api.types.is_integer_dtype(s) and n_unique <= MAX_CODE_LEVELS:
             return "categorical", ""
         return "numeric", ""

@@ -50,6 +50,9 @@ def score(df: DataFrame, model_dir: str | os.PathLike, *, ship: bool = False, de
 
     path = Path(model_dir).resolve()
     det = FraudVAE.load(path, device="cpu")  # fail fast on the driver: a bad directory, a bad schema
+    if det.history_ is not None:
+        raise ConfigError(f"model {path} reads the history of entity columns ({', '.join(det.history_.spec.entities)}):"
+                          " fraudvae.spark does not compute history features yet; score with `fraudvae score`")
     clash = [c for c in OUTPUT_COLUMNS if c in df.columns]
     if clash:
         raise ConfigError(f"the DataFrame already has column(s) {', '.join(map(repr, clash))}: "

@@ -161,6 +161,9 @@ def parse_times(s: pd.Series, fmt: str | None, unit: str | None = None) -> tuple
     bad = np.zeros(n, bool)
     if n == 0:
         return out, bad
+    if pd.api.types.is_datetime64_any_dtype(s):  # date-times already (Parquet): the wall clock as written
+        t = s.dt.tz_localize(None) if getattr(s.dtype, "tz", None) is not None else s
+        return t.astype("datetime64[ns]"), bad
     if unit is not None:
         x, notnum = parse_numbers(s)
         ok = np.isfinite(x)

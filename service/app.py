@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Response
 
-from fraudvae import Encoded, FraudVAE, ModelFileError
+from fraudvae import ConfigError, Encoded, FraudVAE, ModelFileError
 
 from .batching import Batcher
 from .errors import ServiceError, install
@@ -44,7 +44,12 @@ def load_detector(settings: Settings) -> FraudVAE:
         raise ModelFileError("no model directory: set FRAUDVAE_MODEL or pass --model")
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    return FraudVAE.load(settings.model, device=settings.device)
+    det = FraudVAE.load(settings.model, device=settings.device)
+    if det.history_ is not None:  # nothing scores such a model without its entities' history
+        raise ConfigError(f"model {settings.model} reads the history of entity columns "
+                          f"({', '.join(det.history_.spec.entities)}): the service keeps no per-entity state yet, "
+                          f"so it cannot serve it; score files with `fraudvae score` (it continues the history)")
+    return det
 
 
 def warm_up(detector: FraudVAE) -> None:

@@ -1,0 +1,11 @@
+"""Transactions in context: each row's features from its entities' (card's, customer's, terminal's)
+strictly earlier transactions (`derive`), a bounded state per entity (`HistoryState`) saved with
+the model, and what the features are (`HistorySpec`). Imported by fitting and scoring; imports
+neither."""
+
+from fraudvae.history.features import derive, seconds
+from fraudvae.history.spec import HistorySpec, amount_prior, find_amount_column, parse_window, window_label
+from fraudvae.history.state import EntityState, EntityTable, HistoryState
+
+__all__ = ["EntityState", "EntityTable", "HistorySpec", "HistoryState", "amount_prior", "derive",
+           "find_amount_column", "parse_window", "seconds", "window_label"]

@@ -1,0 +1,196 @@
+"""History features: each transaction against its entities' strictly earlier transactions.
+
+Rows are taken in time order (equal times in input order); each row's features are computed from
+its entities' states before the row is applied to them, so a row never sees itself or anything
+after it. Entities are independent, so the rows are applied in rounds (every entity's first
+transaction of the batch, then every entity's second, ...), each round one vectorised step over
+the entities in it: the arithmetic a row gets is the same whether it comes alone (the service),
+in a chunk or in a whole file.
+
+Per entity column E and row:
+- ``E: tx in W``: the entity's earlier transactions, each weighted e^(-age / W) (an estimate of
+  the number in the last W; 0 for a first transaction), divided by the share of a full window the
+  history covers so far (1 - e^(-history's age / W), at least 0.1): a 30-day count on the history's
+  tenth day means what it will mean a year later;
+- ``E: hours since previous``: gap for a first transaction;
+- ``E: amount vs W usual`` (W the longest window, at least 7 days, with an amount column): the row's
+  amount minus the entity's usual, in spreads (so 3 means the same for a 5-euro and a 500-euro
+  card). The usual is the decayed mean and spread of the entity's earlier amounts, each clipped to
+  2 spreads of the usual before it counts (a run of frauds on a card moves it little), shrunk
+  towards the population's median and spread with the weight of 3 transactions;
+- ``E: new C``: 1 when the row's value of column C was not among the entity's recent distinct
+  values (at most 64, the most recent kept), else 0.
+An entity's first transaction has no history to be compared with: its features for that entity
+are gaps, which say nothing (unless training had such gaps, when they cost what they cost there),
+so a new card is judged on the row's own columns: never certain fraud for being new, and a fraud
+on it still shows in its amount, merchant and time. Its transaction starts the entity's history.
+A row whose entity is missing gets gaps for that entity's features and changes no state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TypeAlias
+
+import numpy as np
+import pandas as pd
+
+from fraudvae import readers as read
+from fraudvae.errors import SchemaError
+from fraudvae.history.spec import CLIP, MIN_COVER, MIN_SPREAD, PRIOR_WEIGHT, HistorySpec
+from fraudvae.history.state import EntityTable, HistoryState
+from fraudvae.specs import TimeSpec
+
+Data: TypeAlias = pd.DataFrame | Mapping[str, Sequence]
+
+
+def seconds(spec: HistorySpec, data: Data, typed: bool = False) -> np.ndarray:
+    """Each row's time in seconds, read as the model reads its time column; a gap is refused
+    (every transaction needs a time to be placed in its entities' histories)."""
+    name = spec.time_column
+    values = data[name] if not typed else list(data[name])
+    t = read.times(values, name, TimeSpec(spec.time_unit, spec.time_format, (), (), False), typed=typed)
+    gap = t.isna().to_numpy()
+    if gap.any():
+        i = int(np.flatnonzero(gap)[0])
+        where = f"line {values.index[i]}" if isinstance(values, pd.Series) and values.index.name == "line" \
+            else f"row {values.index[i]}" if isinstance(values, pd.Series) else f"record {i}"
+        raise SchemaError(f"time column {name!r} has no time at {where}: every transaction needs one to be placed "
+                          f"in its entities' histories", row=values.index[i] if isinstance(values, pd.Series) else i,
+                          column=name)
+    return t.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+
+
+def derive(spec: HistorySpec, data: Data, state: HistoryState, typed: bool = False) -> dict[str, np.ndarray]:
+    """The history features of the rows of `data` (a frame, or columns of JSON values with `typed`),
+    in their input order, as `spec.names()` -> (n,) float arrays; `state` is advanced through them
+    (pass a copy to leave it as it was). Raises `SchemaError` for a missing or bad time column."""
+    missing = [c for c in (spec.time_column, *spec.entities, spec.amount_column, *spec.novelty)
+               if c is not None and c not in data]
+    if missing:
+        raise SchemaError(f"missing column(s) the model's history needs: {', '.join(map(repr, missing))}",
+                          column=missing[0])
+    t = seconds(spec, data, typed)
+    n = len(t)
+    x = None
+    if spec.amount_column is not None:
+        values = data[spec.amount_column] if not typed else list(data[spec.amount_column])
+        x = spec.on_scale(read.numbers(values, spec.amount_column, spec.decimal, typed=typed))
+    keys = {c: _keys(data, c, typed) for c in dict.fromkeys((*spec.entities, *spec.novelty))}
+    order = np.argsort(t, kind="stable")
+    out: dict[str, np.ndarray] = {}
+    if n and not np.isfinite(state.start):
+        state.start = float(t.min())
+    for e in spec.entities:
+        out.update(_entity(spec, e, state.tables[e], t, x, keys, order, n, state.start))
+    if n:
+        state.end = float(np.nanmax([state.end, t.max()]))
+        state.start = float(np.nanmin([state.start, t.min()]))
+    return {name: out[name] for name in spec.names()}
+
+
+def _keys(data: Data, column: str, typed: bool) -> list[str | None]:
+    values = data[column] if not typed else list(data[column])
+    k = read.keys(values, column, typed=typed)
+    return list(k) if isinstance(k, list) else k.tolist()
+
+
+def _entity(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, x: np.ndarray | None,
+            keys: dict[str, list[str | None]], order: np.ndarray, n: int, start: float) -> dict[str, np.ndarray]:
+    names = [name for name, _ in spec.features() if name.startswith(f"{e}: ")]
+    windows, long = np.asarray(spec.windows), np.asarray(spec.long_windows)
+    novelty = spec.novelty_of(e)
+    counts = np.full((n, len(windows)), np.nan)
+    since = np.full(n, np.nan)
+    z = np.full((n, len(long)), np.nan)
+    new = np.full((n, len(novelty)), np.nan)
+    own = keys[e]
+    present = np.fromiter((k is not None for k in own), dtype=bool, count=n)
+    pos = order[present[order]]  # rows with an entity, in time order
+    rows = table.rows([k for k in (own[i] for i in pos.tolist()) if k is not None])
+    if len(pos):
+        rank = _rank_within(rows)
+        by_round = np.argsort(rank, kind="stable")
+        bounds = np.r_[0, np.cumsum(np.bincount(rank))]
+        c0, s0 = spec.amount_prior
+        for r in range(len(bounds) - 1):
+            sel = by_round[bounds[r]: bounds[r + 1]]  # one row of each entity in this round
+            i, a = pos[sel], rows[sel]
+            tt = t[i]
+            last = table.last[a]
+            first = np.isnan(last)
+            dt = np.where(first, 0.0, np.maximum(tt - np.where(first, tt, last), 0.0))  # a late row: no decay
+            now = table.counts[a] * np.exp(-dt[:, None] / windows)
+            # a decayed count over a history `age` long holds 1 - e^(-age/W) of what a full one would:
+            # corrected, a count means the same on the history's second day as on its hundredth
+            age = np.maximum(tt - start, 0.0)[:, None]
+            counts[i] = now / np.maximum(-np.expm1(-age / windows), MIN_COVER)
+            since[i] = np.where(first, np.nan, dt / 3600.0)
+            table.counts[a] = now + 1.0
+            table.last[a] = np.where(first, tt, np.fmax(last, tt))
+            if len(long) and x is not None:
+                w = table.weight[a] * np.exp(-dt[:, None] / long)
+                m, v = table.mean[a], table.var[a]
+                centre = (w * m + PRIOR_WEIGHT * c0) / (w + PRIOR_WEIGHT)
+                floor = MIN_SPREAD * (np.abs(centre) if spec.scale == "linear" else 1.0)
+                spread = np.sqrt(np.maximum((w * v + PRIOR_WEIGHT * s0 * s0) / (w + PRIOR_WEIGHT), floor * floor))
+                xx = x[i][:, None]
+                dev = (xx - centre) / spread
+                z[i] = dev
+                clipped = centre + np.clip(dev, -CLIP, CLIP) * spread
+                wn = w + 1.0
+                mn = (w * m + clipped) / wn
+                vn = (w * (v + (m - mn) ** 2) + (clipped - mn) ** 2) / wn
+                ok = np.isfinite(xx)
+                table.weight[a] = np.where(ok, wn, w)
+                table.mean[a] = np.where(ok, mn, m)
+                table.var[a] = np.where(ok, vn, v)
+            for j, c in enumerate(novelty):
+                _novelty(table, a, i, keys[c], new[:, j], j, spec.max_values)
+            if first.any():  # no history to compare with: gaps, which say nothing (or what training's gaps cost)
+                f = i[first]
+                counts[f], since[f], z[f], new[f] = np.nan, np.nan, np.nan, np.nan
+    out = {}
+    cols = [counts[:, k] for k in range(len(windows))] + [since] + [z[:, k] for k in range(len(long))] \
+        + [new[:, k] for k in range(len(novelty))]
+    for name, col in zip(names, cols, strict=True):
+        out[name] = col
+    return out
+
+
+def _rank_within(rows: np.ndarray) -> np.ndarray:
+    """For rows in time order, each one's position among its entity's rows (0 for the first)."""
+    g = np.argsort(rows, kind="stable")
+    sr = rows[g]
+    start = np.r_[0, np.flatnonzero(np.diff(sr)) + 1]
+    sizes = np.diff(np.r_[start, len(sr)])
+    rank = np.empty(len(rows), dtype=np.int64)
+    rank[g] = np.arange(len(sr)) - np.repeat(start, sizes)
+    return rank
+
+
+def _novelty(table: EntityTable, a: np.ndarray, i: np.ndarray, values: list[str | None], out: np.ndarray,
+             j: int, most: int) -> None:
+    """Whether each row's value is new to its entity (NaN for a gap); the value then becomes the
+    entity's most recent one, the oldest forgotten beyond `most`. A set shared with a copy of the
+    table is copied before it changes."""
+    sets, shared = table.seen[j], table.shared[j]
+    flags: list[float] = []
+    for row, at in zip(a.tolist(), i.tolist(), strict=True):
+        v = values[at]
+        if v is None:
+            flags.append(np.nan)
+            continue
+        seen = sets[row]
+        if shared and row in shared:
+            seen = sets[row] = dict(seen)
+            shared.discard(row)
+        if v in seen:
+            flags.append(0.0)
+            del seen[v]
+        else:
+            flags.append(1.0)
+            if len(seen) >= most:
+                del seen[next(iter(seen))]
+        seen[v] = None
+    out[i] = flags

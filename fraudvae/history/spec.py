@@ -1,0 +1,133 @@
+"""What a model's history features are: the entities, the clock, the amount, the windows and the
+columns checked for novelty (`HistorySpec`), fixed at fit and saved with the model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+DEFAULT_WINDOWS = (3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0)  # 1 hour, 1 day, 7 days, 30 days
+LONG_WINDOW = 7 * 86400.0  # windows at least this long also carry the amount's usual centre and spread
+AMOUNT_NAMES = ("amount", "amt", "value", "tx_amount", "transaction_amount", "txn_amount", "trx_amount",
+                "purchase_amount", "payment_amount", "price", "total")
+MAX_VALUES = 64  # distinct values remembered per entity and column, for novelty (the most recent ones)
+PRIOR_WEIGHT = 3.0  # a new entity's usual amount is the population's, worth this many transactions
+MIN_SPREAD = 0.05  # the smallest spread of an entity's signed-log amount (5%): equal amounts are no certainty
+MIN_COVER = 0.1  # a count on a history younger than its window is scaled up by at most 10x
+CLIP = 2.0  # a transaction moves its entity's usual by at most this many spreads (a fraud run cannot drag it)
+UNITS = {"w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "min": 60.0, "m": 60.0, "s": 1.0}
+
+
+def parse_window(text: str) -> float:
+    """Seconds of a window written as 1h, 1d, 7d, 30min, 90s or 2w; a `ValueError` says what is accepted."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(w|d|h|min|m|s)\s*", text)
+    if m is None or float(m.group(1)) <= 0:
+        raise ValueError(f"window {text!r} is not a positive span such as 1h, 1d, 7d or 30min (units w, d, h, min, s)")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def window_label(seconds: float) -> str:
+    """1h, 1d, 7d, 30min: the shortest exact writing of a window."""
+    for unit in ("d", "h", "min"):
+        n = seconds / UNITS[unit]
+        if n >= 1 and float(n).is_integer():
+            return f"{int(n)}{unit}"
+    return f"{seconds:g}s"
+
+
+def find_amount_column(columns: list[str]) -> str | None:
+    """The column named like a transaction amount (amount, amt, value, TX_AMOUNT, ...), if one is."""
+    def norm(c: str) -> str:
+        return re.sub(r"[^a-z]", "_", c.lower()).strip("_")
+
+    by_name = {norm(c): c for c in columns}
+    for name in AMOUNT_NAMES:
+        if name in by_name:
+            return by_name[name]
+    found = [c for c in columns if re.search(r"(^|_)(amount|amt)($|_)", norm(c))]
+    return found[0] if len(found) == 1 else None
+
+
+def signed_log(x: np.ndarray) -> np.ndarray:
+    """sign(x) log(1 + |x|): amounts of every size, refunds included, on one scale."""
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+@dataclass(frozen=True)
+class HistorySpec:
+    """The history features of a model. For each entity column, from its strictly earlier
+    transactions: the (exponentially decayed) number of transactions in each window, the time since
+    the previous one, over the longest window (at least 7 days) this amount's distance from the
+    entity's usual (in spreads of its amount), and for each novelty column whether this value is
+    new to the entity."""
+
+    entities: tuple[str, ...]
+    time_column: str
+    amount_column: str | None
+    windows: tuple[float, ...] = DEFAULT_WINDOWS  # seconds, ascending
+    novelty: tuple[str, ...] = ()  # categorical columns (other entities among them)
+    amount_prior: tuple[float, float] = (0.0, 1.0)  # the population's centre and spread of the signed-log amount
+    max_values: int = MAX_VALUES
+    time_unit: str | None = None  # how the time column is written, as the preprocessor reads it: epoch "s"/"ms",
+    time_format: str | None = None  # or text in this format (None: ISO 8601)
+    decimal: str = "."  # the amount column's decimal mark
+    scale: str = "linear"  # the amount's usual and spread in its own units ("linear") or of its signed log ("log")
+
+    def on_scale(self, amounts: np.ndarray) -> np.ndarray:
+        """Amounts on the scale their usual and spread are kept on."""
+        return amounts if self.scale == "linear" else signed_log(amounts)
+
+    @property
+    def long_windows(self) -> tuple[float, ...]:
+        """The window the amount's usual is kept over: the longest, when it is at least 7 days (a
+        shorter usual follows a run of frauds; one usual per entity keeps the features few)."""
+        longest = max(self.windows)
+        return (longest,) if self.amount_column and longest >= LONG_WINDOW else ()
+
+    def novelty_of(self, entity: str) -> tuple[str, ...]:
+        return tuple(c for c in self.novelty if c != entity)
+
+    def features(self) -> list[tuple[str, str]]:
+        """(name, role) of every derived column, in order: what the model reads besides the file's."""
+        out: list[tuple[str, str]] = []
+        for e in self.entities:
+            out += [(f"{e}: tx in {window_label(w)}", "numeric") for w in self.windows]
+            out.append((f"{e}: hours since previous", "numeric"))
+            out += [(f"{e}: amount vs {window_label(w)} usual", "numeric") for w in self.long_windows]
+            out += [(f"{e}: new {c}", "binary") for c in self.novelty_of(e)]
+        return out
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.features()]
+
+    def key(self) -> str:
+        """A digest of the specification: state kept under it is only read by models with this one."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HistorySpec:
+        return cls(entities=tuple(d["entities"]), time_column=d["time_column"], amount_column=d["amount_column"],
+                   windows=tuple(float(w) for w in d["windows"]), novelty=tuple(d["novelty"]),
+                   amount_prior=(float(d["amount_prior"][0]), float(d["amount_prior"][1])),
+                   max_values=int(d.get("max_values", MAX_VALUES)), time_unit=d.get("time_unit"),
+                   time_format=d.get("time_format"), decimal=d.get("decimal", "."), scale=d.get("scale", "log"))
+
+
+def amount_prior(amounts: np.ndarray, scale: str = "linear") -> tuple[float, float]:
+    """The population's centre (median) and spread (a robust standard deviation: 1.4826 times the
+    median absolute deviation) of the amount on `scale`: what a new entity is compared with."""
+    x = amounts[np.isfinite(amounts)]
+    x = x if scale == "linear" else signed_log(x)
+    if x.size == 0:
+        return 0.0, 1.0
+    centre = float(np.median(x))
+    spread = float(1.4826 * np.median(np.abs(x - centre)))
+    return centre, max(spread, MIN_SPREAD * max(abs(centre), 1.0) if scale == "linear" else MIN_SPREAD)

@@ -1,0 +1,198 @@
+"""Per-entity history: what is kept of each card's (customer's, terminal's) past, bounded whatever
+its length, and its saved form (JSON: data, never code).
+
+An entity's state is a small typed record (`EntityState`): the time of its latest transaction,
+exponentially decayed transaction counts (one time constant per window: a count decays by e^-1
+over its window, so it estimates the number of transactions in the window), per long window the
+decayed weight, mean and variance of its signed-log amount, and per novelty column its most recent
+distinct values (at most `HistorySpec.max_values`). Decayed sums need O(1) memory per entity and
+give the same numbers whichever way the transactions arrive in batches. A later field gets a
+default, so states saved before it still load.
+
+For batch work, all entities of one entity column live in an `EntityTable` (arrays, a row per
+entity); `HistoryState` holds a table per entity column.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fraudvae.history.spec import HistorySpec
+
+FORMAT = "fraudvae-history/1"
+
+
+@dataclass(frozen=True)
+class EntityState:
+    """One entity's history, as of its latest transaction `last` (seconds)."""
+
+    last: float
+    counts: tuple[float, ...]  # decayed transaction counts, one per window
+    weight: tuple[float, ...] = ()  # per long window: decayed weight of the amount statistics
+    mean: tuple[float, ...] = ()  # their weighted mean of the signed-log amount (clipped, see features)
+    var: tuple[float, ...] = ()  # and variance
+    seen: tuple[tuple[str, ...], ...] = ()  # per novelty column: recent distinct values, oldest first
+
+
+class EntityTable:
+    """Every entity of one entity column as arrays (a row per entity), grown as entities appear."""
+
+    def __init__(self, windows: int, long: int, novelty: int) -> None:
+        self.index: dict[str, int] = {}
+        self.keys: list[str] = []
+        self.last = np.full(0, np.nan)
+        self.counts = np.zeros((0, windows))
+        self.weight = np.zeros((0, long))
+        self.mean = np.zeros((0, long))
+        self.var = np.zeros((0, long))
+        # per novelty column, per entity: its recent distinct values as an ordered set (a dict)
+        self.seen: list[list[dict[str, None]]] = [[] for _ in range(novelty)]
+        self.novelty = novelty
+        # per novelty column: the rows whose set another table also holds (copied before a change)
+        self.shared: list[set[int]] = [set() for _ in range(novelty)]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self, keys: list[str]) -> np.ndarray:
+        """The row of each key (new keys get a fresh row: no history)."""
+        index = self.index
+        new = [k for k in dict.fromkeys(keys) if k not in index]
+        if new:
+            start = len(self.keys)
+            for i, k in enumerate(new):
+                index[k] = start + i
+            self.keys += new
+            self._grow(len(new))
+        return np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
+
+    def _grow(self, n: int) -> None:
+        self.last = np.r_[self.last, np.full(n, np.nan)]
+        self.counts = np.vstack([self.counts, np.zeros((n, self.counts.shape[1]))])
+        for name in ("weight", "mean", "var"):
+            a = getattr(self, name)
+            setattr(self, name, np.vstack([a, np.zeros((n, a.shape[1]))]))
+        for col in self.seen:
+            col += [{} for _ in range(n)]
+
+    def copy(self) -> EntityTable:
+        """An independent table: arrays copied, novelty sets shared until one side changes them."""
+        other = EntityTable(self.counts.shape[1], self.weight.shape[1], self.novelty)
+        other.index, other.keys = dict(self.index), list(self.keys)
+        other.last, other.counts = self.last.copy(), self.counts.copy()
+        other.weight, other.mean, other.var = self.weight.copy(), self.mean.copy(), self.var.copy()
+        other.seen = [list(col) for col in self.seen]
+        everyone = range(len(self.keys))
+        other.shared, self.shared = [set(everyone) for _ in self.seen], [set(everyone) for _ in self.seen]
+        return other
+
+    def get(self, key: str) -> EntityState | None:
+        i = self.index.get(key)
+        if i is None:
+            return None
+        return EntityState(float(self.last[i]), tuple(self.counts[i].tolist()), tuple(self.weight[i].tolist()),
+                           tuple(self.mean[i].tolist()), tuple(self.var[i].tolist()),
+                           tuple(tuple(col[i]) for col in self.seen))
+
+    def put(self, key: str, s: EntityState) -> None:
+        i = int(self.rows([key])[0])
+        self.last[i] = s.last
+        self.counts[i] = s.counts
+        if self.weight.shape[1]:
+            self.weight[i], self.mean[i], self.var[i] = s.weight, s.mean, s.var
+        for j, col in enumerate(self.seen):
+            col[i] = dict.fromkeys(s.seen[j]) if j < len(s.seen) else {}
+            self.shared[j].discard(i)
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Keep only `rows` (in that order)."""
+        self.keys = [self.keys[i] for i in rows.tolist()]
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.last, self.counts = self.last[rows], self.counts[rows]
+        self.weight, self.mean, self.var = self.weight[rows], self.mean[rows], self.var[rows]
+        self.seen = [[col[i] for i in rows.tolist()] for col in self.seen]
+        self.shared = [set(range(len(self.keys))) for _ in self.seen]
+
+    def to_dict(self) -> dict:
+        return {"keys": self.keys, "last": self.last.tolist(), "counts": self.counts.tolist(),
+                "weight": self.weight.tolist(), "mean": self.mean.tolist(), "var": self.var.tolist(),
+                "seen": [[list(d) for d in col] for col in self.seen]}
+
+    @classmethod
+    def from_dict(cls, d: dict, windows: int, long: int, novelty: int) -> EntityTable:
+        t = cls(windows, long, novelty)
+        n = len(d["keys"])
+        t.keys = [str(k) for k in d["keys"]]
+        t.index = {k: i for i, k in enumerate(t.keys)}
+        t.shared = [set() for _ in range(novelty)]
+        t.last = np.asarray(d["last"], dtype=np.float64).reshape(n)
+        t.counts = np.asarray(d["counts"], dtype=np.float64).reshape(n, windows)
+        t.weight = np.asarray(d["weight"], dtype=np.float64).reshape(n, long)
+        t.mean = np.asarray(d["mean"], dtype=np.float64).reshape(n, long)
+        t.var = np.asarray(d["var"], dtype=np.float64).reshape(n, long)
+        t.seen = [[dict.fromkeys(map(str, v)) for v in col] for col in d["seen"]]
+        if len(t.seen) != novelty or any(len(col) != n for col in t.seen):
+            raise ValueError("the saved history's novelty sets do not match its entities")
+        return t
+
+
+@dataclass
+class HistoryState:
+    """The state of every entity column of a `HistorySpec`, and the latest time it has seen."""
+
+    spec: HistorySpec
+    tables: dict[str, EntityTable] = field(default_factory=dict)
+    end: float = float("nan")  # seconds of the latest transaction applied
+    start: float = float("nan")  # and of the earliest: the history covers [start, end]
+
+    @classmethod
+    def empty(cls, spec: HistorySpec) -> HistoryState:
+        return cls(spec, {e: EntityTable(len(spec.windows), len(spec.long_windows), len(spec.novelty_of(e)))
+                          for e in spec.entities})
+
+    def copy(self) -> HistoryState:
+        return HistoryState(self.spec, {e: t.copy() for e, t in self.tables.items()}, self.end, self.start)
+
+    def entities(self) -> dict[str, int]:
+        return {e: len(t) for e, t in self.tables.items()}
+
+    def prune(self, horizon: float) -> int:
+        """Forget entities whose latest transaction is more than `horizon` seconds before `end`
+        (their counts have decayed to nothing; a later transaction starts them afresh). Returns how
+        many were forgotten."""
+        gone = 0
+        if not np.isfinite(self.end):
+            return 0
+        for t in self.tables.values():
+            alive = np.flatnonzero(t.last >= self.end - horizon)
+            gone += len(t) - len(alive)
+            if len(alive) < len(t):
+                t.keep(alive)
+        return gone
+
+    def to_json(self) -> bytes:
+        return json.dumps({"format": FORMAT, "spec_key": self.spec.key(),
+                           "end": self.end if np.isfinite(self.end) else None,
+                           "start": self.start if np.isfinite(self.start) else None,
+                           "tables": {e: t.to_dict() for e, t in self.tables.items()}},
+                          separators=(",", ":"), allow_nan=False).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, spec: HistorySpec) -> HistoryState:
+        """Raises `ValueError` or `KeyError` for a state that is not this specification's."""
+        d = json.loads(data)
+        if d.get("format") != FORMAT:
+            raise ValueError(f"the saved history is not {FORMAT}")
+        if d["spec_key"] != spec.key():
+            raise ValueError("the saved history belongs to another history specification")
+        tables = {e: EntityTable.from_dict(d["tables"][e], len(spec.windows), len(spec.long_windows),
+                                           len(spec.novelty_of(e))) for e in spec.entities}
+        for t in tables.values():
+            if not (np.isfinite(t.counts).all() and np.isfinite(t.weight).all() and np.isfinite(t.mean).all()
+                    and np.isfinite(t.var).all()):
+                raise ValueError("the saved history holds a number that is not finite")
+        return cls(spec, tables, float("nan") if d["end"] is None else float(d["end"]),
+                   float("nan") if d.get("start") is None else float(d["start"]))
