@@ -243,7 +243,8 @@ class FraudVAE:
         terms, _ = scorer.terms(enc)
         columns, excess = scorer.ranked(scorer.unobserved(enc), scorer.by_column(terms), self.baseline_,
                                         self.top_k or 3)
-        return explain_rows(self.preprocessor_, enc, rows, typed, columns, excess, scorer.expectations)
+        history = frozenset(self.history_.spec.names()) if self.history_ is not None else frozenset()
+        return explain_rows(self.preprocessor_, enc, rows, typed, columns, excess, scorer.expectations, history)
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """(n,) bool: score > threshold."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -68,12 +68,15 @@ class Reason:
 
 def explain_rows(pre: Preprocessor, enc: Encoded, data: pd.DataFrame | Mapping[str, Sequence], typed: bool,
                  columns: np.ndarray, excess: np.ndarray,
-                 expect: Callable[[Encoded], Expectations]) -> list[list[Reason]]:
+                 expect: Callable[[Encoded], Expectations],
+                 history: frozenset[str] = frozenset()) -> list[list[Reason]]:
     """Per row of `data` (a frame, or column lists of JSON values with ``typed``; `enc` its encoding), a
     `Reason` for each column named in its row of `columns` (n, k), with its `excess` (n, k). Left out:
     a column with no excess (-inf: its value is a gap that says nothing), and one whose value is what
     the model expected (a number inside its typical range, a category or flag that is the likeliest):
-    a reason says what is unusual. `expect` runs the decoder (`Scorer.expectations`)."""
+    a reason says what is unusual. `expect` runs the decoder (`Scorer.expectations`). Columns named in
+    `history` (history features) are said in words: "CUSTOMER_ID: amount 8.1 spreads above its 30d
+    usual (typical -1.6 to +1.9)"."""
     pairs = [(r, str(name), float(nats)) for r in range(len(columns))
              for name, nats in zip(columns[r], excess[r], strict=True) if np.isfinite(nats)]
     expected = conditional(pre, enc.take(np.array([r for r, _, _ in pairs], dtype=np.int64)),
@@ -106,8 +109,31 @@ def explain_rows(pre: Preprocessor, enc: Encoded, data: pd.DataFrame | Mapping[s
                                           "{}h")
             days, likely_days = _likely(t.weekday, expected.p_categories[category_at[(name, "weekday")]][q], t.missing)
             expect_text, likely = f"{hours}; {days}", likely_hours + likely_days
-        out[r].append(Reason(name, shown[name][r], expect_text, nats, low, high, likely))
+        reason = Reason(name, shown[name][r], expect_text, nats, low, high, likely)
+        out[r].append(_in_words(reason, raw.get(name, np.full(r + 1, np.nan))[r]) if name in history else reason)
     return out
+
+
+def _in_words(r: Reason, x: float) -> Reason:
+    """A history feature's reason as a reviewer reads it (see `fraudvae.history` for the features)."""
+    entity, _, what = r.column.partition(": ")
+    low, high = r.low, r.high
+    if what.startswith("amount vs ") and low is not None and high is not None:
+        window = what.split()[2]
+        side = "above" if x >= 0 else "below"
+        return replace(r, column=f"{entity}: amount", value=f"{abs(x):.1f} spreads {side} its {window} usual",
+                       expected=f"typical {low:+.1f} to {high:+.1f}")
+    if what.startswith("tx in ") and low is not None and high is not None:
+        return replace(r, column=entity, value=f"{x:.1f} transactions in the last {what.split()[2]}",
+                       expected=f"typical {max(low, 0):.1f} to {high:.1f}")
+    if what == "hours since previous" and low is not None and high is not None:
+        return replace(r, column=entity, value=f"{x:.2g} hours since its previous transaction",
+                       expected=f"typical {max(low, 0):.2g} to {high:.2g}")
+    if what.startswith("new ") and r.likely:
+        p_seen = dict(r.likely).get("0", 0.0)
+        return replace(r, column=entity, value=f"{what[4:]} {'new to it' if r.value == '1' else 'seen before'}",
+                       expected=f"seen before {p_seen:.0%} likely")
+    return r
 
 
 def conditional(pre: Preprocessor, enc: Encoded, columns: list[str],

@@ -1,6 +1,7 @@
 """History features (`fraudvae.history`): each transaction against its entities' strictly earlier ones."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,17 @@ def test_an_entity_needs_a_time_column_and_an_id_is_no_number(data: pd.DataFrame
 def test_the_service_and_spark_refuse_a_model_with_history(fitted: FraudVAE, data: pd.DataFrame) -> None:
     with pytest.raises(ConfigError, match="history"):
         fitted.encode_columns({c: list(data[c].head(2)) for c in data.columns}, 2)
+
+
+def test_reasons_say_the_history_in_words(fitted: FraudVAE, data: pd.DataFrame) -> None:
+    test = data[pd.to_datetime(data["when"]) >= START + pd.Timedelta(days=15)]
+    burst = test[test["planted"] == 1].tail(3)
+    texts = [r.text() for row in fitted.reason_codes(pd.concat([test[test["planted"] == 0], burst]))[-3:]
+             for r in row]
+    assert any(re.fullmatch(r"card_id [\d.]+ transactions in the last (1h|1d) \(typical [\d.]+ to [\d.]+\)", t)
+               for t in texts), texts
+    big = test[test["planted"] == 0].tail(1)
+    big = big.assign(amount=big["amount"] * 20)
+    texts = [r.text() for r in fitted.reason_codes(pd.concat([test[test["planted"] == 0].iloc[:-1], big]))[-1]]
+    assert any(re.fullmatch(r"card_id: amount [\d.]+ spreads above its 30d usual \(typical [-+][\d.]+ to [-+][\d.]+\)",
+                            t) for t in texts), texts
