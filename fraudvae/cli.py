@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from fraudvae import __version__, commands
+from fraudvae import __version__, commands, commands_report
 from fraudvae.errors import FraudVAEError
 
 EXIT_BAD_INPUT = 2
@@ -26,7 +26,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM: remove the temporary files being written and stop at once. (Raising an exception
     instead would unwind through whatever runs at that instant, an import's callback included,
     where it can be swallowed.)"""
-    from fraudvae.io import remove_temporaries
+    from fraudvae.writing import remove_temporaries
 
     remove_temporaries()
     os.write(2, b"fraudvae: terminated (SIGTERM); nothing written\n")
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the fraud rate of real traffic, when the file holds more frauds (enriched) or fewer: "
                         "precision and AP are also reported at R, the normal rows reweighted, beside the file's own")
     _scoring(v)
-    v.set_defaults(run=commands.evaluate)
+    v.set_defaults(run=commands_report.evaluate)
 
     c = sub.add_parser("compare", help="two saved models on the same labelled file, side by side: curves, metrics, "
                                        "the overlap of their alerts", formatter_class=fmt)
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--alerts-per-day", type=_positive, metavar="K",
                    help="alerts the investigators can review a day (with --time-column; default 100)")
     _scoring(c)
-    c.set_defaults(run=commands.compare)
+    c.set_defaults(run=commands_report.compare)
 
     w = sub.add_parser("monitor", help="measure drift window by window: alert rate against the target, p-values "
                                        "against uniform, the columns that moved; exit 3 on drift", formatter_class=fmt)
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--device", default="auto", help="auto, cpu or cuda")
     _history(w)
     _reading(w)
-    w.set_defaults(run=commands.monitor)
+    w.set_defaults(run=commands_report.monitor)
 
     r = sub.add_parser("recalibrate", help="a new model directory: the same weights, a threshold calibrated on "
                                            "recent normal rows, and its lineage", formatter_class=fmt)
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--alert-rate", type=_fraction, help="share of rows flagged, instead of --target-fpr")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda")
     _reading(r)
-    r.set_defaults(run=commands.recalibrate)
+    r.set_defaults(run=commands_report.recalibrate)
 
     m = sub.add_parser("sample", help="draw synthetic rows from a saved model (not a privacy guarantee)",
                        formatter_class=fmt)

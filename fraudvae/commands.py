@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
-def _history_columns(det) -> list[str]:  # det: FraudVAE
+def history_columns(det) -> list[str]:  # det: FraudVAE
     """The file's columns a model's history reads (its entities, clock, amount, novelty columns)."""
     if det.history_ is None:
         return []
@@ -22,13 +22,13 @@ def _history_columns(det) -> list[str]:  # det: FraudVAE
 FLOAT_FORMAT = "%.10g"  # ten significant digits: scores exact to 1e-9 relative, no 17-digit noise
 
 
-def _read_format(a: argparse.Namespace):  # -> CsvFormat | None
+def read_format(a: argparse.Namespace):  # -> CsvFormat | None
     from fraudvae.io import csv_format, is_parquet
 
     return None if is_parquet(a.data) else csv_format(a.data, a.sep, a.encoding)
 
 
-def _history_models(a: argparse.Namespace, dets: list, fmt) -> bool:  # dets: list[FraudVAE]
+def history_models(a: argparse.Namespace, dets: list, fmt) -> bool:  # dets: list[FraudVAE]
     """With models that read entity columns: replay `--history` into each one's entities' state and
     say so (True). Such models score a file whole, in time order (its rows are read at once)."""
     from fraudvae.errors import ConfigError
@@ -39,13 +39,13 @@ def _history_models(a: argparse.Namespace, dets: list, fmt) -> bool:  # dets: li
         raise ConfigError("--history replays earlier transactions into the entities' history: the model has no "
                           "entity columns (fit with --entity-column)")
     if a.history:
-        earlier = read_table(a.history, None if is_parquet(a.history) else _format_of(a.history, a))
+        earlier = read_table(a.history, None if is_parquet(a.history) else format_of(a.history, a))
         for d in with_history:
             d.replay(earlier)
     return bool(with_history)
 
 
-def _format_of(path: str, a: argparse.Namespace):  # -> CsvFormat
+def format_of(path: str, a: argparse.Namespace):  # -> CsvFormat
     from fraudvae.io import csv_format
 
     return csv_format(path, a.sep, a.encoding)
@@ -64,18 +64,19 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
     from tqdm import tqdm
 
     from fraudvae.detector import FraudVAE
-    from fraudvae.io import check_output_directory, read_table
+    from fraudvae.io import read_table
     from fraudvae.persist import MODEL
+    from fraudvae.writing import check_output_directory
 
     # refused before any work: a file, the data's folder, a folder of other things (replaced whole)
     check_output_directory(a.model, MODEL, "--model", reading=[a.data, *([a.feedback] if a.feedback else [])])
-    fmt = _read_format(a)
+    fmt = read_format(a)
     df = read_table(a.data, fmt, skip=a.drop, text=[a.id_column] if a.id_column else [])
     earlier = None
     if a.history:
         from fraudvae.io import is_parquet
 
-        earlier = read_table(a.history, None if is_parquet(a.history) else _format_of(a.history, a), skip=a.drop,
+        earlier = read_table(a.history, None if is_parquet(a.history) else format_of(a.history, a), skip=a.drop,
                              text=[a.id_column] if a.id_column else [])
     skipped = df.attrs.get("skipped", [])  # nested Parquet columns named in --drop: never read
     label_column, feedback = a.label_column, None
@@ -163,7 +164,8 @@ def score(a: argparse.Namespace) -> int:
 
     from fraudvae.detector import FraudVAE
     from fraudvae.errors import DataError
-    from fraudvae.io import atomic_file, check_writable, iter_table, refuse_inside
+    from fraudvae.io import iter_table
+    from fraudvae.writing import atomic_file, check_writable, refuse_inside
 
     to_stdout = a.output == "-"
     out_path = None
@@ -174,12 +176,12 @@ def score(a: argparse.Namespace) -> int:
             raise DataError(f"--output {a.output!r} is the input file: choose another name (the scores never "
                             "overwrite the data)")
         refuse_inside(a.output, a.model, "--output", "the model directory")
-    fmt = _read_format(a)
+    fmt = read_format(a)
     det = FraudVAE.load(a.model, device=a.device)
-    wanted = {*det.schema_.names(), det.schema_.id_column, *_history_columns(det)} - {None}
+    wanted = {*det.schema_.names(), det.schema_.id_column, *history_columns(det)} - {None}
     ids = [det.schema_.id_column] if det.schema_.id_column else []  # text as written: "000123" stays so
     chunks: Iterable[pd.DataFrame] = iter_table(a.data, a.chunk_rows, fmt, columns=wanted, text=ids)
-    if _history_models(a, [det], fmt):  # the whole file in time order, then scored (and explained) in chunks
+    if history_models(a, [det], fmt):  # the whole file in time order, then scored (and explained) in chunks
         from fraudvae.io import read_table
 
         whole = det.with_history(read_table(a.data, fmt, text=ids))
@@ -239,126 +241,9 @@ class _stdout_sink:
             self.spool.close()
 
 
-def evaluate(a: argparse.Namespace) -> int:
-    from fraudvae.detector import FraudVAE
-    from fraudvae.io import check_output_directory, iter_table, read_table
-    from fraudvae.report import FIGURES, REPORT, evaluate, summary, write_report
-
-    check_output_directory(a.report, REPORT, "--report", reading=[a.data, a.model])
-    fmt = _read_format(a)
-    det = FraudVAE.load(a.model, device=a.device)
-    rows = [read_table(a.data, fmt)] if _history_models(a, [det], fmt) else iter_table(a.data, a.chunk_rows, fmt)
-    ev = evaluate(det, rows, a.label_column, source=str(a.data),
-                  time_column=a.time_column, alerts_per_day=a.alerts_per_day, natural_fraud_rate=a.natural_fraud_rate)
-    path = write_report(ev, a.report)
-    print(summary(ev))
-    figures = [*FIGURES, *(["alerts_per_day.png"] if ev.days is not None else [])]
-    print(f"report written to {path}: metrics.json, {', '.join(figures)}")
-    return 0
-
-
-def compare(a: argparse.Namespace) -> int:
-    from fraudvae.compare import FIGURES, REPORT, summary, write_compare_report
-    from fraudvae.compare import compare as measure
-    from fraudvae.detector import FraudVAE
-    from fraudvae.errors import ConfigError
-    from fraudvae.io import check_output_directory, iter_table, read_table
-
-    if len(a.model) != 2:  # before any model is loaded (the library refuses it too)
-        raise ConfigError(f"compare takes two models: --model A --model B (got {len(a.model)})")
-    check_output_directory(a.report, REPORT, "--report", reading=[a.data, *a.model])
-    fmt = _read_format(a)
-    models = [(str(m), FraudVAE.load(m, device=a.device)) for m in a.model]
-    rows = [read_table(a.data, fmt)] if _history_models(a, [d for _, d in models], fmt) \
-        else iter_table(a.data, a.chunk_rows, fmt)
-    c = measure(models, rows, a.label_column, source=str(a.data),
-                time_column=a.time_column, alerts_per_day=a.alerts_per_day, alerts=a.alerts)
-    path = write_compare_report(c, a.report)
-    print(summary(c))
-    print(f"report written to {path}: compare.json, {', '.join(FIGURES)}")
-    return 0
-
-
-EXIT_DRIFT = 3  # `fraudvae monitor`: some window is out of bounds (a scheduler's alarm)
-
-
-def monitor(a: argparse.Namespace) -> int:
-    from fraudvae.detector import FraudVAE
-    from fraudvae.drift_report import FIGURES, REPORT, table, write_monitor_report
-    from fraudvae.drift_report import monitor as measure
-    from fraudvae.io import check_output_directory, read_table
-
-    check_output_directory(a.report, REPORT, "--report", reading=[a.data, a.model])
-    det = FraudVAE.load(a.model, device=a.device)
-    df = read_table(a.data, _read_format(a))
-    if _history_models(a, [det], None):  # each window's rows with the history of the whole file before them
-        df = det.with_history(df)
-    report = measure(det, df, window_rows=a.window_rows, window=a.window, time_column=a.time_column,
-                     source=str(a.data))
-    path = write_monitor_report(report, a.report)
-    n = len(report["windows"])
-    print(f"model {det.version_} on {a.data}: {report['data']['rows']:,} rows in {n} window{'s' * (n != 1)} "
-          f"of {report['data']['window']}; target alert rate {det.threshold_.target:.2%}")
-    print(table(report))
-    print(f"status: {report['status']} ({report['windows_in_drift']} of {n} window{'s' * (n != 1)} out of "
-          f"bounds); report written to {path}: monitor.json, {', '.join(FIGURES)}")
-    return EXIT_DRIFT if report["status"] == "drift" else 0
-
-
-def recalibrate(a: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    import numpy as np
-
-    from fraudvae.detector import FraudVAE
-    from fraudvae.errors import DataError
-    from fraudvae.io import check_output_directory, file_sha256, read_table
-    from fraudvae.persist import MODEL
-    from fraudvae.schema import check_no_label, label_of
-    from fraudvae.threshold import rows_needed
-
-    if Path(a.output).resolve() == Path(a.model).resolve():
-        raise DataError(f"--output {a.output!r} is the model being recalibrated: write the new one beside it")
-    out = check_output_directory(a.output, MODEL, "--output", reading=[a.data, a.model])
-    det = FraudVAE.load(a.model, device=a.device)
-    id_column = det.schema_.id_column
-    df = read_table(a.data, _read_format(a), text=[id_column] if id_column else [])
-    normal = df
-    if a.label_column:
-        normal = df[label_of(df, a.label_column) == 0]
-    else:  # as fit does: a forgotten label would put its frauds among the rows the cut is set on
-        check_no_label(df, "the threshold would be set on its frauds too, as if they were normal rows")
-    if len(normal) == 0:
-        raise DataError("the data holds no normal rows to calibrate on")
-    old = det.threshold_
-    method = "alert_rate" if a.alert_rate is not None or (a.target_fpr is None and old.method == "alert_rate") \
-        else "target_fpr"
-    target = a.alert_rate if a.alert_rate is not None else a.target_fpr if a.target_fpr is not None else old.target
-    if len(normal) < (need := rows_needed(target)):
-        raise DataError(f"{len(normal):,} normal rows are too few to calibrate a {method.replace('_', ' ')} of "
-                        f"{target:g}: it needs at least {need:,} (about 1/target). With fewer, the cut is simply the "
-                        f"highest score, and about 1 in {len(normal) + 1} normal rows would be flagged. Give more "
-                        f"recent rows, or a larger target")
-    scores = det.score_samples(normal)
-    parent = det.version_
-    lineage = {"recalibrated_on": {"source": str(a.data), "sha256": file_sha256(a.data), "normal_rows": len(normal),
-                                   "label_column": a.label_column},
-               "at": datetime.now(UTC).isoformat(timespec="seconds")}
-    det.calibrate(scores=scores, lineage=lineage,  # the rows are scored once, above
-                  target_fpr=target if method == "target_fpr" else None,
-                  alert_rate=target if method == "alert_rate" else None)
-    det.save(out)
-    new = det.threshold_
-    print(f"recalibrated model {parent} -> {det.version_} ({method} {target:g}) on {len(normal):,} normal rows "
-          f"of {a.data}; written to {out}")
-    for name, t in (("old", old), ("new", new)):
-        print(f"  {name} threshold {t.value:.4f}: flags {np.mean(scores > t.value):.2%} of these rows")
-    return 0
-
-
 def sample(a: argparse.Namespace) -> int:
     from fraudvae.detector import FraudVAE
-    from fraudvae.io import atomic_file, check_writable, refuse_inside
+    from fraudvae.writing import atomic_file, check_writable, refuse_inside
 
     if a.output != "-":  # '-' is standard output, as for score
         check_writable(a.output)

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from fraudvae.errors import ConfigError
-from fraudvae.io import OutputDirectory
 from fraudvae.report import Evaluation, measure, score_labelled, write_directory
+from fraudvae.writing import OutputDirectory
 
 if TYPE_CHECKING:
     from fraudvae.detector import FraudVAE

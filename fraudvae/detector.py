@@ -16,9 +16,10 @@ import torch
 from fraudvae import __version__, persist
 from fraudvae.device import resolve_device
 from fraudvae.encoded import Encoded
+from fraudvae.entities import EntityHistory
 from fraudvae.errors import ConfigError, DataError, ModelFileError, NotFittedError
 from fraudvae.fitted import FittedState
-from fraudvae.history import HistoryState, derive
+from fraudvae.history import HistoryState
 from fraudvae.inverse import to_columns
 from fraudvae.model import VAE
 from fraudvae.preprocess import OTHER
@@ -29,7 +30,7 @@ from fraudvae.threshold import calibrate
 log = logging.getLogger(__name__)
 
 
-class FraudVAE:
+class FraudVAE(EntityHistory):
     """A variational autoencoder trained on normal transactions; scores rows by negative ELBO.
 
     Parameters
@@ -56,14 +57,10 @@ class FraudVAE:
         this share of training rows gets a point mass (an "at that value" indicator, the Gaussian for
         the other values); off by default (see bench/RESULTS.md for what it changes).
     top_k : how many contributing columns `score` reports per row.
-    entity_columns : columns naming an entity (card, customer, terminal) whose history gives each row
-        features from that entity's strictly earlier transactions (`fraudvae.history`); never model
-        inputs themselves. Needs a time column (``time_columns``, or the one found in the data).
-    amount_column : the transaction amount, compared with each entity's usual (default: the column
-        named like one: amount, amt, value, TX_AMOUNT, ...).
-    windows : the history windows, such as ("1h", "1d", "7d", "30d") (the default).
-    numeric : integer columns named like identifiers to model as numbers all the same (``fit`` stops
-        on such a column with more than 100 values otherwise).
+    entity_columns, amount_column, windows : entities (card, customer, terminal) whose strictly earlier
+        transactions give each row features (`fraudvae.history`; needs a time column), the amount
+        compared with their usual (default: found by name), the windows (default 1h, 1d, 7d, 30d).
+    numeric : integer columns named like identifiers to model as numbers all the same.
     """
 
     def __init__(self, *, hidden: tuple[int, ...] | None = None, latent_dim: int | None = None, members: int = 1,
@@ -109,15 +106,12 @@ class FraudVAE:
     # ------------------------------------------------------------------ fitting
     def fit(self, df: pd.DataFrame, progress: Callable[[int, int, dict], None] | None = None,
             history: pd.DataFrame | None = None) -> FraudVAE:
-        """Learn normal rows of `df` (rows labelled fraud are kept out), then set the threshold.
-        With entity columns, `history` holds earlier transactions that warm the entities' history
-        before `df` (a week of training rows needs the month before it for its 30-day windows).
-
-        Returns self."""
+        """Learn normal rows of `df` (rows labelled fraud are kept out), then set the threshold; with
+        entity columns, earlier transactions `history` warm the entities' history first. Returns self."""
         from fraudvae.fitting import fit_state  # training (and its distributed helpers) is loaded here only
 
-        self.model_, self.device_, self.state_, scorer, self.history_ = fit_state(df, self.get_params(), progress,
-                                                                                  history)
+        fitted = fit_state(df, self.get_params(), progress, history)
+        self.model_, self.device_, self.state_, scorer, self.history_ = fitted
         self.scorer_ = (self.model_, self.state_.preprocessor, scorer)  # what `_scorer` would make again
         self.version_ = persist.content_version(self._files())
         return self
@@ -141,27 +135,6 @@ class FraudVAE:
         return self
 
     # ------------------------------------------------------------------ inference
-    def replay(self, df: pd.DataFrame) -> FraudVAE:
-        """Advance the entities' history (`history_`) through transactions `df` without scoring them:
-        the days between the training file and the one to score. A model without entity columns
-        has nothing to advance. Returns self."""
-        self.check_fitted()
-        if self.history_ is not None:
-            derive(self.history_.spec, df, self.history_)
-        return self
-
-    def with_history(self, df: pd.DataFrame) -> pd.DataFrame:
-        """`df` with its history features (`fraudvae.history`) as columns, computed in time order from
-        the entities' state `history_` through `df` (which is not changed: scoring the same rows
-        twice gives the same scores; `replay` moves it on). `df` itself when the model has no
-        entity columns, or when it holds the features already (the output of this method, or any
-        slice of it: score and explain then use them as they are)."""
-        self.check_fitted()
-        if self.history_ is None or all(name in df.columns for name in self.history_.spec.names()):
-            return df
-        features = derive(self.history_.spec, df, self.history_.copy())
-        return df.assign(**features)
-
     def score_samples(self, df: pd.DataFrame) -> np.ndarray:
         """(n,) scores only (negative ELBO in nats, higher = more suspicious)."""
         terms, kl = self._scorer().terms(self._encode(df))
@@ -198,7 +171,7 @@ class FraudVAE:
         see `Preprocessor.transform_columns`): the first half of scoring without pandas, apart so
         a server can encode requests and score many at once."""
         self.check_fitted()
-        self._no_history("encoding JSON columns")
+        self.check_history_columns(columns, "encoding JSON columns")
         return self.preprocessor_.transform_columns(columns, n)
 
     def score_encoded(self, encoded: Encoded) -> Scores:
@@ -237,7 +210,7 @@ class FraudVAE:
             rows = self.with_history(rows)
             enc, typed = self.preprocessor_.transform(rows), False
         else:
-            self._no_history("reason codes from JSON columns")
+            self.check_history_columns(rows, "reason codes from JSON columns")
             enc, typed = self.encode_columns(rows, len(next(iter(rows.values()), []))), True
         scorer = self._scorer()
         terms, _ = scorer.terms(enc)
@@ -356,14 +329,6 @@ class FraudVAE:
         if not isinstance(df, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
         return self.preprocessor_.transform(self.with_history(df))
-
-    def _no_history(self, what: str) -> None:
-        """Refuse a path that sees rows without their entities' history (the service, until it keeps
-        a shared state store): nothing scores such a model without its history."""
-        if self.history_ is not None:
-            raise ConfigError(f"{what}: this model reads the history of entity columns "
-                              f"({', '.join(self.history_.spec.entities)}), which needs each entity's earlier "
-                              f"transactions; score files with `fraudvae score` (the service cannot serve it yet)")
 
     def _scorer(self) -> Scorer:
         """The scoring form of the network (a float64 copy), made once per fitted model."""

@@ -11,10 +11,10 @@ import pandas as pd
 
 from fraudvae.detector import FraudVAE
 from fraudvae.errors import ConfigError, DataError
-from fraudvae.io import OutputDirectory
 from fraudvae.monitor import MonitorConfig, summarise, window_stats
 from fraudvae.readers import time_column as time_column_of
 from fraudvae.report import write_directory
+from fraudvae.writing import OutputDirectory
 
 FIGURES = ("alert_rate.png", "p_values.png", "column_drift.png")
 REPORT = OutputDirectory("a monitor report", "monitor.json", frozenset({"monitor.json", *FIGURES}), "monitor")

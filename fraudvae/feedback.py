@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from fraudvae.errors import ConfigError, DataError
-from fraudvae.io import file_sha256
 from fraudvae.schema import label_of
+from fraudvae.writing import file_sha256
 
 DECISIONS = {"fraud": 1, "legit": 0}
 

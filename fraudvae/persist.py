@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from fraudvae.errors import ModelFileError
-from fraudvae.io import OutputDirectory, atomic_directory, file_sha256
 from fraudvae.signing import SIGNATURE, check_signature, model_key, write_signature
+from fraudvae.writing import OutputDirectory, atomic_directory, file_sha256
 
 FORMAT = "fraudvae-model/1"
 WEIGHTS, META, MANIFEST = "weights.safetensors", "model.json", "manifest.json"

@@ -14,9 +14,9 @@ import pandas as pd
 
 from fraudvae.budget import card_precision, daily_metrics, day_of
 from fraudvae.errors import ConfigError, DataError, SchemaError
-from fraudvae.io import OutputDirectory, atomic_directory
 from fraudvae.metrics import metrics_at, natural_weights, recall_at_fpr
 from fraudvae.schema import to_binary_label
+from fraudvae.writing import OutputDirectory, atomic_directory
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

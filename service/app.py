@@ -22,6 +22,7 @@ import torch
 from fastapi import FastAPI, Response
 
 from fraudvae import ConfigError, Encoded, FraudVAE, ModelFileError
+from fraudvae.history.store import SQLiteStore, StateStore
 
 from .batching import Batcher
 from .errors import ServiceError, install
@@ -45,11 +46,34 @@ def load_detector(settings: Settings) -> FraudVAE:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     det = FraudVAE.load(settings.model, device=settings.device)
-    if det.history_ is not None:  # nothing scores such a model without its entities' history
-        raise ConfigError(f"model {settings.model} reads the history of entity columns "
-                          f"({', '.join(det.history_.spec.entities)}): the service keeps no per-entity state yet, "
-                          f"so it cannot serve it; score files with `fraudvae score` (it continues the history)")
+    if det.history_ is not None and settings.shadow_model is not None:
+        raise ConfigError("a shadow challenger beside a model with entity columns is not supported yet: the "
+                          "challenger would need the same history")
     return det
+
+
+def open_store(settings: Settings, det: FraudVAE) -> StateStore | None:
+    """The history state store of a model with entity columns (None without): Redis with
+    ``FRAUDVAE_STATE_URL``, else the embedded SQLite file in the state folder, seeded from the
+    model's saved state when it holds nothing for the model's history specification."""
+    history = det.history_
+    if history is None:
+        return None
+    if settings.state_url:
+        from fraudvae.history.redis_store import RedisStore
+
+        return RedisStore(settings.state_url, history.spec, history)
+    folder = settings.state_dir or state_home()
+    if settings.model is not None and Path(folder).resolve().is_relative_to(Path(settings.model).resolve()):
+        raise ConfigError(f"the state folder {str(folder)!r} is inside the model directory, which may be read-only "
+                          "and is the model's own: set FRAUDVAE_STATE_DIR elsewhere")
+    return SQLiteStore(Path(folder) / "history.sqlite3", history.spec, history)
+
+
+def state_home() -> Path:
+    """$XDG_STATE_HOME/fraudvae when set, else .fraudvae-state in the working directory."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return Path(xdg) / "fraudvae" if xdg else Path.cwd() / ".fraudvae-state"
 
 
 def warm_up(detector: FraudVAE) -> None:
@@ -108,7 +132,8 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
             check_schemas(det, challenger)
             await asyncio.to_thread(warm_up, challenger)
             shadow = Shadow(challenger, settings.shadow_log, settings.monitor_rows, metrics.on_shadow)
-        rt.state = Ready(det, batcher, RequestDecoder(det, settings.max_request_rows), metrics, monitor, shadow)
+        store = await asyncio.to_thread(open_store, settings, det)
+        rt.state = Ready(det, batcher, RequestDecoder(det, settings.max_request_rows), metrics, monitor, shadow, store)
         # what startup made (torch, the models, pandas) lives as long as the process: out of the
         # collector's sight, a full collection no longer walks it (a 130 ms pause that set the p99)
         gc.freeze()
@@ -139,7 +164,10 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
     @api.get("/readyz", responses=NOT_READY)
     async def readyz() -> dict:
         """Ready: the model is loaded and warmed up (503 before)."""
-        return {"status": "ready", "model_version": rt.ready().detector.version_}
+        state = rt.ready()
+        if state.store is not None:  # a store that does not answer: not ready (503), back when it is
+            await asyncio.to_thread(state.store.ping)
+        return {"status": "ready", "model_version": state.detector.version_}
 
     @api.get("/metrics", response_class=Response, responses=NOT_READY)
     async def metrics() -> Response:

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fraudvae import DataError, FraudVAEError, ModelFileError, NotFittedError
+from fraudvae.history.store import StateStoreError
 
 log = logging.getLogger("service")
 
@@ -38,19 +39,25 @@ class ClientGone(Exception):
 
 
 # library errors: bad rows are the client's (422); a model that cannot be used is ours (503)
-STATUS = ((DataError, 422), (NotFittedError, 503), (ModelFileError, 503), (FraudVAEError, 400))
+STATUS = ((DataError, 422), (NotFittedError, 503), (ModelFileError, 503), (StateStoreError, 503),
+          (FraudVAEError, 400))
 
 
 def from_library(e: FraudVAEError) -> ServiceError:
     status = next(code for kind, code in STATUS if isinstance(e, kind))
     row = getattr(e, "row", None)
-    return ServiceError(status, str(e), index=row if isinstance(row, int) else None, field=getattr(e, "column", None))
+    retry = {"Retry-After": "1"} if isinstance(e, StateStoreError) else None  # the store may be back in a moment
+    return ServiceError(status, str(e), index=row if isinstance(row, int) else None, field=getattr(e, "column", None),
+                        headers=retry)
 
 
 def to_service_error(e: Exception, retry_after_s: int) -> ServiceError:
     """Any exception as the answer it gets; an unexpected one is logged and answered 500 (a bug)."""
     if isinstance(e, ServiceError):
         return e
+    if isinstance(e, StateStoreError):  # never a score with history missing: try again shortly
+        log.warning("state store unavailable: %s", e)
+        return ServiceError(503, f"{e}; retry shortly", headers={"Retry-After": str(retry_after_s)})
     if isinstance(e, FraudVAEError):
         return from_library(e)
     if isinstance(e, Overloaded):

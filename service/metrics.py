@@ -54,6 +54,10 @@ class Metrics:
             ("rows", "rows the challenger scored"), ("challenger_alerts", "rows the challenger flagged"),
             ("alerts_both", "rows both models flagged"), ("alerts_only_champion", "rows only the champion flagged"),
             ("alerts_only_challenger", "rows only the challenger flagged"))}
+        self.store_seconds = Histogram("fraudvae_state_store_seconds", "history state store: read, derive and write "
+                                       "one request", buckets=LATENCY_BUCKETS, registry=own)
+        self.store_errors = Counter("fraudvae_state_store_errors", "history state store failures (answered 503)",
+                                    registry=own)
         self._children: dict[tuple[str, int], tuple] = {}
         if shared:
             from prometheus_client import multiprocess as mp
@@ -91,6 +95,11 @@ class Metrics:
             self.queue.set(self.queue_rows())
         if self.shadow_backlog is not None and self.backlog is not None:
             self.shadow_backlog.set(self.backlog())
+
+    def on_store(self, seconds: float, failed: bool) -> None:
+        self.store_seconds.observe(seconds)
+        if failed:
+            self.store_errors.inc()
 
     def on_scored(self, scores: np.ndarray, flags: np.ndarray) -> None:
         self.rows.inc(len(scores))

@@ -56,12 +56,18 @@ class RequestDecoder:
     def __init__(self, detector: FraudVAE, max_rows: int) -> None:
         self.max_rows = max_rows
         schema = detector.schema_
-        self.names = schema.names()
+        # what a request sends: the model's columns, less the history features (the service derives
+        # them from its state store), plus the entity columns the history reads
+        history = detector.history_
+        derived = set(history.spec.names()) if history is not None else set()
+        columns = [(c.name, self.ROLE_TYPES[c.role]) for c in schema.columns if c.name not in derived]
+        if history is not None:
+            columns += [(e, str | int | None) for e in history.spec.entities]
+        self.names = [name for name, _ in columns]
         self.id_field = schema.id_column or "id"
         # attribute names f0, f1, ... renamed to the columns: any column name works
-        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
-            (f"f{i}", self.ROLE_TYPES[c.role]) for i, c in enumerate(schema.columns)]
-        rename = {f"f{i}": c.name for i, c in enumerate(schema.columns)}
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [(f"f{i}", kind) for i, (_, kind) in enumerate(columns)]
+        rename = {f"f{i}": name for i, (name, _) in enumerate(columns)}
         if self.id_field not in self.names:
             fields.append(("row_id", ID_TYPE, None))
             rename["row_id"] = self.id_field

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from fraudvae import FraudVAE, Reason
+from fraudvae.history.store import StateStore
 
 from .batching import Batch, Batcher
 from .errors import ClientGone, ServiceError, error_body, to_service_error
@@ -43,6 +44,7 @@ class Ready:
     metrics: Metrics
     monitor: Monitor
     shadow: Shadow | None = None  # a challenger scoring the same requests, off the response path
+    store: StateStore | None = None  # the entities' history, for a model with entity columns
 
 
 @dataclass
@@ -133,6 +135,15 @@ class ScoreEndpoint:
             batch = await asyncio.to_thread(self._decode, state.decoder, body, encoding)
         else:
             batch = self._decode(state.decoder, body, encoding)
+        if state.store is not None:  # the history features, read and applied atomically in the shared store
+            t0 = time.perf_counter()
+            try:
+                features = await asyncio.to_thread(state.store.apply, batch.columns, batch.n, batch.ids)
+            except Exception:
+                state.metrics.on_store(time.perf_counter() - t0, failed=True)
+                raise
+            state.metrics.on_store(time.perf_counter() - t0, failed=False)
+            batch.columns.update(features)
         scores = await state.batcher.score(batch)
         det, ids = state.detector, batch.ids
         if not np.isfinite(scores.score).all():  # never a NaN in a 200: a model fault, answered as ours

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     shadow_log: Path | None = Field(None, description="append the challenger's scores here, a JSON line per row")
     monitor_rows: int = Field(10_000, ge=100, description="the rolling window of recent scored rows (over all "
                               "workers) that GET /monitor and the monitoring gauges measure")
+    state_dir: Path | None = Field(None, description="the embedded history state store's folder (models with "
+                                   "entity columns): default $XDG_STATE_HOME/fraudvae, else .fraudvae-state in the "
+                                   "working directory")
+    state_url: str | None = Field(None, pattern=r"^rediss?://", description="a Redis URL (redis://host:port/db): the "
+                                  "history state store shared by several hosts, instead of the embedded one")
     shutdown_timeout_s: float = Field(25.0, gt=0, description="on SIGTERM, in-flight requests get this long to "
                                       "finish (below Kubernetes' 30 s grace period), then what is left is closed")
 

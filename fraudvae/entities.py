@@ -1,0 +1,56 @@
+"""What a `FraudVAE` does with the history of its entity columns (`fraudvae.history`): derive each
+row's features from the entities' state, move the state on, refuse rows that come without them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from fraudvae.errors import ConfigError
+from fraudvae.history import derive
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from fraudvae.history import HistoryState
+
+
+class EntityHistory:
+    """A mixin of `FraudVAE`: ``history_`` is the entities' state (None without entity columns)."""
+
+    history_: HistoryState | None
+
+    def check_fitted(self) -> None:  # pragma: no cover - the estimator's
+        raise NotImplementedError
+
+    def replay(self, df: pd.DataFrame) -> Self:
+        """Advance the entities' history (`history_`) through transactions `df` without scoring them:
+        the days between the training file and the one to score. A model without entity columns
+        has nothing to advance. Returns self."""
+        self.check_fitted()
+        if self.history_ is not None:
+            derive(self.history_.spec, df, self.history_)
+        return self
+
+    def with_history(self, df: pd.DataFrame) -> pd.DataFrame:
+        """`df` with its history features (`fraudvae.history`) as columns, computed in time order from
+        the entities' state `history_` through `df` (which is not changed: scoring the same rows
+        twice gives the same scores; `replay` moves it on). `df` itself when the model has no
+        entity columns, or when it holds the features already (the output of this method, or any
+        slice of it: score and explain then use them as they are)."""
+        self.check_fitted()
+        if self.history_ is None or all(name in df.columns for name in self.history_.spec.names()):
+            return df
+        features = derive(self.history_.spec, df, self.history_.copy())
+        return df.assign(**features)
+
+    def check_history_columns(self, columns: Mapping[str, list], what: str) -> None:
+        """Refuse columns of JSON values (`encode_columns`) without the history features a model with
+        entity columns reads: they come from a state store (the service's), never from the rows alone."""
+        history = self.history_
+        if history is not None and not all(name in columns for name in history.spec.names()):
+            raise ConfigError(f"{what}: this model reads the history of entity columns "
+                              f"({', '.join(history.spec.entities)}), which needs each entity's earlier "
+                              f"transactions; score files with `fraudvae score`, or serve it with a state store")

@@ -1,0 +1,134 @@
+"""The history state store in Redis (``FRAUDVAE_STATE_URL=redis://host:port/db``), for services on
+several hosts: the same contract and arithmetic as `store.SQLiteStore` (`store.compute`).
+
+Keys, under ``fraudvae:<specification key>:``: ``e:<column>:<entity>`` an entity's state (JSON, with
+a TTL of three longest windows: the store stays bounded), ``id:<transaction id>`` the features a
+transaction got (a TTL of one longest window), and the hash ``meta`` (``start``, ``end`` and the
+``seeded`` marker). A request is applied optimistically: its entities' keys and ``meta`` are
+WATCHed, read, the features computed, and the new states written in one MULTI/EXEC, retried when
+another worker changed one of them meanwhile, so no update is lost. A store whose marker is gone
+(Redis restarted without persistence) is noticed and seeded again from the model's saved state,
+with a warning: what the entities did since training is lost with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from fraudvae.history.spec import HistorySpec
+from fraudvae.history.state import EntityState, HistoryState
+from fraudvae.history.store import ID_TTL_FACTOR, StateStoreError, compute, entity_from_json, entity_json, request_keys
+
+log = logging.getLogger("fraudvae.history")
+T = TypeVar("T")
+RETRIES = 50  # optimistic transactions retried at most this many times under contention
+TIMEOUT_S = 2.0  # a Redis that does not answer within this is unavailable (503), never waited on longer
+
+
+class RedisStore:
+    def __init__(self, url: str, spec: HistorySpec, seed: HistoryState) -> None:
+        try:
+            import redis
+        except ImportError:
+            raise StateStoreError("FRAUDVAE_STATE_URL needs the redis package: pip install 'fraudvae[redis]'") from None
+        self._redis = redis
+        self.spec, self.seed_state, self.url = spec, seed, url
+        self.prefix = f"fraudvae:{spec.key()}:"
+        self.client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+        self.reseeded = 0  # times the store was found empty and seeded again (a metric)
+        # this process's requests take turns (its threads would only retry one another); the
+        # optimistic transaction settles what other processes and hosts do meanwhile
+        self._turn = threading.Lock()
+        self._guard(self._ensure_seeded)
+
+    def _guard(self, fn: Callable[..., T], *args: object) -> T:
+        try:
+            return fn(*args)
+        except self._redis.RedisError as e:
+            raise StateStoreError(f"the state store {self.url} is unavailable: {e}") from None
+
+    def _ensure_seeded(self) -> bool:
+        """Seed the store from the model's saved state when its marker is missing; True when it did."""
+        meta = self.prefix + "meta"
+        if self.client.hexists(meta, "seeded"):
+            return False
+        lock = self.client.lock(self.prefix + "seeding", timeout=120, blocking_timeout=60)
+        with lock:
+            if self.client.hexists(meta, "seeded"):  # another worker seeded it meanwhile
+                return False
+            ttl = int(3 * max(self.spec.windows))
+            pipe = self.client.pipeline(transaction=False)
+            for e, table in self.seed_state.tables.items():
+                for key in table.keys:
+                    s = table.get(key)
+                    assert s is not None
+                    pipe.set(self._entity_key(e, key), entity_json(s), ex=ttl)
+            pipe.hset(meta, mapping={"start": repr(self.seed_state.start), "end": repr(self.seed_state.end),
+                                     "seeded": repr(time.time())})
+            pipe.execute()
+        return True
+
+    def _entity_key(self, column: str, key: str) -> str:
+        return f"{self.prefix}e:{column}:{key}"
+
+    def apply(self, columns: Mapping[str, Sequence], n: int, ids: Sequence | None) -> dict[str, list[float | None]]:
+        with self._turn:
+            return self._guard(self._apply, columns, n, ids)
+
+    def _apply(self, columns: Mapping[str, Sequence], n: int, ids: Sequence | None) -> dict[str, list[float | None]]:
+        keys = request_keys(self.spec, columns)
+        entity_keys = [(e, k, self._entity_key(e, k)) for e, ks in keys.items() for k in ks]
+        rid = sorted({str(i) for i in ids if i is not None}) if ids is not None else []
+        meta = self.prefix + "meta"
+        longest = max(self.spec.windows)
+        for _ in range(RETRIES):
+            if self._ensure_seeded():
+                self.reseeded += 1
+                log.warning("the history state store %s held nothing for this model's specification (restarted "
+                            "without persistence?): seeded again from the model's saved state; the entities' "
+                            "transactions since training are lost", self.url)
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(meta, *(k for _, _, k in entity_keys))
+                    values = pipe.mget([k for _, _, k in entity_keys]) if entity_keys else []
+                    seen = pipe.mget([self.prefix + "id:" + i for i in rid]) if rid else []
+                    start, end, seeded = pipe.hmget(meta, ["start", "end", "seeded"])
+                    if seeded is None:
+                        continue  # emptied meanwhile: seed again first
+                    load: dict[str, dict[str, EntityState]] = {e: {} for e in keys}
+                    for (e, k, _), v in zip(entity_keys, values, strict=True):
+                        if v is not None:
+                            load[e][k] = entity_from_json(v)
+                    known = {i: json.loads(v) for i, v in zip(rid, seen, strict=True) if v is not None}
+                    out, state, fresh = compute(self.spec, columns, n, ids, load, float(start or "nan"),
+                                                float(end or "nan"), known)
+                    pipe.multi()
+                    if fresh:
+                        for e, k, key in entity_keys:
+                            s = state.tables[e].get(k)
+                            if s is not None:
+                                pipe.set(key, entity_json(s), ex=int(3 * longest))
+                        pipe.hset(meta, mapping={"start": repr(state.start), "end": repr(state.end)})
+                        names = self.spec.names()
+                        if ids is not None:
+                            for i in fresh:
+                                if ids[i] is not None:
+                                    pipe.set(self.prefix + "id:" + str(ids[i]), json.dumps([out[m][i] for m in names]),
+                                             ex=int(ID_TTL_FACTOR * longest), nx=True)
+                    pipe.execute()
+                    return out
+                except self._redis.WatchError:
+                    continue
+        raise StateStoreError(f"the state store {self.url} is too contended: {RETRIES} tries of one request failed")
+
+    def ping(self) -> None:
+        self._guard(self.client.ping)
+        self._guard(self._ensure_seeded)
+
+    def entities(self) -> int:
+        return int(self._guard(self.client.dbsize))

@@ -1,0 +1,245 @@
+"""Shared per-entity state for scoring transactions as they arrive (the service): every worker reads
+and writes the same entities' states, atomically, so concurrent requests for one card never lose an
+update, and a retried transaction id gets its first answer's features back without counting twice.
+
+Two stores, one contract (`StateStore.apply`): `SQLiteStore`, embedded (a file in a state folder,
+WAL mode, one write transaction per request: nothing to install or start, right for the workers of
+one host), and `RedisStore` (several hosts). State is kept under the history specification's key
+(`HistorySpec.key`): models with the same specification share it, another one never reads it. A
+store with nothing for a specification is seeded from the model's saved end-of-training state, so a
+fresh service answers as `fraudvae score` would on the same transactions.
+
+The features of a request come from `derive` itself on a `HistoryState` holding just the request's
+entities, loaded from the store: the same arithmetic as a file, row for row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from fraudvae import readers as read
+from fraudvae.errors import FraudVAEError
+from fraudvae.history.features import derive
+from fraudvae.history.spec import HistorySpec
+from fraudvae.history.state import EntityState, HistoryState
+
+BUSY_TIMEOUT_S = 10.0  # how long a write waits for another worker's transaction before the store is called unavailable
+ID_TTL_FACTOR = 1.0  # a transaction id is remembered for this many times the longest window (retries come sooner)
+
+
+class StateStoreError(FraudVAEError):
+    """The state store cannot be reached or did not answer in time: nothing was scored or changed."""
+
+
+class StateStore(Protocol):
+    spec: HistorySpec
+
+    def apply(self, columns: Mapping[str, Sequence], n: int, ids: Sequence | None) -> dict[str, list[float | None]]:
+        """The history features of `n` transactions given column-wise (JSON values), computed from the
+        stored states and applied to them in one atomic step; a transaction whose id was applied
+        before gets the features it got then and changes nothing."""
+        ...
+
+    def ping(self) -> None:
+        """Raise `StateStoreError` unless the store answers."""
+        ...
+
+    def entities(self) -> int:
+        """Entities held for this specification."""
+        ...
+
+
+def entity_json(s: EntityState) -> str:
+    return json.dumps([s.last, s.counts, s.weight, s.mean, s.var, s.seen], separators=(",", ":"), allow_nan=False)
+
+
+def entity_from_json(text: str | bytes) -> EntityState:
+    last, counts, weight, mean, var, seen = json.loads(text)
+    return EntityState(float(last), tuple(counts), tuple(weight), tuple(mean), tuple(var),
+                       tuple(tuple(v) for v in seen))
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def compute(spec: HistorySpec, columns: Mapping[str, Sequence], n: int, ids: Sequence | None,
+            load: Mapping[str, Mapping[str, EntityState]], start: float, end: float, known: Mapping[str, list]
+            ) -> tuple[dict[str, list[float | None]], HistoryState, list[int]]:
+    """The features of a request and the state after it: `load` holds the stored states of its
+    entities (entity column -> key -> state), `known` the features of ids applied before. Returns
+    the features (rows in order), the state to store back and which rows were applied (new ids,
+    each once: an id twice in one request counts once)."""
+    names = spec.names()
+    fresh, first_of = [], {}
+    for i in range(n):
+        rid = None if ids is None or ids[i] is None else str(ids[i])
+        if rid is not None and (rid in known or rid in first_of):
+            continue
+        if rid is not None:
+            first_of[rid] = i
+        fresh.append(i)
+    state = HistoryState.empty(spec)
+    state.start, state.end = start, end
+    for e, states in load.items():
+        for key, s in states.items():
+            state.tables[e].put(key, s)
+    sub = {c: [columns[c][i] for i in fresh] for c in _needed(spec)}
+    feats = derive(spec, sub, state, typed=True) if fresh else {name: np.zeros(0) for name in names}
+    out: dict[str, list[float | None]] = {name: [None] * n for name in names}
+    for j, i in enumerate(fresh):
+        for name in names:
+            out[name][i] = _finite(float(feats[name][j]))
+    applied = set(fresh)
+    for i in range(n):
+        rid = None if ids is None or ids[i] is None else str(ids[i])
+        if rid is None or i in applied:
+            continue
+        values = known[rid] if rid in known else [out[name][first_of[rid]] for name in names]
+        for name, v in zip(names, values, strict=True):
+            out[name][i] = v
+    return out, state, fresh
+
+
+def _needed(spec: HistorySpec) -> list[str]:
+    return list(dict.fromkeys([spec.time_column, *spec.entities, *([spec.amount_column] if spec.amount_column else []),
+                               *spec.novelty]))
+
+
+def request_keys(spec: HistorySpec, columns: Mapping[str, Sequence]) -> dict[str, list[str]]:
+    """The distinct entity keys of a request, per entity column."""
+    return {e: sorted({k for k in read.keys(list(columns[e]), e, typed=True) if k is not None})
+            for e in spec.entities}
+
+
+class SQLiteStore:
+    """The embedded store: `path` (a SQLite file, WAL mode) shared by the workers of one host. Each
+    request is one ``BEGIN IMMEDIATE`` transaction: workers take turns per request, so no update is
+    lost, and a crash mid-request changes nothing."""
+
+    def __init__(self, path: Path, spec: HistorySpec, seed: HistoryState | None = None) -> None:
+        self.path, self.spec, self.key = Path(path), spec, spec.key()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._applied = 0
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (spec TEXT, name TEXT, value TEXT, PRIMARY KEY (spec, name))")
+            db.execute("CREATE TABLE IF NOT EXISTS entity (spec TEXT, col TEXT, key TEXT, last REAL, state TEXT, "
+                       "PRIMARY KEY (spec, col, key))")
+            db.execute("CREATE TABLE IF NOT EXISTS seen (spec TEXT, id TEXT, at REAL, features TEXT, "
+                       "PRIMARY KEY (spec, id))")
+            if seed is not None and self._meta(db, "seeded") is None:
+                self._seed(db, seed)
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StateStoreError(f"the state store {str(self.path)!r} is unavailable: {e}") from None
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _meta(self, db: sqlite3.Connection, name: str) -> str | None:
+        row = db.execute("SELECT value FROM meta WHERE spec = ? AND name = ?", (self.key, name)).fetchone()
+        return None if row is None else row[0]
+
+    def _set_meta(self, db: sqlite3.Connection, name: str, value: str) -> None:
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?, ?)", (self.key, name, value))
+
+    def _seed(self, db: sqlite3.Connection, seed: HistoryState) -> None:
+        rows = []
+        for e, table in seed.tables.items():
+            for key in table.keys:
+                s = table.get(key)
+                assert s is not None
+                rows.append((self.key, e, key, s.last, entity_json(s)))
+        db.executemany("INSERT OR REPLACE INTO entity VALUES (?, ?, ?, ?, ?)", rows)
+        self._set_meta(db, "start", repr(seed.start))
+        self._set_meta(db, "end", repr(seed.end))
+        self._set_meta(db, "seeded", repr(time.time()))
+
+    def apply(self, columns: Mapping[str, Sequence], n: int, ids: Sequence | None) -> dict[str, list[float | None]]:
+        keys = request_keys(self.spec, columns)
+        rid = sorted({str(i) for i in ids if i is not None}) if ids is not None else []
+        try:
+            with self._transaction() as db:
+                known = {}
+                for part in _chunks(rid):
+                    q = f"SELECT id, features FROM seen WHERE spec = ? AND id IN ({','.join('?' * len(part))})"
+                    known.update({i: json.loads(f) for i, f in db.execute(q, (self.key, *part))})
+                load: dict[str, dict[str, EntityState]] = {}
+                for e, ks in keys.items():
+                    load[e] = {}
+                    for part in _chunks(ks):
+                        q = f"SELECT key, state FROM entity WHERE spec = ? AND col = ? AND key IN " \
+                            f"({','.join('?' * len(part))})"
+                        load[e].update({k: entity_from_json(s) for k, s in db.execute(q, (self.key, e, *part))})
+                start, end = (float(self._meta(db, name) or "nan") for name in ("start", "end"))
+                out, state, fresh = compute(self.spec, columns, n, ids, load, start, end, known)
+                if fresh:
+                    rows = []
+                    for e, ks in keys.items():
+                        for k in ks:
+                            s = state.tables[e].get(k)
+                            if s is not None:
+                                rows.append((self.key, e, k, s.last, entity_json(s)))
+                    db.executemany("INSERT OR REPLACE INTO entity VALUES (?, ?, ?, ?, ?)", rows)
+                    self._set_meta(db, "start", repr(state.start))
+                    self._set_meta(db, "end", repr(state.end))
+                    if ids is not None:
+                        names = self.spec.names()
+                        db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?)",
+                                       [(self.key, str(ids[i]), state.end, json.dumps([out[m][i] for m in names]))
+                                        for i in fresh if ids[i] is not None])
+                self._applied += 1
+                if self._applied % 1000 == 0:
+                    self._expire(db, state.end)
+        except sqlite3.Error as e:
+            raise StateStoreError(f"the state store {str(self.path)!r} failed: {e}") from None
+        return out
+
+    def _expire(self, db: sqlite3.Connection, end: float) -> None:
+        """Forget entities unseen for 3 longest windows and ids older than one: the store stays bounded."""
+        longest = max(self.spec.windows)
+        db.execute("DELETE FROM entity WHERE spec = ? AND last < ?", (self.key, end - 3 * longest))
+        db.execute("DELETE FROM seen WHERE spec = ? AND at < ?", (self.key, end - ID_TTL_FACTOR * longest))
+
+    def ping(self) -> None:
+        try:
+            self._connection().execute("SELECT 1").fetchone()
+        except sqlite3.Error as e:
+            raise StateStoreError(f"the state store {str(self.path)!r} is unavailable: {e}") from None
+
+    def entities(self) -> int:
+        row = self._connection().execute("SELECT COUNT(*) FROM entity WHERE spec = ?", (self.key,)).fetchone()
+        return int(row[0])
+
+
+def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
+    for i in range(0, len(values), size):
+        yield values[i: i + size]
