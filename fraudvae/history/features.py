@@ -16,8 +16,9 @@ Per entity column E and row:
 - ``E: amount vs W usual`` (W the longest window, at least 7 days, with an amount column): the row's
   amount minus the entity's usual, in spreads (so 3 means the same for a 5-euro and a 500-euro
   card). The usual is the decayed mean and spread of the entity's earlier amounts, each clipped to
-  2 spreads of the usual before it counts (a run of frauds on a card moves it little), shrunk
-  towards the population's median and spread with the weight of 3 transactions;
+  2 spreads of the usual before its time's transactions (a run of frauds on a card moves it
+  little, and what transactions at one time leave is the same in any order: decayed sums are
+  order-free), shrunk towards the population's median and spread with the weight of 3 transactions;
 - ``E: new C``: 1 when the row's value of column C was not among the entity's recent distinct
   values (at most 64, the most recent kept), else 0.
 An entity's first transaction has no history to be compared with: its features for that entity
@@ -38,7 +39,7 @@ import pandas as pd
 from fraudvae import readers as read
 from fraudvae.errors import SchemaError
 from fraudvae.history.spec import CLIP, MIN_COVER, MIN_SPREAD, PRIOR_WEIGHT, HistorySpec
-from fraudvae.history.state import EntityTable, HistoryState
+from fraudvae.history.state import REF_CENTRE, REF_SPREAD, SQUARES, TOTAL, WEIGHT, EntityTable, HistoryState
 from fraudvae.specs import TimeSpec
 
 Data: TypeAlias = pd.DataFrame | Mapping[str, Sequence]
@@ -129,22 +130,25 @@ def _entity(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, x: np.
             table.counts[a] = now + 1.0
             table.last[a] = np.where(first, tt, np.fmax(last, tt))
             if len(long) and x is not None:
-                w = table.weight[a] * np.exp(-dt[:, None] / long)
-                m, v = table.mean[a], table.var[a]
-                centre = (w * m + PRIOR_WEIGHT * c0) / (w + PRIOR_WEIGHT)
+                st = table.amount[a]  # (rows, long windows, fields) as of `last`
+                decay = np.exp(-dt[:, None] / long)
+                w, total, squares = st[..., WEIGHT] * decay, st[..., TOTAL] * decay, st[..., SQUARES] * decay
+                # the usual now: the decayed mean and spread, shrunk towards the population's
+                centre = (total + PRIOR_WEIGHT * c0) / (w + PRIOR_WEIGHT)
+                scatter = np.maximum(squares - total * total / np.maximum(w, 1e-300), 0.0)  # w times the variance
                 floor = MIN_SPREAD * (np.abs(centre) if spec.scale == "linear" else 1.0)
-                spread = np.sqrt(np.maximum((w * v + PRIOR_WEIGHT * s0 * s0) / (w + PRIOR_WEIGHT), floor * floor))
+                spread = np.sqrt(np.maximum((scatter + PRIOR_WEIGHT * s0 * s0) / (w + PRIOR_WEIGHT), floor * floor))
                 xx = x[i][:, None]
-                dev = (xx - centre) / spread
-                z[i] = dev
-                clipped = centre + np.clip(dev, -CLIP, CLIP) * spread
-                wn = w + 1.0
-                mn = (w * m + clipped) / wn
-                vn = (w * (v + (m - mn) ** 2) + (clipped - mn) ** 2) / wn
+                z[i] = (xx - centre) / spread
+                # a transaction counts clipped to CLIP spreads of the usual before its time's transactions:
+                # what transactions of one time leave behind is the same whichever came first
+                group = (first | (tt > last))[:, None]
+                ref_c = np.where(group, centre, st[..., REF_CENTRE])
+                ref_s = np.where(group, spread, st[..., REF_SPREAD])
+                clipped = ref_c + np.clip((xx - ref_c) / ref_s, -CLIP, CLIP) * ref_s
                 ok = np.isfinite(xx)
-                table.weight[a] = np.where(ok, wn, w)
-                table.mean[a] = np.where(ok, mn, m)
-                table.var[a] = np.where(ok, vn, v)
+                table.amount[a] = np.stack([w + ok, total + np.where(ok, clipped, 0.0),
+                                            squares + np.where(ok, clipped * clipped, 0.0), ref_c, ref_s], axis=-1)
             for j, c in enumerate(novelty):
                 _novelty(table, a, i, keys[c], new[:, j], j, spec.max_values)
             if first.any():  # no history to compare with: gaps, which say nothing (or what training's gaps cost)

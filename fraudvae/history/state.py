@@ -4,7 +4,8 @@ its length, and its saved form (JSON: data, never code).
 An entity's state is a small typed record (`EntityState`): the time of its latest transaction,
 exponentially decayed transaction counts (one time constant per window: a count decays by e^-1
 over its window, so it estimates the number of transactions in the window), per long window the
-decayed weight, mean and variance of its signed-log amount, and per novelty column its most recent
+decayed weight, sum and sum of squares of its (clipped) amounts with the reference its amounts are
+clipped against, and per novelty column its most recent
 distinct values (at most `HistorySpec.max_values`). Decayed sums need O(1) memory per entity and
 give the same numbers whichever way the transactions arrive in batches. A later field gets a
 default, so states saved before it still load.
@@ -23,6 +24,8 @@ import numpy as np
 from fraudvae.history.spec import HistorySpec
 
 FORMAT = "fraudvae-history/1"
+AMOUNT_FIELDS = 5  # weight, sum, sum of squares, reference centre, reference spread
+WEIGHT, TOTAL, SQUARES, REF_CENTRE, REF_SPREAD = range(AMOUNT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,9 @@ class EntityState:
 
     last: float
     counts: tuple[float, ...]  # decayed transaction counts, one per window
-    weight: tuple[float, ...] = ()  # per long window: decayed weight of the amount statistics
-    mean: tuple[float, ...] = ()  # their weighted mean of the signed-log amount (clipped, see features)
-    var: tuple[float, ...] = ()  # and variance
+    # per long window: decayed weight, sum and sum of squares of the clipped amounts, and the centre and
+    # spread they are clipped against (the usual before the latest time's transactions; see features)
+    amount: tuple[tuple[float, ...], ...] = ()
     seen: tuple[tuple[str, ...], ...] = ()  # per novelty column: recent distinct values, oldest first
 
 
@@ -45,9 +48,7 @@ class EntityTable:
         self.keys: list[str] = []
         self.last = np.full(0, np.nan)
         self.counts = np.zeros((0, windows))
-        self.weight = np.zeros((0, long))
-        self.mean = np.zeros((0, long))
-        self.var = np.zeros((0, long))
+        self.amount = np.zeros((0, long, AMOUNT_FIELDS))
         # per novelty column, per entity: its recent distinct values as an ordered set (a dict)
         self.seen: list[list[dict[str, None]]] = [[] for _ in range(novelty)]
         self.novelty = novelty
@@ -72,18 +73,16 @@ class EntityTable:
     def _grow(self, n: int) -> None:
         self.last = np.r_[self.last, np.full(n, np.nan)]
         self.counts = np.vstack([self.counts, np.zeros((n, self.counts.shape[1]))])
-        for name in ("weight", "mean", "var"):
-            a = getattr(self, name)
-            setattr(self, name, np.vstack([a, np.zeros((n, a.shape[1]))]))
+        self.amount = np.concatenate([self.amount, np.zeros((n, *self.amount.shape[1:]))])
         for col in self.seen:
             col += [{} for _ in range(n)]
 
     def copy(self) -> EntityTable:
         """An independent table: arrays copied, novelty sets shared until one side changes them."""
-        other = EntityTable(self.counts.shape[1], self.weight.shape[1], self.novelty)
+        other = EntityTable(self.counts.shape[1], self.amount.shape[1], self.novelty)
         other.index, other.keys = dict(self.index), list(self.keys)
         other.last, other.counts = self.last.copy(), self.counts.copy()
-        other.weight, other.mean, other.var = self.weight.copy(), self.mean.copy(), self.var.copy()
+        other.amount = self.amount.copy()
         other.seen = [list(col) for col in self.seen]
         everyone = range(len(self.keys))
         other.shared, self.shared = [set(everyone) for _ in self.seen], [set(everyone) for _ in self.seen]
@@ -93,16 +92,15 @@ class EntityTable:
         i = self.index.get(key)
         if i is None:
             return None
-        return EntityState(float(self.last[i]), tuple(self.counts[i].tolist()), tuple(self.weight[i].tolist()),
-                           tuple(self.mean[i].tolist()), tuple(self.var[i].tolist()),
-                           tuple(tuple(col[i]) for col in self.seen))
+        return EntityState(float(self.last[i]), tuple(self.counts[i].tolist()),
+                           tuple(tuple(a) for a in self.amount[i].tolist()), tuple(tuple(col[i]) for col in self.seen))
 
     def put(self, key: str, s: EntityState) -> None:
         i = int(self.rows([key])[0])
         self.last[i] = s.last
         self.counts[i] = s.counts
-        if self.weight.shape[1]:
-            self.weight[i], self.mean[i], self.var[i] = s.weight, s.mean, s.var
+        if self.amount.shape[1]:
+            self.amount[i] = s.amount
         for j, col in enumerate(self.seen):
             col[i] = dict.fromkeys(s.seen[j]) if j < len(s.seen) else {}
             self.shared[j].discard(i)
@@ -112,13 +110,13 @@ class EntityTable:
         self.keys = [self.keys[i] for i in rows.tolist()]
         self.index = {k: i for i, k in enumerate(self.keys)}
         self.last, self.counts = self.last[rows], self.counts[rows]
-        self.weight, self.mean, self.var = self.weight[rows], self.mean[rows], self.var[rows]
+        self.amount = self.amount[rows]
         self.seen = [[col[i] for i in rows.tolist()] for col in self.seen]
         self.shared = [set(range(len(self.keys))) for _ in self.seen]
 
     def to_dict(self) -> dict:
         return {"keys": self.keys, "last": self.last.tolist(), "counts": self.counts.tolist(),
-                "weight": self.weight.tolist(), "mean": self.mean.tolist(), "var": self.var.tolist(),
+                "amount": self.amount.tolist(),
                 "seen": [[list(d) for d in col] for col in self.seen]}
 
     @classmethod
@@ -130,9 +128,7 @@ class EntityTable:
         t.shared = [set() for _ in range(novelty)]
         t.last = np.asarray(d["last"], dtype=np.float64).reshape(n)
         t.counts = np.asarray(d["counts"], dtype=np.float64).reshape(n, windows)
-        t.weight = np.asarray(d["weight"], dtype=np.float64).reshape(n, long)
-        t.mean = np.asarray(d["mean"], dtype=np.float64).reshape(n, long)
-        t.var = np.asarray(d["var"], dtype=np.float64).reshape(n, long)
+        t.amount = np.asarray(d["amount"], dtype=np.float64).reshape(n, long, AMOUNT_FIELDS)
         t.seen = [[dict.fromkeys(map(str, v)) for v in col] for col in d["seen"]]
         if len(t.seen) != novelty or any(len(col) != n for col in t.seen):
             raise ValueError("the saved history's novelty sets do not match its entities")
@@ -191,8 +187,7 @@ class HistoryState:
         tables = {e: EntityTable.from_dict(d["tables"][e], len(spec.windows), len(spec.long_windows),
                                            len(spec.novelty_of(e))) for e in spec.entities}
         for t in tables.values():
-            if not (np.isfinite(t.counts).all() and np.isfinite(t.weight).all() and np.isfinite(t.mean).all()
-                    and np.isfinite(t.var).all()):
+            if not (np.isfinite(t.counts).all() and np.isfinite(t.amount).all()):
                 raise ValueError("the saved history holds a number that is not finite")
         return cls(spec, tables, float("nan") if d["end"] is None else float(d["end"]),
                    float("nan") if d.get("start") is None else float(d["start"]))

@@ -60,13 +60,12 @@ class StateStore(Protocol):
 
 
 def entity_json(s: EntityState) -> str:
-    return json.dumps([s.last, s.counts, s.weight, s.mean, s.var, s.seen], separators=(",", ":"), allow_nan=False)
+    return json.dumps([s.last, s.counts, s.amount, s.seen], separators=(",", ":"), allow_nan=False)
 
 
 def entity_from_json(text: str | bytes) -> EntityState:
-    last, counts, weight, mean, var, seen = json.loads(text)
-    return EntityState(float(last), tuple(counts), tuple(weight), tuple(mean), tuple(var),
-                       tuple(tuple(v) for v in seen))
+    last, counts, amount, seen = json.loads(text)
+    return EntityState(float(last), tuple(counts), tuple(tuple(a) for a in amount), tuple(tuple(v) for v in seen))
 
 
 def _finite(x: float) -> float | None:

@@ -1,0 +1,157 @@
+"""History features in the service: the state stores (embedded SQLite, real Redis), online equal to
+offline, no lost update across workers, retries counted once, a store that fails answered 503."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from test_history import START, cards
+from test_service_process import Server, free_port
+
+from fraudvae import FraudVAE
+from fraudvae_service.app import create_app, state_home
+from fraudvae_service.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def split() -> tuple[pd.DataFrame, pd.DataFrame]:
+    data = cards(n_cards=30, days=18)
+    when = pd.to_datetime(data["when"])
+    return data[when < START + pd.Timedelta(days=15)], data[when >= START + pd.Timedelta(days=15)].drop(
+        columns="planted")
+
+
+@pytest.fixture(scope="module")
+def model(split, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    train, _ = split
+    det = FraudVAE(id_column="tx", entity_columns=("card_id",), drop=("planted",), epochs=8, seed=0).fit(train)
+    return det.save(tmp_path_factory.mktemp("hist") / "m")
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    return json.loads(df.to_json(orient="records"))
+
+
+def replay(client, rows: list[dict], batch: int) -> np.ndarray:
+    got = []
+    for i in range(0, len(rows), batch):
+        r = client.post("/score", json={"transactions": rows[i: i + batch]})
+        assert r.status_code == 200, r.text
+        got += [x["score"] for x in r.json()["results"]]
+    return np.array(got)
+
+
+@pytest.mark.parametrize("batch", [1, 17])
+def test_online_equals_offline_on_the_embedded_store(model: Path, split, tmp_path: Path, batch: int) -> None:
+    _, test = split
+    want = FraudVAE.load(model).score_samples(test)
+    with TestClient(create_app(Settings(model=model, state_dir=tmp_path / "state"))) as c:
+        np.testing.assert_allclose(replay(c, records(test), batch), want, rtol=1e-12)
+        assert (tmp_path / "state" / "history.sqlite3").exists() and not list(model.glob("*.sqlite3"))
+        r = c.post("/score?explain=true", json={"transactions": records(test.tail(3))})
+        assert r.status_code == 200 and "fraudvae_state_store_seconds_count" in c.get("/metrics").text
+
+
+def test_a_retried_transaction_gets_its_answer_and_counts_once(model: Path, split, tmp_path: Path) -> None:
+    _, test = split
+    card = test[test["card_id"] == test["card_id"].iloc[0]].head(3)
+    rows = records(card)
+    want = FraudVAE.load(model).score_samples(card)
+    with TestClient(create_app(Settings(model=model, state_dir=tmp_path / "state"))) as c:
+        first = replay(c, rows[:2], 1)
+        again = replay(c, rows[1:2] + rows[:1], 1)  # retried, in another order
+        np.testing.assert_array_equal(again, first[::-1])
+        np.testing.assert_allclose(replay(c, rows[2:], 1), want[2:], rtol=1e-12)  # counted once each
+        twice = replay(c, [rows[2], rows[2]], 2)  # one id twice in a request: one transaction
+        assert twice[0] == twice[1] == pytest.approx(want[2], rel=1e-12)
+
+
+def test_a_model_with_history_is_never_scored_without_it(model: Path, split) -> None:
+    _, test = split
+    det = FraudVAE.load(model)
+    with pytest.raises(Exception, match="history"):
+        det.encode_columns({c: list(test[c]) for c in test.columns}, len(test))
+
+
+def test_the_state_folder_is_the_users_not_the_models(model: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert state_home() == tmp_path / "xdg" / "fraudvae"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.chdir(tmp_path)
+    assert state_home() == tmp_path / ".fraudvae-state"
+    with pytest.raises(Exception, match="inside the model directory"), \
+            TestClient(create_app(Settings(model=model, state_dir=model / "state"))):
+        pass
+
+
+def test_two_workers_lose_no_update_for_one_card(model: Path, tmp_path: Path) -> None:
+    port = free_port()
+    srv = Server([sys.executable, "-m", "fraudvae", "serve", "--model", str(model), "--port", str(port),
+                  "--workers", "2"], port, env={"FRAUDVAE_STATE_DIR": str(tmp_path / "state")})
+    try:
+        srv.wait_ready()
+        times = ["2024-03-16 12:00:00"] * 60 + ["2024-03-16 12:30:00"]
+        rows = [{"tx": f"new{i}", "card_id": 424242, "when": w, "amount": 10.0 + i, "merchant": "m1"}
+                for i, w in enumerate(times)]
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda r: httpx.post(srv.url + "/score", json={"transactions": [r]},
+                                                       timeout=30).status_code, rows[:60]))
+        assert codes == [200] * 60
+        last = httpx.post(srv.url + "/score", json={"transactions": [rows[60]]}, timeout=30).json()["results"][0]
+        want = FraudVAE.load(model).score_samples(pd.DataFrame(rows))[-1]  # all 60 counted before it
+        assert last["score"] == pytest.approx(want, rel=1e-9)
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+    port = free_port()
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(50):
+            try:
+                import redis
+
+                redis.Redis(port=port).ping()
+                return proc
+            except Exception:
+                time.sleep(0.1)
+        raise AssertionError("redis-server did not start")
+
+    server = {"proc": start(), "port": port, "start": start}
+    yield server
+    server["proc"].terminate()
+    server["proc"].wait(10)
+
+
+def test_redis_online_equals_offline_and_a_stopped_redis_is_a_503(model: Path, split, redis_server, caplog) -> None:
+    _, test = split
+    want = FraudVAE.load(model).score_samples(test)
+    rows = records(test)
+    url = f"redis://127.0.0.1:{redis_server['port']}/0"
+    with TestClient(create_app(Settings(model=model, state_url=url))) as c:
+        half = len(rows) // 2
+        np.testing.assert_allclose(replay(c, rows[:half], 7), want[:half], rtol=1e-12)
+        redis_server["proc"].terminate()
+        redis_server["proc"].wait(10)
+        r = c.post("/score", json={"transactions": rows[half: half + 1]})
+        assert r.status_code == 503 and r.headers["retry-after"] and "state store" in r.json()["error"]["message"]
+        assert c.get("/readyz").status_code == 503
+        redis_server["proc"] = redis_server["start"]()  # back, empty: noticed and seeded again
+        assert c.get("/readyz").status_code == 200
+        r = c.post("/score", json={"transactions": rows[:1]})
+        assert r.status_code == 200 and r.json()["results"][0]["score"] == pytest.approx(want[0], rel=1e-12)
