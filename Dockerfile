@@ -20,7 +20,7 @@ COPY fraudvae ./fraudvae
 COPY service ./service
 # the project itself, from this checkout; its dependencies' lower bounds are in pyproject.toml
 # hadolint ignore=DL3013
-RUN pip install ".[service]"
+RUN pip install ".[service,redis]"
 
 FROM ${BASE_IMAGE} AS runtime
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin fraudvae
@@ -29,7 +29,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     FRAUDVAE_MODEL=/model \
     FRAUDVAE_HOST=0.0.0.0 \
-    FRAUDVAE_PORT=8000
+    FRAUDVAE_PORT=8000 \
+    FRAUDVAE_STATE_DIR=/home/fraudvae/state
 USER 10001
 WORKDIR /home/fraudvae
 EXPOSE 8000
