@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from fraudvae.detector import FraudVAE
+    from fraudvae.history import HistorySpec
 
 
 @lru_cache(maxsize=4)
@@ -50,24 +51,35 @@ def score(df: DataFrame, model_dir: str | os.PathLike, *, ship: bool = False, de
 
     path = Path(model_dir).resolve()
     det = FraudVAE.load(path, device="cpu")  # fail fast on the driver: a bad directory, a bad schema
-    if det.history_ is not None:
-        raise ConfigError(f"model {path} reads the history of entity columns ({', '.join(det.history_.spec.entities)}):"
-                          " fraudvae.spark does not compute history features yet; score with `fraudvae score`")
     clash = [c for c in OUTPUT_COLUMNS if c in df.columns]
     if clash:
         raise ConfigError(f"the DataFrame already has column(s) {', '.join(map(repr, clash))}: "
                           "rename them before scoring")
-    det.schema_.check(df.columns)
-    version = det.version_
     sc = df.sparkSession.sparkContext
     if (sc.master or "").startswith("local") and "PYSPARK_PYTHON" not in os.environ:
         # local mode: the executors are this machine's, and the driver's interpreter is the one with
         # fraudvae installed (pyspark's default is whatever `python3` is first on PATH)
         sc.pythonExec = sys.executable
+    original = df
+    history = det.history_
+    if history is not None:  # the history features first, each entity's rows together, in time order
+        from fraudvae.errors import SchemaError
+
+        spec = history.spec
+        wanted = [spec.time_column, *spec.entities, *([spec.amount_column] if spec.amount_column else []),
+                  *spec.novelty]
+        missing = [c for c in dict.fromkeys(wanted) if c not in df.columns]
+        if missing:
+            raise SchemaError(f"missing column(s) the model's history needs: {', '.join(map(repr, missing))}",
+                              column=missing[0])
+        df = _with_history(df, str(path), det.version_, ship)
+    det.schema_.check(df.columns)
+    version = det.version_
     if ship:
         sc.addFile(str(path), recursive=True)
     location, name = str(path), path.name
-    out_schema = StructType([*df.schema.fields, StructField("score", DoubleType(), False),
+    columns = list(original.columns)  # a plain list: the closure below is shipped to the executors
+    out_schema = StructType([*original.schema.fields, StructField("score", DoubleType(), False),
                              StructField("flag", BooleanType(), False), StructField("p_value", DoubleType(), False),
                              StructField("top_features", StringType(), True)])
 
@@ -80,7 +92,7 @@ def score(df: DataFrame, model_dir: str | os.PathLike, *, ship: bool = False, de
         model = _model(where, version, device)
         for batch in batches:
             scored = model.score(batch)
-            out = batch.copy()
+            out = batch[columns].copy()
             out["score"] = scored["score"].to_numpy()
             out["flag"] = scored["flag"].to_numpy()
             out["p_value"] = scored["p_value"].to_numpy()
@@ -88,3 +100,62 @@ def score(df: DataFrame, model_dir: str | os.PathLike, *, ship: bool = False, de
             yield out
 
     return df.mapInPandas(score_batches, schema=out_schema)
+
+
+ROW = "__fraudvae_row"
+
+
+def _with_history(df: DataFrame, location: str, version: str, ship: bool) -> DataFrame:
+    """`df` with the model's history features: for each entity column, its rows grouped by entity and
+    taken in time order from the model's saved state (`fraudvae.history.derive`, as `fraudvae score`
+    does over a whole file: entities are independent), joined back on a row number."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, LongType, StructField, StructType
+
+    from fraudvae.history import HistorySpec
+
+    det = _model(location, version, "cpu")
+    assert det.history_ is not None
+    spec = det.history_.spec
+    name = Path(location).name
+    # numbered once and kept: recomputed (a round-robin repartition is not deterministic), the row
+    # numbers of the two sides of the join below could differ
+    numbered = df.withColumn(ROW, F.monotonically_increasing_id()).localCheckpoint(eager=True)
+    needed = list(dict.fromkeys([ROW, spec.time_column, *spec.entities,
+                                 *([spec.amount_column] if spec.amount_column else []), *spec.novelty]))
+    for e in spec.entities:
+        one = HistorySpec(**{**spec.__dict__, "entities": (e,)})
+        names = one.names()
+        schema = StructType([StructField(ROW, LongType(), False), *(StructField(n, DoubleType(), True) for n in names)])
+
+        numbered = numbered.join(numbered.select(*needed).groupBy(e).applyInPandas(
+            _entity_features(e, one, location, version, ship, name), schema=schema), ROW)
+    return numbered.drop(ROW)
+
+
+def _entity_features(e: str, one: HistorySpec, location: str, version: str, ship: bool,
+                     name: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """The function Spark runs on one entity's rows: its features from the model's saved state."""
+    from fraudvae import readers
+    from fraudvae.history import HistoryState, derive
+
+    names = one.names()
+
+    def features(rows: pd.DataFrame) -> pd.DataFrame:
+        where = location
+        if ship:
+            from pyspark import SparkFiles
+
+            where = SparkFiles.get(name)
+        full = _model(where, version, "cpu").history_
+        assert full is not None
+        state = HistoryState.empty(one)
+        state.start, state.end = full.start, full.end
+        for key in {k for k in readers.keys(rows[e], e) if k is not None}:
+            known = full.tables[e].get(key)
+            if known is not None:
+                state.tables[e].put(key, known)
+        derived = derive(one, rows, state)
+        return pd.DataFrame({ROW: rows[ROW].to_numpy(), **{n: derived[n] for n in names}})
+
+    return features

@@ -60,3 +60,25 @@ def test_spark_refuses_bad_frames_on_the_driver(spark, model_dir, scored_by_cli)
         score(df.drop("amount"), model_dir)
     with pytest.raises(ConfigError, match="'score'"):
         score(df.withColumnRenamed("risk_1", "score"), model_dir)
+
+
+def test_spark_computes_the_history_as_the_cli_does(spark, tmp_path):
+    from test_history import START, cards
+
+    data = cards(n_cards=20, days=18)
+    when = pd.to_datetime(data["when"])
+    data[when < START + pd.Timedelta(days=15)].to_csv(tmp_path / "train.csv", index=False)
+    test = data[when >= START + pd.Timedelta(days=15)].drop(columns="planted")
+    test.sample(frac=1.0, random_state=0).to_csv(tmp_path / "test.csv", index=False)  # not in time order
+    assert main(["fit", str(tmp_path / "train.csv"), "--model", str(tmp_path / "m"), "--id-column", "tx", "--drop",
+                 "planted", "--entity-column", "card_id", "--time-column", "when", "--epochs", "5", "--quiet"]) == 0
+    assert main(["score", str(tmp_path / "test.csv"), "--model", str(tmp_path / "m"), "--output",
+                 str(tmp_path / "cli.csv"), "--quiet"]) == 0
+    cli = pd.read_csv(tmp_path / "cli.csv")
+    df = spark.read.csv(str(tmp_path / "test.csv"), header=True, inferSchema=True).repartition(3)
+    out = score(df, tmp_path / "m")
+    assert out.columns == [*df.columns, "score", "flag", "p_value", "top_features"]
+    got = out.toPandas().set_index("tx").loc[cli["tx"]]
+    np.testing.assert_allclose(got["score"], cli["score"], rtol=1e-9)
+    with pytest.raises(SchemaError, match="'card_id'"):
+        score(df.drop("card_id"), tmp_path / "m")
