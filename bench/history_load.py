@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -98,7 +99,7 @@ def main() -> None:
     train = transactions(20_000, 0, "2024-01-01")
     FraudVAE(id_column="transaction_id", drop=("card_id",), seed=0).fit(train).save(tmp / "plain")
     FraudVAE(id_column="transaction_id", entity_columns=("card_id",), seed=0).fit(train).save(tmp / "history")
-    rows = transactions(5_000, 1, "2024-01-21").drop(columns="transaction_id").to_dict(orient="records")
+    rows = json.loads(transactions(5_000, 1, "2024-01-21").drop(columns="transaction_id").to_json(orient="records"))
     setups = [("no history", tmp / "plain", {}),
               ("history, embedded store", tmp / "history", {"FRAUDVAE_STATE_DIR": str(tmp / "state")})]
     redis = None

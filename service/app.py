@@ -45,11 +45,7 @@ def load_detector(settings: Settings) -> FraudVAE:
         raise ModelFileError("no model directory: set FRAUDVAE_MODEL or pass --model")
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    det = FraudVAE.load(settings.model, device=settings.device)
-    if det.history_ is not None and settings.shadow_model is not None:
-        raise ConfigError("a shadow challenger beside a model with entity columns is not supported yet: the "
-                          "challenger would need the same history")
-    return det
+    return FraudVAE.load(settings.model, device=settings.device)
 
 
 def open_store(settings: Settings, det: FraudVAE) -> StateStore | None:

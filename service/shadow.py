@@ -31,7 +31,14 @@ PASS_ROWS = 4096  # rows the challenger scores in one pass at most: bounded memo
 
 
 def check_schemas(champion: FraudVAE, challenger: FraudVAE) -> None:
-    """Refuse a challenger that cannot score the champion's requests, naming the columns."""
+    """Refuse a challenger that cannot score the champion's requests, naming the columns. A challenger
+    with entity columns reads the champion's history features (the same state, never written by
+    it), so its history specification must be the champion's."""
+    ours, its = champion.history_, challenger.history_
+    if its is not None and (ours is None or ours.spec.key() != its.spec.key()):
+        raise ConfigError("the shadow model reads entity history the served model does not keep (another "
+                          "--entity-column, windows or columns): a challenger reads the champion's history, "
+                          "so fit it with the same entity options")
     mine, theirs = champion.schema_.names(), challenger.schema_.names()
     missing = [c for c in theirs if c not in mine]
     if missing:

@@ -155,3 +155,23 @@ def test_redis_online_equals_offline_and_a_stopped_redis_is_a_503(model: Path, s
         assert c.get("/readyz").status_code == 200
         r = c.post("/score", json={"transactions": rows[:1]})
         assert r.status_code == 200 and r.json()["results"][0]["score"] == pytest.approx(want[0], rel=1e-12)
+
+
+def test_a_shadow_reads_the_champions_history_and_never_writes_it(model: Path, split, tmp_path: Path) -> None:
+    train, test = split
+    twin = FraudVAE(id_column="tx", entity_columns=("card_id",), drop=("planted",), epochs=4, seed=1).fit(train)
+    twin.save(tmp_path / "twin")
+    other = FraudVAE(id_column="tx", entity_columns=("card_id",), drop=("planted",), epochs=2, seed=1,
+                     windows=("1h", "7d")).fit(train)
+    other.save(tmp_path / "other")
+    want = FraudVAE.load(model).score_samples(test)
+    with TestClient(create_app(Settings(model=model, state_dir=tmp_path / "s", shadow_model=tmp_path / "twin"))) as c:
+        np.testing.assert_allclose(replay(c, records(test), 50), want, rtol=1e-12)  # the champion's state, once
+        for _ in range(50):
+            if c.get("/monitor").json()["shadow"]["rows"] == len(test):
+                break
+            time.sleep(0.1)
+        assert c.get("/monitor").json()["shadow"]["rows"] == len(test)
+    with pytest.raises(Exception, match="entity history"), \
+            TestClient(create_app(Settings(model=model, state_dir=tmp_path / "s2", shadow_model=tmp_path / "other"))):
+        pass

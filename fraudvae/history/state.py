@@ -105,6 +105,20 @@ class EntityTable:
             col[i] = dict.fromkeys(s.seen[j]) if j < len(s.seen) else {}
             self.shared[j].discard(i)
 
+    def put_many(self, states: dict[str, EntityState]) -> None:
+        """Add entities not in the table yet, their arrays grown once (a request's states from a store)."""
+        new = {k: s for k, s in states.items() if k not in self.index}
+        rows = self.rows(list(new))
+        if not len(rows):
+            return
+        self.last[rows] = [s.last for s in new.values()]
+        self.counts[rows] = [s.counts for s in new.values()]
+        if self.amount.shape[1]:
+            self.amount[rows] = [s.amount for s in new.values()]
+        for j, col in enumerate(self.seen):
+            for i, s in zip(rows.tolist(), new.values(), strict=True):
+                col[i] = dict.fromkeys(s.seen[j]) if j < len(s.seen) else {}
+
     def keep(self, rows: np.ndarray) -> None:
         """Keep only `rows` (in that order)."""
         self.keys = [self.keys[i] for i in rows.tolist()]

@@ -91,8 +91,7 @@ def compute(spec: HistorySpec, columns: Mapping[str, Sequence], n: int, ids: Seq
     state = HistoryState.empty(spec)
     state.start, state.end = start, end
     for e, states in load.items():
-        for key, s in states.items():
-            state.tables[e].put(key, s)
+        state.tables[e].put_many(dict(states))
     sub = {c: [columns[c][i] for i in fresh] for c in _needed(spec)}
     feats = derive(spec, sub, state, typed=True) if fresh else {name: np.zeros(0) for name in names}
     out: dict[str, list[float | None]] = {name: [None] * n for name in names}
