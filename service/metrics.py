@@ -58,6 +58,8 @@ class Metrics:
                                        "one request", buckets=LATENCY_BUCKETS, registry=own)
         self.store_errors = Counter("fraudvae_state_store_errors", "history state store failures (answered 503)",
                                     registry=own)
+        self.store_entities = Gauge("fraudvae_state_store_entities", "entities the history state store holds "
+                                    "(counted every 256 requests)", registry=own, multiprocess_mode="max")
         self._children: dict[tuple[str, int], tuple] = {}
         if shared:
             from prometheus_client import multiprocess as mp
@@ -100,6 +102,9 @@ class Metrics:
         self.store_seconds.observe(seconds)
         if failed:
             self.store_errors.inc()
+
+    def on_entities(self, n: int) -> None:
+        self.store_entities.set(n)
 
     def on_scored(self, scores: np.ndarray, flags: np.ndarray) -> None:
         self.rows.inc(len(scores))

@@ -32,6 +32,7 @@ from .shadow import Shadow
 
 log = logging.getLogger("service")
 JSON_HEADERS = [(b"content-type", b"application/json")]
+ENTITIES_EVERY = 256
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ def error_answer(e: ServiceError) -> tuple[int, bytes, list[tuple[bytes, bytes]]
 class ScoreEndpoint:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self.store_calls = 0  # every ENTITIES_EVERY-th store call also counts the entities held
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         t = time.perf_counter()
@@ -144,6 +146,9 @@ class ScoreEndpoint:
                 raise
             state.metrics.on_store(time.perf_counter() - t0, failed=False)
             batch.columns.update(features)
+            self.store_calls += 1
+            if self.store_calls % ENTITIES_EVERY == 1:
+                state.metrics.on_entities(await asyncio.to_thread(state.store.entities))
         scores = await state.batcher.score(batch)
         det, ids = state.detector, batch.ids
         if not np.isfinite(scores.score).all():  # never a NaN in a 200: a model fault, answered as ours

@@ -58,7 +58,9 @@ def test_online_equals_offline_on_the_embedded_store(model: Path, split, tmp_pat
         np.testing.assert_allclose(replay(c, records(test), batch), want, rtol=1e-12)
         assert (tmp_path / "state" / "history.sqlite3").exists() and not list(model.glob("*.sqlite3"))
         r = c.post("/score?explain=true", json={"transactions": records(test.tail(3))})
-        assert r.status_code == 200 and "fraudvae_state_store_seconds_count" in c.get("/metrics").text
+        metrics = c.get("/metrics").text
+        assert r.status_code == 200 and "fraudvae_state_store_seconds_count" in metrics
+        assert "fraudvae_state_store_entities 30.0" in metrics
 
 
 def test_a_retried_transaction_gets_its_answer_and_counts_once(model: Path, split, tmp_path: Path) -> None:
