@@ -6,8 +6,10 @@ the state, none a retry).
 
     python bench/history_load.py [--seconds 10] [--workers 2]
 
-The load comes from this process (asyncio, httpx) on the same cores as the server, so the figures
-are the server's share of a shared machine; the comparison between the three is what they are for.
+The load comes from wrk (two threads; each request a new transaction id, from a Lua script) or,
+without wrk, from this process (asyncio, httpx: the figures are then the client's as much as the
+server's); on the same cores as the server either way, so the comparison between the three is what
+they are for.
 Redis is measured when `redis-server` is installed (started here on a free port, persistence off).
 """
 
@@ -18,6 +20,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -74,6 +77,41 @@ async def load(url: str, rows: list[dict], per_request: int, clients: int, secon
     return len(latencies) * per_request / took, float(np.percentile(latencies, 99) * 1000), failed
 
 
+WRK_SCRIPT = """
+counter = 0
+rows = {rows}
+request = function()
+  counter = counter + 1
+  local body = string.gsub(rows[(counter % #rows) + 1], "__ID__", string.format("w%d-%d", {tag}, counter))
+  return wrk.format("POST", nil, {{["Content-Type"] = "application/json"}}, body)
+end
+"""
+
+
+def wrk_load(url: str, rows: list[dict], per_request: int, conns: int, seconds: float, tmp: Path,
+             tag: int) -> tuple[float, float, int] | None:
+    """(rows/s, p99 ms, non-2xx) from wrk (two threads, `conns` connections), each request a new id;
+    None when wrk is not installed."""
+    if not shutil.which("wrk"):
+        return None
+    bodies = []
+    for k in range(0, 200 * per_request, per_request):
+        body = [dict(rows[(k + j) % len(rows)], transaction_id=f"__ID__-{j}") for j in range(per_request)]
+        bodies.append(json.dumps({"transactions": body}))
+    script = tmp / f"load{tag}.lua"
+    script.write_text(WRK_SCRIPT.format(rows="{" + ", ".join(json.dumps(b) for b in bodies) + "}", tag=tag))
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{int(seconds)}s", "--latency", "-s", str(script),
+                          url + "/score"], capture_output=True, text=True, timeout=seconds + 60).stdout
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert found is not None, out
+    rps = float(found.group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert p99 is not None, out
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps * per_request, float(p99.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[p99.group(2)], \
+        int(bad.group(1)) if bad else 0
+
+
 def serve(model: Path, port: int, workers: int, env: dict[str, str]) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "fraudvae", "serve", "--model", str(model), "--port", str(port),
                              "--workers", str(workers), "--log-level", "warning"],
@@ -117,8 +155,12 @@ def main() -> None:
             try:
                 url = f"http://127.0.0.1:{port}"
                 asyncio.run(load(url, rows, 1, 8, 1.0))  # warm-up
-                results[name] = (asyncio.run(load(url, rows, 1, 32, a.seconds)),
-                                 asyncio.run(load(url, rows, 100, 8, a.seconds)))
+                tag = len(results)
+                single = wrk_load(url, rows, 1, 32, a.seconds, tmp, tag) \
+                    or asyncio.run(load(url, rows, 1, 32, a.seconds))
+                hundred = wrk_load(url, rows, 100, 8, a.seconds, tmp, tag + 10) \
+                    or asyncio.run(load(url, rows, 100, 8, a.seconds))
+                results[name] = (single, hundred)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)

@@ -10,8 +10,17 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # what the lazy imports below give, for type checkers
     from fraudvae.detector import FraudVAE  # noqa: F401
     from fraudvae.encoded import Encoded  # noqa: F401
-    from fraudvae.errors import ConfigError, DataError, FraudVAEError, ModelFileError, NotFittedError, SchemaError  # noqa: F401
+    from fraudvae.errors import (  # noqa: F401
+        ConfigError,
+        DataError,
+        FraudVAEError,
+        ModelFileError,
+        NotFittedError,
+        SchemaError,
+        StateStoreError,
+    )
     from fraudvae.example import example_transactions  # noqa: F401
+    from fraudvae.history.store import StateStore, open_state_store  # noqa: F401
     from fraudvae.io import iter_table, read_table  # noqa: F401
     from fraudvae.monitor import MonitorConfig, window_stats  # noqa: F401
     from fraudvae.reasons import Reason  # noqa: F401
@@ -27,7 +36,8 @@ _EXPORTS = {
     "Threshold": "fraudvae.threshold", "MonitorConfig": "fraudvae.monitor", "window_stats": "fraudvae.monitor",
     "calibrate": "fraudvae.threshold", "example_transactions": "fraudvae.example",
     "read_table": "fraudvae.io", "iter_table": "fraudvae.io", "to_binary_label": "fraudvae.schema",
-    "Reason": "fraudvae.reasons",
+    "Reason": "fraudvae.reasons", "StateStoreError": "fraudvae.errors",
+    "StateStore": "fraudvae.history.store", "open_state_store": "fraudvae.history.store",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

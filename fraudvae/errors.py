@@ -31,5 +31,9 @@ class ModelFileError(FraudVAEError):
     """A saved model directory is missing, incomplete, tampered with or from an unknown format."""
 
 
+class StateStoreError(FraudVAEError):
+    """The history state store cannot be reached or did not answer in time: nothing was scored or changed."""
+
+
 class NotFittedError(FraudVAEError, AttributeError):
     """An inference method was called before `fit` (or `load`)."""

@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Response
 
-from fraudvae import ConfigError, Encoded, FraudVAE, ModelFileError
-from fraudvae.history.store import SQLiteStore, StateStore
+from fraudvae import ConfigError, Encoded, FraudVAE, ModelFileError, StateStore, open_state_store
 
 from .batching import Batcher
 from .errors import ServiceError, install
@@ -56,14 +55,12 @@ def open_store(settings: Settings, det: FraudVAE) -> StateStore | None:
     if history is None:
         return None
     if settings.state_url:
-        from fraudvae.history.redis_store import RedisStore
-
-        return RedisStore(settings.state_url, history.spec, history)
+        return open_state_store(history.spec, history, url=settings.state_url)
     folder = settings.state_dir or state_home()
     if settings.model is not None and Path(folder).resolve().is_relative_to(Path(settings.model).resolve()):
         raise ConfigError(f"the state folder {str(folder)!r} is inside the model directory, which may be read-only "
                           "and is the model's own: set FRAUDVAE_STATE_DIR elsewhere")
-    return SQLiteStore(Path(folder) / "history.sqlite3", history.spec, history)
+    return open_state_store(history.spec, history, folder=Path(folder))
 
 
 def state_home() -> Path:

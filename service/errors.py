@@ -14,8 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fraudvae import DataError, FraudVAEError, ModelFileError, NotFittedError
-from fraudvae.history.store import StateStoreError
+from fraudvae import DataError, FraudVAEError, ModelFileError, NotFittedError, StateStoreError
 
 log = logging.getLogger("service")
 

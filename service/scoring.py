@@ -19,8 +19,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from fraudvae import FraudVAE, Reason
-from fraudvae.history.store import StateStore
+from fraudvae import FraudVAE, Reason, StateStore
 
 from .batching import Batch, Batcher
 from .errors import ClientGone, ServiceError, error_body, to_service_error

@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
+from fraudvae.errors import StateStoreError
 from fraudvae.history.spec import HistorySpec
 from fraudvae.history.state import EntityState, HistoryState
-from fraudvae.history.store import ID_TTL_FACTOR, StateStoreError, compute, entity_from_json, entity_json, request_keys
+from fraudvae.history.store import ID_TTL_FACTOR, compute, entity_from_json, entity_json, request_keys
 
 log = logging.getLogger("fraudvae.history")
 T = TypeVar("T")

@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from fraudvae import readers as read
-from fraudvae.errors import FraudVAEError
+from fraudvae.errors import StateStoreError
 from fraudvae.history.features import derive
 from fraudvae.history.spec import HistorySpec
 from fraudvae.history.state import EntityState, HistoryState
@@ -37,8 +37,17 @@ BUSY_TIMEOUT_S = 10.0  # how long a write waits for another worker's transaction
 ID_TTL_FACTOR = 1.0  # a transaction id is remembered for this many times the longest window (retries come sooner)
 
 
-class StateStoreError(FraudVAEError):
-    """The state store cannot be reached or did not answer in time: nothing was scored or changed."""
+def open_state_store(spec: HistorySpec, seed: HistoryState, url: str | None = None,
+                     folder: Path | None = None) -> StateStore:
+    """Redis at `url` (redis://host:port/db), else the embedded SQLite file in `folder`; either is
+    seeded from `seed` (the model's saved state) when it holds nothing for `spec`."""
+    if url:
+        from fraudvae.history.redis_store import RedisStore
+
+        return RedisStore(url, spec, seed)
+    if folder is None:
+        raise ValueError("an embedded state store needs a folder")
+    return SQLiteStore(Path(folder) / "history.sqlite3", spec, seed)
 
 
 class StateStore(Protocol):
