@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                "CPU and one on a GPU)")
     s.add_argument("--shadow", metavar="DIR", help="a challenger model scoring every request too, off the "
                                                    "response path (default: $FRAUDVAE_SHADOW_MODEL)")
+    s.add_argument("--state-dir", metavar="DIR", help="a model with entity columns: the embedded history state "
+                                                      "store's folder (default: $FRAUDVAE_STATE_DIR, else "
+                                                      "$XDG_STATE_HOME/fraudvae, else .fraudvae-state here)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.set_defaults(run=serve)
 
@@ -61,7 +64,7 @@ def serve(a: argparse.Namespace) -> int:
         raise ConfigError(f"the service needs its extra ({e.name} is missing): "
                           "pip install 'fraudvae[service]'") from None
     given = {"model": a.model, "host": a.host, "port": a.port, "device": a.device, "workers": a.workers,
-             "shadow_model": a.shadow}
+             "shadow_model": a.shadow, "state_dir": a.state_dir}
     # checked before the app module is imported: it reads the environment's settings on import
     settings = settings_from({k: v for k, v in given.items() if v is not None})
     from .app import create_app, load_detector
