@@ -10,15 +10,6 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-
-def history_columns(det) -> list[str]:  # det: FraudVAE
-    """The file's columns a model's history reads (its entities, clock, amount, novelty columns)."""
-    if det.history_ is None:
-        return []
-    s = det.history_.spec
-    return [*s.entities, s.time_column, *([s.amount_column] if s.amount_column else []), *s.novelty]
-
-
 FLOAT_FORMAT = "%.10g"  # ten significant digits: scores exact to 1e-9 relative, no 17-digit noise
 
 
@@ -28,7 +19,7 @@ def read_format(a: argparse.Namespace):  # -> CsvFormat | None
     return None if is_parquet(a.data) else csv_format(a.data, a.sep, a.encoding)
 
 
-def history_models(a: argparse.Namespace, dets: list, fmt) -> bool:  # dets: list[FraudVAE]
+def history_models(a: argparse.Namespace, dets: list) -> bool:  # dets: list[FraudVAE]
     """With models that read entity columns: replay `--history` into each one's entities' state and
     say so (True). Such models score a file whole, in time order (its rows are read at once)."""
     from fraudvae.errors import ConfigError
@@ -178,10 +169,10 @@ def score(a: argparse.Namespace) -> int:
         refuse_inside(a.output, a.model, "--output", "the model directory")
     fmt = read_format(a)
     det = FraudVAE.load(a.model, device=a.device)
-    wanted = {*det.schema_.names(), det.schema_.id_column, *history_columns(det)} - {None}
+    wanted = {*det.schema_.names(), det.schema_.id_column} - {None}
     ids = [det.schema_.id_column] if det.schema_.id_column else []  # text as written: "000123" stays so
     chunks: Iterable[pd.DataFrame] = iter_table(a.data, a.chunk_rows, fmt, columns=wanted, text=ids)
-    if history_models(a, [det], fmt):  # the whole file in time order, then scored (and explained) in chunks
+    if history_models(a, [det]):  # the whole file in time order, then scored (and explained) in chunks
         from fraudvae.io import read_table
 
         whole = det.with_history(read_table(a.data, fmt, text=ids))

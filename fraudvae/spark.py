@@ -66,9 +66,7 @@ def score(df: DataFrame, model_dir: str | os.PathLike, *, ship: bool = False, de
         from fraudvae.errors import SchemaError
 
         spec = history.spec
-        wanted = [spec.time_column, *spec.entities, *([spec.amount_column] if spec.amount_column else []),
-                  *spec.novelty]
-        missing = [c for c in dict.fromkeys(wanted) if c not in df.columns]
+        missing = [c for c in spec.columns() if c not in df.columns]
         if missing:
             raise SchemaError(f"missing column(s) the model's history needs: {', '.join(map(repr, missing))}",
                               column=missing[0])
@@ -121,8 +119,7 @@ def _with_history(df: DataFrame, location: str, version: str, ship: bool) -> Dat
     # numbered once and kept: recomputed (a round-robin repartition is not deterministic), the row
     # numbers of the two sides of the join below could differ
     numbered = df.withColumn(ROW, F.monotonically_increasing_id()).localCheckpoint(eager=True)
-    needed = list(dict.fromkeys([ROW, spec.time_column, *spec.entities,
-                                 *([spec.amount_column] if spec.amount_column else []), *spec.novelty]))
+    needed = [ROW, *spec.columns()]
     for e in spec.entities:
         one = HistorySpec(**{**spec.__dict__, "entities": (e,)})
         names = one.names()

@@ -41,6 +41,7 @@ from fraudvae import readers as read
 from fraudvae.errors import SchemaError
 from fraudvae.history.spec import CLIP, MIN_COVER, MIN_SPREAD, PRIOR_WEIGHT, HistorySpec
 from fraudvae.history.state import REF_CENTRE, REF_SPREAD, SQUARES, TOTAL, WEIGHT, EntityTable, HistoryState
+from fraudvae.schema import where
 from fraudvae.specs import TimeSpec
 
 Data: TypeAlias = pd.DataFrame | Mapping[str, Sequence]
@@ -59,11 +60,9 @@ def seconds(spec: HistorySpec, data: Data, typed: bool = False) -> np.ndarray:
     gap = t.isna().to_numpy()
     if gap.any():
         i = int(np.flatnonzero(gap)[0])
-        where = f"line {values.index[i]}" if isinstance(values, pd.Series) and values.index.name == "line" \
-            else f"row {values.index[i]}" if isinstance(values, pd.Series) else f"record {i}"
-        raise SchemaError(f"time column {name!r} has no time at {where}: every transaction needs one to be placed "
-                          f"in its entities' histories", row=values.index[i] if isinstance(values, pd.Series) else i,
-                          column=name)
+        place, row = (where(values, i), values.index[i]) if isinstance(values, pd.Series) else (f"record {i}", i)
+        raise SchemaError(f"time column {name!r} has no time at {place}: every transaction needs one to be placed "
+                          f"in its entities' histories", row=row, column=name)
     return t.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
 
 
@@ -92,8 +91,7 @@ def derive(spec: HistorySpec, data: Data, state: HistoryState, typed: bool = Fal
     """The history features of the rows of `data` (a frame, or columns of JSON values with `typed`),
     in their input order, as `spec.names()` -> (n,) float arrays; `state` is advanced through them
     (pass a copy to leave it as it was). Raises `SchemaError` for a missing or bad time column."""
-    missing = [c for c in (spec.time_column, *spec.entities, spec.amount_column, *spec.novelty)
-               if c is not None and c not in data]
+    missing = [c for c in spec.columns() if c not in data]
     if missing:
         raise SchemaError(f"missing column(s) the model's history needs: {', '.join(map(repr, missing))}",
                           column=missing[0])

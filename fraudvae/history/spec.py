@@ -104,6 +104,11 @@ class HistorySpec:
     def names(self) -> list[str]:
         return [name for name, _ in self.features()]
 
+    def columns(self) -> list[str]:
+        """The columns of the data the history reads: the clock, the entities, the amount, the novelty ones."""
+        return list(dict.fromkeys([self.time_column, *self.entities,
+                                   *([self.amount_column] if self.amount_column else []), *self.novelty]))
+
     def key(self) -> str:
         """A digest of the specification: state kept under it is only read by models with this one."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

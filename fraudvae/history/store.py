@@ -103,7 +103,7 @@ def compute(spec: HistorySpec, columns: Mapping[str, Sequence], n: int, ids: Seq
     state.start, state.end = start, end
     for e, states in load.items():
         state.tables[e].put_many(dict(states))
-    sub = {c: [columns[c][i] for i in fresh] for c in _needed(spec)}
+    sub = {c: [columns[c][i] for i in fresh] for c in spec.columns()}
     feats = derive(spec, sub, state, typed=True) if fresh else {name: np.zeros(0) for name in names}
     out: dict[str, list[float | None]] = {name: [None] * n for name in names}
     for j, i in enumerate(fresh):
@@ -118,11 +118,6 @@ def compute(spec: HistorySpec, columns: Mapping[str, Sequence], n: int, ids: Seq
         for name, v in zip(names, values, strict=True):
             out[name][i] = v
     return out, state, fresh
-
-
-def _needed(spec: HistorySpec) -> list[str]:
-    return list(dict.fromkeys([spec.time_column, *spec.entities, *([spec.amount_column] if spec.amount_column else []),
-                               *spec.novelty]))
 
 
 def request_keys(spec: HistorySpec, columns: Mapping[str, Sequence]) -> dict[str, list[str]]:
