@@ -25,6 +25,7 @@ from fraudvae import ConfigError, Encoded, FraudVAE, ModelFileError, StateStore,
 
 from .batching import Batcher
 from .errors import ServiceError, install
+from .history import StoreQueue
 from .metrics import Metrics
 from .monitoring import Monitor
 from .openapi import ErrorResponse, document_score
@@ -126,7 +127,9 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
             await asyncio.to_thread(warm_up, challenger)
             shadow = Shadow(challenger, settings.shadow_log, settings.monitor_rows, metrics.on_shadow)
         store = await asyncio.to_thread(open_store, settings, det)
-        rt.state = Ready(det, batcher, RequestDecoder(det, settings.max_request_rows), metrics, monitor, shadow, store)
+        history = None if store is None else StoreQueue(store, settings.max_batch_rows, metrics.on_store)
+        rt.state = Ready(det, batcher, RequestDecoder(det, settings.max_request_rows), metrics, monitor, shadow, store,
+                         history)
         # what startup made (torch, the models, pandas) lives as long as the process: out of the
         # collector's sight, a full collection no longer walks it (a 130 ms pause that set the p99)
         gc.freeze()
@@ -140,6 +143,8 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
         finally:
             rt.state = None
             await batcher.stop()
+            if history is not None:
+                await history.stop()
             monitor.close()
             if shadow is not None:
                 await asyncio.to_thread(shadow.close)

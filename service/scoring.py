@@ -23,6 +23,7 @@ from fraudvae import FraudVAE, Reason, StateStore
 
 from .batching import Batch, Batcher
 from .errors import ClientGone, ServiceError, error_body, to_service_error
+from .history import StoreQueue
 from .metrics import Metrics
 from .monitoring import Monitor
 from .schemas import RequestDecoder, dumps
@@ -45,6 +46,7 @@ class Ready:
     monitor: Monitor
     shadow: Shadow | None = None  # a challenger scoring the same requests, off the response path
     store: StateStore | None = None  # the entities' history, for a model with entity columns
+    history: StoreQueue | None = None  # requests' transactions applied to `store` together
 
 
 @dataclass
@@ -136,15 +138,8 @@ class ScoreEndpoint:
             batch = await asyncio.to_thread(self._decode, state.decoder, body, encoding)
         else:
             batch = self._decode(state.decoder, body, encoding)
-        if state.store is not None:  # the history features, read and applied atomically in the shared store
-            t0 = time.perf_counter()
-            try:
-                features = await asyncio.to_thread(state.store.apply, batch.columns, batch.n, batch.ids)
-            except Exception:
-                state.metrics.on_store(time.perf_counter() - t0, failed=True)
-                raise
-            state.metrics.on_store(time.perf_counter() - t0, failed=False)
-            batch.columns.update(features)
+        if state.history is not None and state.store is not None:  # history features, applied in the shared store
+            batch.columns.update(await state.history.apply(batch))
             self.store_calls += 1
             if self.store_calls % ENTITIES_EVERY == 1:
                 state.metrics.on_entities(await asyncio.to_thread(state.store.entities))

@@ -177,3 +177,41 @@ def test_a_shadow_reads_the_champions_history_and_never_writes_it(model: Path, s
     with pytest.raises(Exception, match="entity history"), \
             TestClient(create_app(Settings(model=model, state_dir=tmp_path / "s2", shadow_model=tmp_path / "other"))):
         pass
+
+
+def test_concurrent_requests_share_store_calls_and_a_bad_one_fails_alone(model: Path, split, tmp_path: Path) -> None:
+    import asyncio
+
+    from fraudvae import DataError, open_state_store
+    from fraudvae_service.history import StoreQueue
+    from fraudvae_service.schemas import RequestDecoder
+
+    _, test = split
+    det = FraudVAE.load(model)
+    rows = records(test.head(40))
+    bad = dict(rows[5], when="not a time", tx="bad")
+    bodies = [[r] for r in rows[:20]] + [[bad]] + [rows[20:40]]
+    decoder = RequestDecoder(det, 1000)
+    calls: list[bool] = []
+    store = open_state_store(det.history_.spec, det.history_, folder=tmp_path / "state")
+
+    async def run(queue: StoreQueue, requests: list[list[dict]]) -> list:
+        return await asyncio.gather(*(queue.apply(decoder.decode(json.dumps({"transactions": b}).encode()))
+                                      for b in requests), return_exceptions=True)
+
+    async def both() -> list:
+        queue = StoreQueue(store, 4096, lambda seconds, failed: calls.append(failed))
+        first = await run(queue, bodies[:20])  # twenty single-row requests at once: one store call
+        assert calls == [False]
+        second = await run(queue, bodies[20:])  # a bad one among them: refused together, then one by one
+        assert calls == [False, True, True, False]
+        await queue.stop()
+        return first + second
+
+    out = asyncio.run(both())
+    assert isinstance(out[20], DataError) and "when" in str(out[20])
+    got = {name: sum((o[name] for i, o in enumerate(out) if i != 20), []) for name in det.history_.spec.names()}
+    again = open_state_store(det.history_.spec, det.history_, folder=tmp_path / "fresh").apply(
+        {c: [r.get(c) for r in rows] for c in rows[0]}, len(rows), [r["tx"] for r in rows])
+    for name in got:  # the combined calls equal one call of all the good rows in order
+        np.testing.assert_allclose(np.array(got[name], float), np.array(again[name], float), rtol=1e-12)
