@@ -1,7 +1,8 @@
 """The service with history features: `fraudvae serve` of a model fitted with `--entity-column
 card_id` on the embedded store and on Redis, against the same data's model without entities, in
 one run on the same machine: single-transaction requests (32 concurrent clients) and 100-row
-requests (8 clients), each for a fixed time, every transaction a new id (so each one is applied to
+requests (8 clients), then single transactions from 4 clients (the latency of a service that is
+not saturated), each for a fixed time, every transaction a new id (so each one is applied to
 the state, none a retry).
 
     python bench/history_load.py [--seconds 10] [--workers 2]
@@ -160,18 +161,21 @@ def main() -> None:
                     or asyncio.run(load(url, rows, 1, 32, a.seconds))
                 hundred = wrk_load(url, rows, 100, 8, a.seconds, tmp, tag + 10) \
                     or asyncio.run(load(url, rows, 100, 8, a.seconds))
-                results[name] = (single, hundred)
+                light = wrk_load(url, rows, 1, 4, a.seconds, tmp, tag + 20) \
+                    or asyncio.run(load(url, rows, 1, 4, a.seconds))
+                results[name] = (single, hundred, light)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
     finally:
         if redis is not None:
             redis.terminate()
-    print(f"{'':<26}{'1-row rows/s':>14}{'p99 ms':>9}{'100-row rows/s':>16}{'p99 ms':>9}{'failed':>8}")
-    for name, ((r1, p1, f1), (r100, p100, f100)) in results.items():
-        print(f"{name:<26}{r1:>14,.0f}{p1:>9.1f}{r100:>16,.0f}{p100:>9.1f}{f1 + f100:>8}")
+    print(f"{'':<26}{'1-row rows/s':>14}{'p99 ms':>9}{'100-row rows/s':>16}{'p99 ms':>9}"
+          f"{'4 clients: req/s':>18}{'p99 ms':>9}{'failed':>8}")
+    for name, ((r1, p1, f1), (r100, p100, f100), (rl, pl, fl)) in results.items():
+        print(f"{name:<26}{r1:>14,.0f}{p1:>9.1f}{r100:>16,.0f}{p100:>9.1f}{rl:>18,.0f}{pl:>9.1f}{f1 + f100 + fl:>8}")
     base = results["no history"]
-    for name, (one, hundred) in results.items():
+    for name, (one, hundred, _) in results.items():
         if name != "no history":
             print(f"{name}: {one[0] / base[0][0]:.2f} of the no-history single-row rows/s, "
                   f"{hundred[0] / base[1][0]:.2f} of its 100-row rows/s")

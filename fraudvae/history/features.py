@@ -69,6 +69,7 @@ def seconds(spec: HistorySpec, data: Data, typed: bool = False) -> np.ndarray:
 FAST_ROWS = 1000  # a request's times are read value by value (pandas' setup costs more on a few rows)
 EPOCH = datetime(1970, 1, 1)
 MICROSECOND = timedelta(microseconds=1)
+ISO_SECONDS = "%Y-%m-%d %H:%M:%S"
 
 
 def _strptime(values: Sequence, fmt: str) -> np.ndarray | None:
@@ -76,11 +77,16 @@ def _strptime(values: Sequence, fmt: str) -> np.ndarray | None:
     clock as written, microseconds exact); None when a value is not such a string (the general
     reader then names it)."""
     out = np.empty(len(values))
+    iso = fmt == ISO_SECONDS
     for i, v in enumerate(values):
         if type(v) is not str:
             return None
-        try:
-            when = datetime.strptime(v.strip(), fmt)
+        v = v.strip()
+        try:  # the common layout through the C parser (strptime's regex costs ten times more)
+            if iso and len(v) == 19 and v[4] == v[7] == "-" and v[10] == " " and v[13] == v[16] == ":" and v.isascii():
+                when = datetime.fromisoformat(v)
+            else:
+                when = datetime.strptime(v, fmt)
         except ValueError:
             return None
         out[i] = ((when.replace(tzinfo=None) - EPOCH) // MICROSECOND * 1000) / 1e9

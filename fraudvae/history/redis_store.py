@@ -13,7 +13,6 @@ with a warning: what the entities did since training is lost with it.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -23,7 +22,15 @@ from typing import TypeVar
 from fraudvae.errors import StateStoreError
 from fraudvae.history.spec import HistorySpec
 from fraudvae.history.state import EntityState, HistoryState
-from fraudvae.history.store import ID_TTL_FACTOR, compute, entity_from_json, entity_json, request_keys
+from fraudvae.history.store import (
+    ID_TTL_FACTOR,
+    compute,
+    entity_from_json,
+    entity_json,
+    from_json,
+    request_keys,
+    to_json,
+)
 
 log = logging.getLogger("fraudvae.history")
 T = TypeVar("T")
@@ -105,7 +112,7 @@ class RedisStore:
                     for (e, k, _), v in zip(entity_keys, values, strict=True):
                         if v is not None:
                             load[e][k] = entity_from_json(v)
-                    known = {i: json.loads(v) for i, v in zip(rid, seen, strict=True) if v is not None}
+                    known = {i: from_json(v) for i, v in zip(rid, seen, strict=True) if v is not None}
                     out, state, fresh = compute(self.spec, columns, n, ids, load, float(start or "nan"),
                                                 float(end or "nan"), known)
                     pipe.multi()
@@ -119,7 +126,7 @@ class RedisStore:
                         if ids is not None:
                             for i in fresh:
                                 if ids[i] is not None:
-                                    pipe.set(self.prefix + "id:" + str(ids[i]), json.dumps([out[m][i] for m in names]),
+                                    pipe.set(self.prefix + "id:" + str(ids[i]), to_json([out[m][i] for m in names]),
                                              ex=int(ID_TTL_FACTOR * longest), nx=True)
                     pipe.execute()
                     return out
