@@ -159,11 +159,7 @@ class FraudVAE(EntityHistory):
         out["flag"] = scored.flag
         out["p_value"] = scored.p_value
         if self.top_k:
-            top = scored.top_features
-            joined = top[:, 0]
-            for j in range(1, top.shape[1]):  # column-wise joins: no per-row Python containers
-                joined = joined + ";" + top[:, j]
-            out["top_features"] = joined
+            out["top_features"] = scored.joined_top_features()
         return out
 
     def encode_columns(self, columns: Mapping[str, list], n: int) -> Encoded:

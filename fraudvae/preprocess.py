@@ -23,6 +23,8 @@ from itertools import repeat
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fraudvae import readers as read
 from fraudvae.encoded import Encoded
@@ -160,7 +162,8 @@ class Preprocessor:
         return self._encode(columns, n, typed=True)
 
     def _encode(self, data: pd.DataFrame | Mapping[str, list], n: int, typed: bool) -> Encoded:
-        keys: dict = {name: read.keys(data[name], name, typed=typed) for name in self.categorical}
+        keys: dict = {name: (None if typed else arrow_keys(data[name])) for name in self.categorical}
+        keys = {name: read.keys(data[name], name, typed=typed) if k is None else k for name, k in keys.items()}
         for name, t in self.times.items():
             keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(read.times(data[name], name, t, typed=typed))
         return self._assemble(
@@ -207,7 +210,12 @@ class Preprocessor:
         cat_observed = np.ones((n, len(features)), bool)
         for j, (name, part, vocabulary, learned_gap) in enumerate(features):
             k = keys[name if part is None else f"{name}.{part}"]
-            if isinstance(k, pd.Series):  # a frame's column: vectorised lookup
+            if isinstance(k, pa.DictionaryArray):  # an Arrow string column: one lookup per distinct value
+                index = self._index(name, part, vocabulary)
+                lookup = np.array([index.get(v.strip(), OTHER) for v in k.dictionary.to_pylist()] + [MISSING],
+                                  np.int64)
+                cat[:, j] = lookup[np.asarray(k.indices.fill_null(len(lookup) - 1).to_numpy(zero_copy_only=False))]
+            elif isinstance(k, pd.Series):  # a frame's column: vectorised lookup
                 idx = pd.Index(vocabulary, dtype=object).get_indexer(k) + 2
                 idx[idx == 1] = OTHER  # get_indexer's -1: a category not in the vocabulary
                 idx[k.isna().to_numpy()] = MISSING
@@ -291,3 +299,15 @@ def _point_mass(x: np.ndarray, share: float | None) -> tuple[float | None, float
 def _skew(x: np.ndarray) -> float:
     sd = x.std()
     return float(np.mean(((x - x.mean()) / sd) ** 3)) if sd > 0 else 0.0
+
+
+def arrow_keys(s: pd.Series | list) -> pa.DictionaryArray | None:
+    """A frame's Arrow-backed string column, dictionary-encoded (nulls for gaps): its distinct values
+    become keys (trimmed as `readers.keys` trims them) once each, not once per row; None for any
+    other column."""
+    if not isinstance(s, pd.Series) or not isinstance(s.dtype, pd.StringDtype) or s.dtype.storage != "pyarrow":
+        return None
+    values = pa.array(s.array)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return pc.dictionary_encode(values)

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 
 from fraudvae.encoded import Encoded
-from fraudvae.model import VAE, posterior_mean_passes, predictive
+from fraudvae.model import VAE, Tensors, posterior_mean_passes, predictive
 from fraudvae.reasons import Expectations
 from fraudvae.threshold import Threshold
 
 SCORE_BATCH = 16384  # rows per forward pass
+LOWEST = np.finfo(np.float64).min  # a missing column's place in the ranking (below every finite excess)
+PAD_ROWS = 16  # on the CPU a float32 block's rows are a multiple of this (the kernels' widest row tile)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Scores:
     p_value: np.ndarray  # (n,) float64
     top_features: np.ndarray  # (n, top_k) column names, most unusual first
     contributions: np.ndarray  # (n, n_columns) nats per column (NaN: a gap that says nothing), for monitoring
+    top_index: np.ndarray | None = None  # (n, top_k) positions of `top_features` in the schema's columns
 
     def __len__(self) -> int:
         return len(self.score)
@@ -37,38 +40,77 @@ class Scores:
     @staticmethod
     def concat(parts: list[Scores]) -> Scores:
         """Rows of several results in order."""
-        return Scores(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Scores)))
+        def joined(name: str) -> np.ndarray | None:
+            arrays = [getattr(p, name) for p in parts]
+            return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+        return Scores(*(joined(f.name) for f in fields(Scores)))  # type: ignore[arg-type]
 
     def take(self, idx: slice) -> Scores:
         return Scores(self.score[idx], self.flag[idx], self.p_value[idx], self.top_features[idx],
-                      self.contributions[idx])
+                      self.contributions[idx], None if self.top_index is None else self.top_index[idx])
+
+    def joined_top_features(self, sep: str = ";") -> np.ndarray:
+        """(n,) each row's `top_features` joined by `sep`: one string built per distinct ranking, not
+        per row."""
+        n, k = self.top_features.shape
+        if k == 0:
+            return np.full(n, "", dtype=object)
+        if self.top_index is None:
+            out = self.top_features[:, 0]
+            for j in range(1, k):
+                out = out + sep + self.top_features[:, j]
+            return out
+        width = int(self.top_index.max()) + 1 if n else 1
+        code = np.zeros(n, np.int64)
+        for j in range(k):
+            code = code * width + self.top_index[:, j]
+        _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        texts = np.array([sep.join(self.top_features[r]) for r in first], dtype=object)
+        return texts[inverse]
 
 
 class Scorer:
     """A trained network prepared for scoring, with the layout of its columns.
 
-    The network runs in float64: float32 sums come out differently with the batch's size (the
-    kernels block and vectorise by shape), which moves a row's score in its 7th digit with the rows
-    scored beside it; in float64 those differences sit far below 1e-9 relative, so a row scores the
-    same alone, in a file, in a chunk or in a server's batch."""
+    A row must score the same alone, in a file, in a chunk or in a server's batch (within 1e-9
+    relative). float32 sums can come out differently with the batch's shape (the kernels block and
+    vectorise by it), which would move a row's score in its 7th digit with the rows beside it. So the
+    network runs in float32 on blocks whose rows are a multiple of `PAD_ROWS` (on CUDA, always
+    `SCORE_BATCH` rows: one shape), the last block padded, and the per-feature terms are summed in
+    float64 — but only where a probe at construction shows this machine's kernels give a row the
+    same bits at every such shape and position (`_same_bits_everywhere`). Where they do not, the
+    network runs in float64, where such differences sit far below 1e-9 relative."""
 
     def __init__(self, model: VAE, columns: list[str], assignment: np.ndarray, device: torch.device) -> None:
-        self.model = copy.deepcopy(model).double().eval()
+        self.model = copy.deepcopy(model).double().eval()  # reason codes' expectations; scoring's fallback
         self.columns = np.array(columns, dtype=object)
         self.assignment = assignment  # (n_terms, n_columns) 0/1: the column each term belongs to
         self.device = device
+        fast = copy.deepcopy(model).float().eval()
+        self.fast: VAE | None = fast if _same_bits_everywhere(fast, device) else None
 
     @torch.inference_mode()
     def terms(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature NLL (n, n_terms) and KL (n,) at the posterior mean, averaged over ensemble
         members, float64."""
-        terms, kls = [], []
-        for nll, kl in posterior_mean_passes(self.model, enc.to_tensors(self.device), SCORE_BATCH):
-            terms.append(nll.mean(0).cpu().numpy())  # (members, n, n_terms) -> (n, n_terms)
-            kls.append(kl.mean(0).cpu().numpy())
-        if not terms:
-            return np.zeros((0, self.model.config.n_terms)), np.zeros(0)
-        return np.concatenate(terms), np.concatenate(kls)
+        if self.fast is None:
+            terms, kls = [], []
+            for nll, kl in posterior_mean_passes(self.model, enc.to_tensors(self.device), SCORE_BATCH):
+                terms.append(nll.mean(0).cpu().numpy())  # (members, n, n_terms) -> (n, n_terms)
+                kls.append(kl.mean(0).cpu().numpy())
+            if not terms:
+                return np.zeros((0, self.model.config.n_terms)), np.zeros(0)
+            return np.concatenate(terms), np.concatenate(kls)
+        n = len(enc)
+        terms_out, kl_out = np.empty((n, self.model.config.n_terms)), np.empty(n)
+        tensors = enc.to_tensors(self.device)
+        for i in range(0, n, SCORE_BATCH):
+            b = min(n, i + SCORE_BATCH) - i
+            nll, kl = _block_pass(self.fast, tensors, i, b, block_rows(b, self.device))
+            terms_out[i: i + b] = nll.cpu().numpy()
+            kl_out[i: i + b] = kl.cpu().numpy()
+        return terms_out, kl_out
 
     @torch.inference_mode()
     def expectations(self, enc: Encoded) -> Expectations:
@@ -92,22 +134,94 @@ class Scorer:
 
     def unobserved(self, enc: Encoded) -> np.ndarray:
         """(n, n_columns) bool: every term of the column masked (a gap that says nothing)."""
-        return (enc.observed.astype(np.float64) @ self.assignment) == 0
+        if enc.observed.all():  # nothing imputed (the usual case): no column unobserved
+            return np.zeros((len(enc), self.assignment.shape[1]), bool)
+        # counts of observed terms per column: small integers, exact in float32
+        return (enc.observed @ self.assignment.astype(np.float32)) == 0
 
     def ranked(self, unobserved: np.ndarray, by_column: np.ndarray, baseline: np.ndarray,
                k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each row's `k` columns furthest above their `baseline`, most unusual first (n, k), and
         those excesses in nats (n, k). A column whose value is missing (and says nothing) is never
         among them unless nothing else is left (its excess is then -inf)."""
-        excess = np.where(unobserved, -np.inf, by_column - baseline)
-        top = np.argsort(-excess, axis=1, kind="stable")[:, :k]
-        return self.columns[top], np.take_along_axis(excess, top, axis=1)
+        index, excess = self.ranked_index(unobserved, by_column, baseline, k)
+        return self.columns[index], excess
+
+    def ranked_index(self, unobserved: np.ndarray, by_column: np.ndarray, baseline: np.ndarray,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+        """`ranked` as column positions."""
+        excess = by_column - baseline
+        gaps = unobserved.any()
+        if gaps:
+            excess = np.where(unobserved, -np.inf, excess)
+        # k passes of argmax (the first of equal values: a stable order) instead of sorting every
+        # column of every row; a missing column is below every real excess, a chosen one below that
+        work = np.where(unobserved | np.isnan(excess), LOWEST, excess) if gaps else excess.copy()
+        k = min(k, work.shape[1])
+        top, rows = np.empty((len(work), k), np.intp), np.arange(len(work))
+        for j in range(k):
+            top[:, j] = chosen = work.argmax(axis=1)
+            work[rows, chosen] = -np.inf
+        return top, np.take_along_axis(excess, top, axis=1)
 
     def scores(self, enc: Encoded, threshold: Threshold, baseline: np.ndarray, top_k: int) -> Scores:
         """Scores, flags, p-values and the `top_k` columns furthest above their `baseline`."""
         terms, kl = self.terms(enc)
         scores = terms.sum(1) + kl
         unobserved, by_column = self.unobserved(enc), self.by_column(terms)
-        top, _ = self.ranked(unobserved, by_column, baseline, top_k)
-        return Scores(scores, scores > threshold.value, threshold.p_values(scores), top,
-                      np.where(unobserved, np.nan, by_column))
+        index, _ = self.ranked_index(unobserved, by_column, baseline, top_k)
+        return Scores(scores, scores > threshold.value, threshold.p_values(scores), self.columns[index],
+                      np.where(unobserved, np.nan, by_column) if unobserved.any() else by_column, index)
+
+
+def block_rows(rows: int, device: torch.device) -> int:
+    """The rows of the float32 block that scores `rows` rows: one shape on CUDA (cuBLAS picks its
+    kernels by shape), a multiple of `PAD_ROWS` on the CPU (a single row costs a 16-row pass, not a
+    16,384-row one)."""
+    if device.type == "cuda":
+        return SCORE_BATCH
+    return max(PAD_ROWS, -(-rows // PAD_ROWS) * PAD_ROWS)
+
+
+def _block_pass(model: VAE, tensors: Tensors, start: int, rows: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows [start, start + rows) through the float32 network as one block of `block` rows (padded
+    with copies of its first row): per-feature NLL (rows, n_terms) and KL (rows,), float64, members
+    averaged."""
+    def part(t: torch.Tensor) -> torch.Tensor:
+        x = t[start: start + rows]
+        x = x.float() if x.is_floating_point() else x
+        return torch.cat([x, x[:1].expand(block - rows, *x.shape[1:])]) if block > rows else x
+
+    numeric, observed, binary, categorical = tensors
+    nll, kl = model(part(numeric), None if observed is None else part(observed), part(binary), part(categorical),
+                    sample=False)
+    return nll[:, :rows].double().mean(0), kl[:, :rows].double().mean(0)
+
+
+PROBE_ROWS = 96
+
+
+@torch.inference_mode()
+def _same_bits_everywhere(model: VAE, device: torch.device) -> bool:
+    """Whether the float32 network gives each of `PROBE_ROWS` seeded synthetic rows the same bits
+    alone, in blocks of other sizes and at other positions (reversed) as in one block: the condition
+    for scoring in float32 (checked once per model and device, a few milliseconds)."""
+    c = model.config
+    g = torch.Generator().manual_seed(0)
+    n = PROBE_ROWS
+    tensors: Tensors = (
+        torch.randn(n, c.n_numeric, generator=g).to(device), None,
+        (torch.rand(n, c.n_binary, generator=g) < 0.5).float().to(device),
+        torch.stack([torch.randint(0, k, (n,), generator=g) for k in c.cardinalities], 1).to(device)
+        if c.cardinalities else torch.zeros(n, 0, dtype=torch.int64, device=device))
+    nll, kl = _block_pass(model, tensors, 0, n, block_rows(n, device))
+    want = torch.cat([nll, kl[:, None]], 1)
+    flipped: Tensors = (tensors[0].flip(0), None, tensors[2].flip(0), tensors[3].flip(0))
+    nll_r, kl_r = _block_pass(model, flipped, 0, n, block_rows(n, device))
+    if not torch.equal(torch.cat([nll_r, kl_r[:, None]], 1).flip(0), want):
+        return False
+    for start, rows in ((0, 1), (5, 1), (3, 17), (7, 33), (n - 50, 50), (1, 80)):
+        got_nll, got_kl = _block_pass(model, tensors, start, rows, block_rows(rows, device))
+        if not torch.equal(torch.cat([got_nll, got_kl[:, None]], 1), want[start: start + rows]):
+            return False
+    return True
