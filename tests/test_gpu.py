@@ -60,3 +60,18 @@ def service_batches_requests(model_dir: Path, data: pd.DataFrame, device: str) -
 @cuda
 def test_the_service_batches_requests_on_the_gpu(model_dir: Path, data: pd.DataFrame) -> None:
     service_batches_requests(model_dir, data, "cuda")
+
+
+@cuda
+def test_a_row_scores_the_same_alone_and_in_any_batch_on_the_gpu(model_dir: Path, data: pd.DataFrame) -> None:
+    """On CUDA the float32 network runs on blocks of one shape: a row keeps its score (within 1e-9
+    relative; its bits where the probe chose float32) alone, in batches of any size and place."""
+    det = FraudVAE.load(model_dir, device="cuda")
+    scorer = det._scorer()
+    whole = det.score_samples(data.iloc[:1000])
+    for size in (1, 7, 333):
+        for start in (0, 5, 990 - size):
+            got = det.score_samples(data.iloc[start: start + size])
+            if scorer.fast is not None:
+                np.testing.assert_array_equal(got, whole[start: start + size])
+            np.testing.assert_allclose(got, whole[start: start + size], rtol=1e-9, atol=0)
