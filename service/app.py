@@ -127,7 +127,8 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
             await asyncio.to_thread(warm_up, challenger)
             shadow = Shadow(challenger, settings.shadow_log, settings.monitor_rows, metrics.on_shadow)
         store = await asyncio.to_thread(open_store, settings, det)
-        history = None if store is None else StoreQueue(store, settings.max_batch_rows, metrics.on_store)
+        history = None if store is None else StoreQueue(store, settings.max_batch_rows, metrics.on_store,
+                                                        metrics.on_reseeds)
         rt.state = Ready(det, batcher, RequestDecoder(det, settings.max_request_rows), metrics, monitor, shadow, store,
                          history)
         # what startup made (torch, the models, pandas) lives as long as the process: out of the

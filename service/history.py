@@ -28,10 +28,12 @@ Features = dict[str, list[float | None]]
 
 
 class StoreQueue:
-    def __init__(self, store: StateStore, max_rows: int,
-                 on_call: Callable[[float, bool], None] | None = None) -> None:
+    def __init__(self, store: StateStore, max_rows: int, on_call: Callable[[float, bool], None] | None = None,
+                 on_reseed: Callable[[int], None] | None = None) -> None:
         self.store, self.max_rows = store, max_rows
         self.on_call = on_call  # (seconds, failed) after each store call: metrics
+        self.on_reseed = on_reseed  # (times) the store was found empty and seeded again: metrics
+        self._reseeded = store.reseeded
         self._jobs: deque[tuple[Batch, asyncio.Future]] = deque()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="fraudvae-state")
         self._draining: asyncio.Task | None = None
@@ -84,6 +86,9 @@ class StoreQueue:
             raise
         if self.on_call is not None:
             self.on_call(time.perf_counter() - t, False)
+        if self.store.reseeded != self._reseeded and self.on_reseed is not None:
+            self.on_reseed(self.store.reseeded - self._reseeded)
+        self._reseeded = self.store.reseeded
         return features
 
     def _apply_all(self, parts: list[Batch]) -> list[Features | Exception]:

@@ -55,9 +55,13 @@ class Metrics:
             ("alerts_both", "rows both models flagged"), ("alerts_only_champion", "rows only the champion flagged"),
             ("alerts_only_challenger", "rows only the challenger flagged"))}
         self.store_seconds = Histogram("fraudvae_state_store_seconds", "history state store: read, derive and write "
-                                       "one request", buckets=LATENCY_BUCKETS, registry=own)
+                                       "one call (the requests that arrived together)", buckets=LATENCY_BUCKETS,
+                                       registry=own)
         self.store_errors = Counter("fraudvae_state_store_errors", "history state store failures (answered 503)",
                                     registry=own)
+        self.store_reseeds = Counter("fraudvae_state_store_reseeds", "times the history state store was found empty "
+                                     "for this model (Redis restarted without persistence) and seeded again from the "
+                                     "model's saved state", registry=own)
         self.store_entities = Gauge("fraudvae_state_store_entities", "entities the history state store holds "
                                     "(counted every 256 requests)", registry=own, multiprocess_mode="max")
         self._children: dict[tuple[str, int], tuple] = {}
@@ -102,6 +106,9 @@ class Metrics:
         self.store_seconds.observe(seconds)
         if failed:
             self.store_errors.inc()
+
+    def on_reseeds(self, n: int) -> None:
+        self.store_reseeds.inc(n)
 
     def on_entities(self, n: int) -> None:
         self.store_entities.set(n)

@@ -157,6 +157,8 @@ def test_redis_online_equals_offline_and_a_stopped_redis_is_a_503(model: Path, s
         assert c.get("/readyz").status_code == 200
         r = c.post("/score", json={"transactions": rows[:1]})
         assert r.status_code == 200 and r.json()["results"][0]["score"] == pytest.approx(want[0], rel=1e-12)
+        assert "fraudvae_state_store_reseeds_total 1.0" in c.get("/metrics").text
+        assert "seeded again" in caplog.text
 
 
 def test_a_shadow_reads_the_champions_history_and_never_writes_it(model: Path, split, tmp_path: Path) -> None:

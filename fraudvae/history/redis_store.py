@@ -95,11 +95,7 @@ class RedisStore:
         meta = self.prefix + "meta"
         longest = max(self.spec.windows)
         for _ in range(RETRIES):
-            if self._ensure_seeded():
-                self.reseeded += 1
-                log.warning("the history state store %s held nothing for this model's specification (restarted "
-                            "without persistence?): seeded again from the model's saved state; the entities' "
-                            "transactions since training are lost", self.url)
+            self._reseed_if_empty()
             with self.client.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(meta, *(k for _, _, k in entity_keys))
@@ -134,9 +130,17 @@ class RedisStore:
                     continue
         raise StateStoreError(f"the state store {self.url} is too contended: {RETRIES} tries of one request failed")
 
+    def _reseed_if_empty(self) -> None:
+        """Seed again, with a warning and a count, a store found empty after it was seeded once."""
+        if self._ensure_seeded():
+            self.reseeded += 1
+            log.warning("the history state store %s held nothing for this model's specification (restarted "
+                        "without persistence?): seeded again from the model's saved state; the entities' "
+                        "transactions since training are lost", self.url)
+
     def ping(self) -> None:
         self._guard(self.client.ping)
-        self._guard(self._ensure_seeded)
+        self._guard(self._reseed_if_empty)
 
     def entities(self) -> int:
         return int(self._guard(self.client.dbsize))

@@ -55,6 +55,7 @@ def open_state_store(spec: HistorySpec, seed: HistoryState, url: str | None = No
 
 class StateStore(Protocol):
     spec: HistorySpec
+    reseeded: int  # times the store was found empty for `spec` while serving and seeded again
 
     def apply(self, columns: Mapping[str, Sequence], n: int, ids: Sequence | None) -> dict[str, list[float | None]]:
         """The history features of `n` transactions given column-wise (JSON values), computed from the
@@ -147,6 +148,7 @@ class SQLiteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._applied = 0
+        self.reseeded = 0  # a file the service opened cannot be emptied under it
         # requests take turns on a lock the kernel hands over at once: SQLite's own busy handler
         # polls with sleeps of up to 100 ms, which set the tail latency under concurrency
         self._turn = threading.Lock()
