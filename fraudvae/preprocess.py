@@ -212,8 +212,8 @@ class Preprocessor:
             k = keys[name if part is None else f"{name}.{part}"]
             if isinstance(k, pa.DictionaryArray):  # an Arrow string column: one lookup per distinct value
                 index = self._index(name, part, vocabulary)
-                lookup = np.array([index.get(v.strip(), OTHER) for v in k.dictionary.to_pylist()] + [MISSING],
-                                  np.int64)
+                distinct = read.keys(pd.Series(k.dictionary.to_pylist(), dtype=object), name)  # the one key rule
+                lookup = np.array([index.get(v, OTHER) for v in distinct] + [MISSING], np.int64)
                 cat[:, j] = lookup[np.asarray(k.indices.fill_null(len(lookup) - 1).to_numpy(zero_copy_only=False))]
             elif isinstance(k, pd.Series):  # a frame's column: vectorised lookup
                 idx = pd.Index(vocabulary, dtype=object).get_indexer(k) + 2

@@ -138,11 +138,11 @@ class ScoreEndpoint:
             batch = await asyncio.to_thread(self._decode, state.decoder, body, encoding)
         else:
             batch = self._decode(state.decoder, body, encoding)
-        if state.history is not None and state.store is not None:  # history features, applied in the shared store
+        if state.history is not None:  # history features, applied in the shared store
             batch.columns.update(await state.history.apply(batch))
             self.store_calls += 1
             if self.store_calls % ENTITIES_EVERY == 1:
-                state.metrics.on_entities(await asyncio.to_thread(state.store.entities))
+                state.metrics.on_entities(await asyncio.to_thread(state.history.store.entities))
         scores = await state.batcher.score(batch)
         det, ids = state.detector, batch.ids
         if not np.isfinite(scores.score).all():  # never a NaN in a 200: a model fault, answered as ours
