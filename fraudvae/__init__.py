@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # what the lazy imports below give, for type checkers
         StateStoreError,
     )
     from fraudvae.example import example_transactions  # noqa: F401
+    from fraudvae.history.labels import LabelOutcome, read_labels  # noqa: F401
     from fraudvae.history.store import StateStore, open_state_store  # noqa: F401
     from fraudvae.io import iter_table, read_table  # noqa: F401
     from fraudvae.monitor import MonitorConfig, window_stats  # noqa: F401
@@ -38,6 +39,7 @@ _EXPORTS = {
     "read_table": "fraudvae.io", "iter_table": "fraudvae.io", "to_binary_label": "fraudvae.schema",
     "Reason": "fraudvae.reasons", "StateStoreError": "fraudvae.errors",
     "StateStore": "fraudvae.history.store", "open_state_store": "fraudvae.history.store",
+    "read_labels": "fraudvae.history.labels", "LabelOutcome": "fraudvae.history.labels",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

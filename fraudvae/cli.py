@@ -56,6 +56,9 @@ def _reading(p: argparse.ArgumentParser) -> None:
 def _history(p: argparse.ArgumentParser) -> None:
     p.add_argument("--history", metavar="EARLIER", help="a model with entity columns: earlier transactions, after the "
                    "training file and before this one, replayed into the entities' history first (not scored)")
+    p.add_argument("--labels", metavar="LABELS.csv", help="a model fit with --label-delay: confirmed labels from "
+                   "elsewhere (chargebacks, reviews), columns transaction_id (or the id column), label and optionally "
+                   "known_at; each counts in its transaction's entities' history from when it is known")
 
 
 def _scoring(p: argparse.ArgumentParser) -> None:
@@ -110,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--amount-column", metavar="COL", help="the amount compared with each entity's usual (default: "
                                                           "the column named like amount, amt, value, TX_AMOUNT)")
     f.add_argument("--windows", metavar="LIST", help="history windows, comma-separated (default 1h,1d,7d,30d)")
+    f.add_argument("--label-delay", metavar="SPAN",
+                   help="with --label-column and --entity-column: confirmed frauds become each entity's history, a "
+                        "label known this long after its transaction (7d, 48h); each row gets its entities' frauds "
+                        "known before it. Scored files' label columns count the same way")
+    f.add_argument("--label-time-column", metavar="COL",
+                   help="instead of (or with) --label-delay: the time each row's label became known")
     f.add_argument("--numeric", action="append", default=[], metavar="COL",
                    help="model an integer column named like an identifier as a number all the same")
     f.add_argument("--history", metavar="EARLIER", help="with --entity-column: transactions before the training "

@@ -29,11 +29,37 @@ def history_models(a: argparse.Namespace, dets: list) -> bool:  # dets: list[Fra
     if a.history and not with_history:
         raise ConfigError("--history replays earlier transactions into the entities' history: the model has no "
                           "entity columns (fit with --entity-column)")
+    if getattr(a, "labels", None) and not with_history:
+        raise ConfigError("--labels adds confirmed frauds to the entities' history: the model has no entity columns")
     if a.history:
         earlier = read_table(a.history, None if is_parquet(a.history) else format_of(a.history, a))
         for d in with_history:
             d.replay(earlier)
     return bool(with_history)
+
+
+def labelled(a: argparse.Namespace, dets: list, df):  # (FraudVAE list, pd.DataFrame) -> pd.DataFrame
+    """`df` with the confirmations of `--labels` (`fraudvae.history.risk.with_labels`), joined on the id
+    column of the first model that keeps confirmed frauds as history; labels naming no row are counted
+    on stderr (not dropped silently)."""
+    if not getattr(a, "labels", None):
+        return df
+    from fraudvae.errors import ConfigError
+    from fraudvae.history.risk import ID_NAMES, with_labels
+    from fraudvae.io import is_parquet, read_table
+
+    users = [d for d in dets if d.history_ is not None and d.history_.spec.label_column is not None]
+    if not users:
+        raise ConfigError("--labels adds confirmed frauds to the entities' history: the model was fit without "
+                          "--label-delay or --label-time-column")
+    det = users[0]
+    ids = [c for c in (det.schema_.id_column, *ID_NAMES) if c]
+    labels = read_table(a.labels, None if is_parquet(a.labels) else format_of(a.labels, a), text=ids)
+    df, unmatched = with_labels(df, labels, det.history_.spec, det.schema_.id_column)
+    if unmatched:
+        print(f"--labels: {unmatched:,} label(s) name no transaction of {a.data} and were not used",
+              file=sys.stderr)
+    return df
 
 
 def format_of(path: str, a: argparse.Namespace):  # -> CsvFormat
@@ -84,6 +110,7 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
                    entity_columns=tuple(a.entity_column), amount_column=a.amount_column,
                    windows=tuple(w.strip() for w in a.windows.split(",") if w.strip()) if a.windows else None,
                    numeric=tuple(a.numeric),
+                   label_delay=a.label_delay, label_time_column=a.label_time_column,
                    **({} if a.validation_fraction is None else {"validation_fraction": a.validation_fraction}),
                    **({} if a.validation is None else {"validation": a.validation}))
     bar = tqdm(desc="training", unit="epoch", disable=a.quiet or rank > 0 or None, leave=False)
@@ -175,7 +202,7 @@ def score(a: argparse.Namespace) -> int:
     if history_models(a, [det]):  # the whole file in time order, then scored (and explained) in chunks
         from fraudvae.io import read_table
 
-        whole = det.with_history(read_table(a.data, fmt, text=ids))
+        whole = det.with_history(labelled(a, [det], read_table(a.data, fmt, text=ids)))
         chunks = (whole.iloc[i: i + a.chunk_rows] for i in range(0, len(whole), a.chunk_rows))
     n = flagged = 0
     top: list[pd.DataFrame] = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fraudvae.commands import history_models, read_format
+from fraudvae.commands import history_models, labelled, read_format
 
 
 def evaluate(a: argparse.Namespace) -> int:
@@ -19,7 +19,8 @@ def evaluate(a: argparse.Namespace) -> int:
     check_output_directory(a.report, REPORT, "--report", reading=[a.data, a.model])
     fmt = read_format(a)
     det = FraudVAE.load(a.model, device=a.device)
-    rows = [read_table(a.data, fmt)] if history_models(a, [det]) else iter_table(a.data, a.chunk_rows, fmt)
+    rows = [labelled(a, [det], read_table(a.data, fmt))] if history_models(a, [det]) \
+        else iter_table(a.data, a.chunk_rows, fmt)
     ev = evaluate(det, rows, a.label_column, source=str(a.data),
                   time_column=a.time_column, alerts_per_day=a.alerts_per_day, natural_fraud_rate=a.natural_fraud_rate)
     path = write_report(ev, a.report)
@@ -42,7 +43,7 @@ def compare(a: argparse.Namespace) -> int:
     check_output_directory(a.report, REPORT, "--report", reading=[a.data, *a.model])
     fmt = read_format(a)
     models = [(str(m), FraudVAE.load(m, device=a.device)) for m in a.model]
-    rows = [read_table(a.data, fmt)] if history_models(a, [d for _, d in models]) \
+    rows = [labelled(a, [d for _, d in models], read_table(a.data, fmt))] if history_models(a, [d for _, d in models]) \
         else iter_table(a.data, a.chunk_rows, fmt)
     c = measure(models, rows, a.label_column, source=str(a.data),
                 time_column=a.time_column, alerts_per_day=a.alerts_per_day, alerts=a.alerts)
@@ -66,7 +67,7 @@ def monitor(a: argparse.Namespace) -> int:
     det = FraudVAE.load(a.model, device=a.device)
     df = read_table(a.data, read_format(a))
     if history_models(a, [det]):  # each window's rows with the history of the whole file before them
-        df = det.with_history(df)
+        df = det.with_history(labelled(a, [det], df))
     report = measure(det, df, window_rows=a.window_rows, window=a.window, time_column=a.time_column,
                      source=str(a.data))
     path = write_monitor_report(report, a.report)

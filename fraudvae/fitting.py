@@ -61,7 +61,11 @@ def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int,
         raise ConfigError("earlier transactions (--history) warm the entities' history: they need --entity-column")
     # a history feature can be dropped by its name too ("CUSTOMER_ID: new TERMINAL_ID")
     derived_drop = tuple(d for d in p.drop if d not in df.columns and p.entity_columns and ": " in d)
-    schema = infer_schema(df, p.label_column, p.id_column, tuple(d for d in p.drop if d not in derived_drop),
+    if (p.label_delay is not None or p.label_time_column is not None) and not (p.label_column and p.entity_columns):
+        raise ConfigError("--label-delay/--label-time-column turn confirmed frauds into each entity's history: they "
+                          "need --label-column and --entity-column")
+    known_at = (p.label_time_column,) if p.label_time_column and p.label_time_column not in p.drop else ()
+    schema = infer_schema(df, p.label_column, p.id_column, (*(d for d in p.drop if d not in derived_drop), *known_at),
                           p.categorical, p.time_columns, p.label_check, p.numeric, p.entity_columns)
     entity_state, warmup = None, np.zeros(len(df), dtype=bool)
     if p.entity_columns:  # each row's features from its entities' earlier rows, frauds among them
@@ -116,6 +120,27 @@ def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int,
     return model, device, state, scorer, entity_state
 
 
+def label_history(df: pd.DataFrame, p: SimpleNamespace) -> dict:
+    """The label fields of a `HistorySpec` (none without --label-delay or --label-time-column)."""
+    from fraudvae import readers as read
+    from fraudvae.history import parse_window
+
+    if p.label_delay is None and p.label_time_column is None:
+        return {}
+    try:
+        delay = None if p.label_delay is None else parse_window(p.label_delay)
+    except ValueError as e:
+        raise ConfigError(f"--label-delay: {e}") from None
+    out = {"label_column": p.label_column, "label_delay": delay}
+    if p.label_time_column is not None:
+        if p.label_time_column not in df.columns:
+            raise DataError(f"--label-time-column {p.label_time_column!r} is not a column of the data",
+                            column=p.label_time_column)
+        unit, fmt = read.time_format(df[p.label_time_column])
+        out.update(label_time_column=p.label_time_column, label_time_unit=unit, label_time_format=fmt)
+    return out
+
+
 def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: pd.DataFrame | None,
                  drop: tuple[str, ...] = ()) -> tuple[pd.DataFrame, Schema, HistoryState, np.ndarray]:
     """`df` with its history features (`fraudvae.history`), the schema with them as ordinary inputs,
@@ -164,7 +189,7 @@ def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: 
     prior = amount_prior(read.numbers(df[amount], amount, decimal)) if amount else (0.0, 1.0)
     spec = HistorySpec(tuple(p.entity_columns), time_column, amount, windows or DEFAULT_WINDOWS,
                        novelty=(*schema.names("categorical"), *p.entity_columns), amount_prior=prior,
-                       time_unit=unit, time_format=fmt, decimal=decimal)
+                       time_unit=unit, time_format=fmt, decimal=decimal, **label_history(df, p))
     clash = [n for n in spec.names() if n in df.columns]
     if clash:
         raise DataError(f"column {clash[0]!r} has the name of a history feature: rename it in the file",

@@ -26,6 +26,7 @@ from fraudvae import ConfigError, Encoded, FraudVAE, ModelFileError, StateStore,
 from .batching import Batcher
 from .errors import ServiceError, install
 from .history import StoreQueue
+from .labels import add_labels_route
 from .metrics import Metrics
 from .monitoring import Monitor
 from .openapi import ErrorResponse, document_score
@@ -202,6 +203,7 @@ def create_app(settings: Settings | None = None, detector: FraudVAE | None = Non
                                    swagger_js_url="/docs-static/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-static/swagger-ui.css", swagger_favicon_url="")
 
+    add_labels_route(api, rt)
     document_score(api, rt)
     return ScoringService(api, ScoreEndpoint(rt), rt)
 

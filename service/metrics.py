@@ -64,6 +64,9 @@ class Metrics:
                                      "model's saved state", registry=own)
         self.store_entities = Gauge("fraudvae_state_store_entities", "entities the history state store holds "
                                     "(counted every 256 requests)", registry=own, multiprocess_mode="max")
+        self.labels = Counter("fraudvae_labels", "labels posted (POST /labels) by outcome: applied (a first label), "
+                              "changed (a correction), unchanged (the same again), unknown (no such transaction)",
+                              ["outcome"], registry=own)
         self._children: dict[tuple[str, int], tuple] = {}
         if shared:
             from prometheus_client import multiprocess as mp
@@ -109,6 +112,11 @@ class Metrics:
 
     def on_reseeds(self, n: int) -> None:
         self.store_reseeds.inc(n)
+
+    def on_labels(self, outcome: dict) -> None:
+        for name in ("applied", "changed", "unchanged", "unknown"):
+            if outcome[name]:
+                self.labels.labels(name).inc(outcome[name])
 
     def on_entities(self, n: int) -> None:
         self.store_entities.set(n)

@@ -39,6 +39,7 @@ import pandas as pd
 
 from fraudvae import readers as read
 from fraudvae.errors import SchemaError
+from fraudvae.history.risk import labels_of, risk
 from fraudvae.history.spec import CLIP, MIN_COVER, MIN_SPREAD, PRIOR_WEIGHT, HistorySpec
 from fraudvae.history.state import REF_CENTRE, REF_SPREAD, SQUARES, TOTAL, WEIGHT, EntityTable, HistoryState
 from fraudvae.schema import where
@@ -114,6 +115,13 @@ def derive(spec: HistorySpec, data: Data, state: HistoryState, typed: bool = Fal
         state.start = float(t.min())
     for e in spec.entities:
         out.update(_entity(spec, e, state.tables[e], t, x, keys, order, n, state.start))
+    if spec.risk_windows and n:  # confirmed frauds: labels known before each row, the rest left pending
+        y, known = labels_of(spec, data, t, typed)
+        end = float(np.nanmax([state.end, t.max()]))
+        for e in spec.entities:
+            out.update(risk(spec, e, state.tables[e], t, keys[e], y, known, end))
+    elif spec.risk_windows:
+        out.update({name: np.zeros(0) for name in spec.names()})
     if n:
         state.end = float(np.nanmax([state.end, t.max()]))
         state.start = float(np.nanmin([state.start, t.min()]))
@@ -128,7 +136,8 @@ def _keys(data: Data, column: str, typed: bool) -> list[str | None]:
 
 def _entity(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, x: np.ndarray | None,
             keys: dict[str, list[str | None]], order: np.ndarray, n: int, start: float) -> dict[str, np.ndarray]:
-    names = [name for name, _ in spec.features() if name.startswith(f"{e}: ")]
+    risky = set(spec.risk_names(e))
+    names = [name for name, _ in spec.features() if name.startswith(f"{e}: ") and name not in risky]
     windows, long = np.asarray(spec.windows), np.asarray(spec.long_windows)
     novelty = spec.novelty_of(e)
     counts = np.full((n, len(windows)), np.nan)

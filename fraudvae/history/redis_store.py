@@ -2,8 +2,10 @@
 several hosts: the same contract and arithmetic as `store.SQLiteStore` (`store.compute`).
 
 Keys, under ``fraudvae:<specification key>:``: ``e:<column>:<entity>`` an entity's state (JSON, with
-a TTL of three longest windows: the store stays bounded), ``id:<transaction id>`` the features a
-transaction got (a TTL of one longest window), and the hash ``meta`` (``start``, ``end`` and the
+a TTL of three longest windows: the store stays bounded; with labels, its pending labels too),
+``id:<transaction id>`` the features a transaction got (a TTL of one longest window), ``tx:<id>``
+with labels, the transaction's record for labels posted later (`fraudvae.history.labels`; a TTL of
+the longest window plus the delay), and the hash ``meta`` (``start``, ``end`` and the
 ``seeded`` marker). A request is applied optimistically: its entities' keys and ``meta`` are
 WATCHed, read, the features computed, and the new states written in one MULTI/EXEC, retried when
 another worker changed one of them meanwhile, so no update is lost. A store whose marker is gone
@@ -20,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from fraudvae.errors import StateStoreError
+from fraudvae.history.labels import LabelBatch, LabelOutcome, plan, record_ttl
 from fraudvae.history.spec import HistorySpec
 from fraudvae.history.state import EntityState, HistoryState
 from fraudvae.history.store import (
@@ -29,7 +32,9 @@ from fraudvae.history.store import (
     entity_json,
     from_json,
     request_keys,
+    stored_states,
     to_json,
+    with_pending,
 )
 
 log = logging.getLogger("fraudvae.history")
@@ -71,11 +76,8 @@ class RedisStore:
                 return False
             ttl = int(3 * max(self.spec.windows))
             pipe = self.client.pipeline(transaction=False)
-            for e, table in self.seed_state.tables.items():
-                for key in table.keys:
-                    s = table.get(key)
-                    assert s is not None
-                    pipe.set(self._entity_key(e, key), entity_json(s), ex=ttl)
+            for e, key, s in stored_states(self.seed_state, {e: t.keys for e, t in self.seed_state.tables.items()}):
+                pipe.set(self._entity_key(e, key), entity_json(s), ex=ttl)
             pipe.hset(meta, mapping={"start": repr(self.seed_state.start), "end": repr(self.seed_state.end),
                                      "seeded": repr(time.time())})
             pipe.execute()
@@ -109,14 +111,14 @@ class RedisStore:
                         if v is not None:
                             load[e][k] = entity_from_json(v)
                     known = {i: from_json(v) for i, v in zip(rid, seen, strict=True) if v is not None}
-                    out, state, fresh = compute(self.spec, columns, n, ids, load, float(start or "nan"),
-                                                float(end or "nan"), known)
+                    out, state, fresh, records = compute(self.spec, columns, n, ids, load, float(start or "nan"),
+                                                         float(end or "nan"), known)
                     pipe.multi()
                     if fresh:
-                        for e, k, key in entity_keys:
-                            s = state.tables[e].get(k)
-                            if s is not None:
-                                pipe.set(key, entity_json(s), ex=int(3 * longest))
+                        for e, k, s in stored_states(state, keys):
+                            pipe.set(self._entity_key(e, k), entity_json(s), ex=int(3 * longest))
+                        for tx_id, r in records.items():
+                            pipe.set(self.prefix + "tx:" + tx_id, to_json(r), ex=int(record_ttl(self.spec)), nx=True)
                         pipe.hset(meta, mapping={"start": repr(state.start), "end": repr(state.end)})
                         names = self.spec.names()
                         if ids is not None:
@@ -126,6 +128,41 @@ class RedisStore:
                                              ex=int(ID_TTL_FACTOR * longest), nx=True)
                     pipe.execute()
                     return out
+                except self._redis.WatchError:
+                    continue
+        raise StateStoreError(f"the state store {self.url} is too contended: {RETRIES} tries of one request failed")
+
+    def label(self, batch: LabelBatch) -> LabelOutcome:
+        with self._turn:
+            return self._guard(self._label, batch)
+
+    def _label(self, batch: LabelBatch) -> LabelOutcome:
+        """Posted labels in one optimistic transaction: the transactions' records WATCHed and read,
+        then their entities' states, the pending labels added and everything written in one MULTI."""
+        ids = sorted(set(batch.ids))
+        tx_keys = [self.prefix + "tx:" + i for i in ids]
+        for _ in range(RETRIES):
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    if tx_keys:
+                        pipe.watch(*tx_keys)
+                    values = pipe.mget(tx_keys) if tx_keys else []
+                    records = {i: from_json(v) for i, v in zip(ids, values, strict=True) if v is not None}
+                    adds, changed, outcome = plan(self.spec, records, batch)
+                    targets = [(e, k, self._entity_key(e, k)) for e, per_key in adds.items() for k in per_key]
+                    if targets:
+                        pipe.watch(*(key for _, _, key in targets))
+                    states = pipe.mget([key for _, _, key in targets]) if targets else []
+                    pipe.multi()
+                    longest = max(self.spec.windows)
+                    for (e, k, key), v in zip(targets, states, strict=True):
+                        if v is not None:  # an entity forgotten since (quiet for long) has no history to add to
+                            pipe.set(key, entity_json(with_pending(entity_from_json(v), adds[e][k])),
+                                     ex=int(3 * longest))
+                    for i, r in changed.items():
+                        pipe.set(self.prefix + "tx:" + i, to_json(r), keepttl=True)
+                    pipe.execute()
+                    return outcome
                 except self._redis.WatchError:
                     continue
         raise StateStoreError(f"the state store {self.url} is too contended: {RETRIES} tries of one request failed")

@@ -19,6 +19,8 @@ PRIOR_WEIGHT = 3.0  # a new entity's usual amount is the population's, worth thi
 MIN_SPREAD = 0.05  # the smallest spread of an entity's signed-log amount (5%): equal amounts are no certainty
 MIN_COVER = 0.1  # a count on a history younger than its window is scaled up by at most 10x
 CLIP = 2.0  # a transaction moves its entity's usual by at most this many spreads (a fraud run cannot drag it)
+RISK_MIN_WINDOW = 86400.0  # confirmed frauds are counted over the windows of a day or more
+LABEL_FIELDS = ("label_column", "label_delay", "label_time_column", "label_time_unit", "label_time_format")
 UNITS = {"w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "min": 60.0, "m": 60.0, "s": 1.0}
 
 
@@ -76,6 +78,13 @@ class HistorySpec:
     time_format: str | None = None  # or text in this format (None: ISO 8601)
     decimal: str = "."  # the amount column's decimal mark
     scale: str = "linear"  # the amount's usual and spread in its own units ("linear") or of its signed log ("log")
+    # confirmed frauds as history (`fraudvae.history.risk`): the label column, known this long after each
+    # transaction (`label_delay`, seconds) or at the time in `label_time_column` (read as `label_time_unit`/_format)
+    label_column: str | None = None
+    label_delay: float | None = None
+    label_time_column: str | None = None
+    label_time_unit: str | None = None
+    label_time_format: str | None = None
 
     def on_scale(self, amounts: np.ndarray) -> np.ndarray:
         """Amounts on the scale their usual and spread are kept on."""
@@ -88,6 +97,14 @@ class HistorySpec:
         longest = max(self.windows)
         return (longest,) if self.amount_column and longest >= LONG_WINDOW else ()
 
+    @property
+    def risk_windows(self) -> tuple[float, ...]:
+        """The windows an entity's confirmed frauds are counted over: those of a day or more (labels
+        come days after the fact; an hour's worth of them says little), none without labels."""
+        if self.label_column is None:
+            return ()
+        return tuple(w for w in self.windows if w >= RISK_MIN_WINDOW) or (max(self.windows),)
+
     def novelty_of(self, entity: str) -> tuple[str, ...]:
         return tuple(c for c in self.novelty if c != entity)
 
@@ -99,7 +116,13 @@ class HistorySpec:
             out.append((f"{e}: hours since previous", "numeric"))
             out += [(f"{e}: amount vs {window_label(w)} usual", "numeric") for w in self.long_windows]
             out += [(f"{e}: new {c}", "binary") for c in self.novelty_of(e)]
+            out += [(name, "numeric") for name in self.risk_names(e)]
         return out
+
+    def risk_names(self, entity: str) -> list[str]:
+        """The confirmed-fraud features of an entity column (`fraudvae.history.risk`)."""
+        return [f"{entity}: frauds known in {window_label(w)}" for w in self.risk_windows] + \
+            [f"{entity}: fraud share in {window_label(w)}" for w in self.risk_windows]
 
     def names(self) -> list[str]:
         return [name for name, _ in self.features()]
@@ -109,12 +132,20 @@ class HistorySpec:
         return list(dict.fromkeys([self.time_column, *self.entities,
                                    *([self.amount_column] if self.amount_column else []), *self.novelty]))
 
+    def optional_columns(self) -> list[str]:
+        """Columns read when the data has them: the label and the time it became known (a file or
+        request without them adds no confirmations, and the pending ones still come due)."""
+        return [c for c in (self.label_column, self.label_time_column) if c is not None]
+
     def key(self) -> str:
         """A digest of the specification: state kept under it is only read by models with this one."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if self.label_column is None:  # a specification without labels keeps the key it had before labels existed
+            for name in LABEL_FIELDS:
+                del d[name]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
@@ -123,7 +154,11 @@ class HistorySpec:
                    windows=tuple(float(w) for w in d["windows"]), novelty=tuple(d["novelty"]),
                    amount_prior=(float(d["amount_prior"][0]), float(d["amount_prior"][1])),
                    max_values=int(d.get("max_values", MAX_VALUES)), time_unit=d.get("time_unit"),
-                   time_format=d.get("time_format"), decimal=d.get("decimal", "."), scale=d.get("scale", "log"))
+                   time_format=d.get("time_format"), decimal=d.get("decimal", "."), scale=d.get("scale", "log"),
+                   label_column=d.get("label_column"),
+                   label_delay=None if d.get("label_delay") is None else float(d["label_delay"]),
+                   label_time_column=d.get("label_time_column"), label_time_unit=d.get("label_time_unit"),
+                   label_time_format=d.get("label_time_format"))
 
 
 def amount_prior(amounts: np.ndarray, scale: str = "linear") -> tuple[float, float]:

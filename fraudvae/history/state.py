@@ -17,6 +17,7 @@ entity); `HistoryState` holds a table per entity column.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,12 +39,16 @@ class EntityState:
     # spread they are clipped against (the usual before the latest time's transactions; see features)
     amount: tuple[tuple[float, ...], ...] = ()
     seen: tuple[tuple[str, ...], ...] = ()  # per novelty column: recent distinct values, oldest first
+    # per risk window: decayed counts of confirmed frauds and of confirmed labels, as of `risk_at`
+    risk: tuple[tuple[float, float], ...] = ()
+    risk_at: float = float("nan")
+    pending: tuple[tuple[float, float, float], ...] = ()  # labels not known yet: (at, label, count) each
 
 
 class EntityTable:
     """Every entity of one entity column as arrays (a row per entity), grown as entities appear."""
 
-    def __init__(self, windows: int, long: int, novelty: int) -> None:
+    def __init__(self, windows: int, long: int, novelty: int, risk: int = 0) -> None:
         self.index: dict[str, int] = {}
         self.keys: list[str] = []
         self.last = np.full(0, np.nan)
@@ -54,6 +59,11 @@ class EntityTable:
         self.novelty = novelty
         # per novelty column: the rows whose set another table also holds (copied before a change)
         self.shared: list[set[int]] = [set() for _ in range(novelty)]
+        # confirmed frauds (`fraudvae.history.risk`): per entity and risk window the decayed counts of
+        # frauds and of labels known, as of `risk_at`; labels not known yet wait in `pending`
+        self.risk = np.zeros((0, risk, 2))
+        self.risk_at = np.full(0, np.nan)
+        self.pending = Pending()
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -74,26 +84,33 @@ class EntityTable:
         self.last = np.r_[self.last, np.full(n, np.nan)]
         self.counts = np.vstack([self.counts, np.zeros((n, self.counts.shape[1]))])
         self.amount = np.concatenate([self.amount, np.zeros((n, *self.amount.shape[1:]))])
+        self.risk = np.concatenate([self.risk, np.zeros((n, *self.risk.shape[1:]))])
+        self.risk_at = np.r_[self.risk_at, np.full(n, np.nan)]
         for col in self.seen:
             col += [{} for _ in range(n)]
 
     def copy(self) -> EntityTable:
         """An independent table: arrays copied, novelty sets shared until one side changes them."""
-        other = EntityTable(self.counts.shape[1], self.amount.shape[1], self.novelty)
+        other = EntityTable(self.counts.shape[1], self.amount.shape[1], self.novelty, self.risk.shape[1])
         other.index, other.keys = dict(self.index), list(self.keys)
         other.last, other.counts = self.last.copy(), self.counts.copy()
         other.amount = self.amount.copy()
+        other.risk, other.risk_at, other.pending = self.risk.copy(), self.risk_at.copy(), self.pending.copy()
         other.seen = [list(col) for col in self.seen]
         everyone = range(len(self.keys))
         other.shared, self.shared = [set(everyone) for _ in self.seen], [set(everyone) for _ in self.seen]
         return other
 
-    def get(self, key: str) -> EntityState | None:
+    def get(self, key: str, pending: Mapping[str, list[tuple[float, float, float]]] | None = None
+            ) -> EntityState | None:
+        """An entity's state; `pending` (`Pending.by_key`, made once for many calls) its pending labels."""
         i = self.index.get(key)
         if i is None:
             return None
+        waiting = (pending if pending is not None else self.pending.by_key()).get(key, []) if self.risk.shape[1] else []
         return EntityState(float(self.last[i]), tuple(self.counts[i].tolist()),
-                           tuple(tuple(a) for a in self.amount[i].tolist()), tuple(tuple(col[i]) for col in self.seen))
+                           tuple(tuple(a) for a in self.amount[i].tolist()), tuple(tuple(col[i]) for col in self.seen),
+                           tuple((f, n) for f, n in self.risk[i].tolist()), float(self.risk_at[i]), tuple(waiting))
 
     def put(self, key: str, s: EntityState) -> None:
         i = int(self.rows([key])[0])
@@ -101,6 +118,8 @@ class EntityTable:
         self.counts[i] = s.counts
         if self.amount.shape[1]:
             self.amount[i] = s.amount
+        if self.risk.shape[1]:
+            self.risk[i], self.risk_at[i] = s.risk or 0.0, s.risk_at
         for j, col in enumerate(self.seen):
             col[i] = dict.fromkeys(s.seen[j]) if j < len(s.seen) else {}
             self.shared[j].discard(i)
@@ -115,6 +134,11 @@ class EntityTable:
         self.counts[rows] = [s.counts for s in new.values()]
         if self.amount.shape[1]:
             self.amount[rows] = [s.amount for s in new.values()]
+        if self.risk.shape[1]:
+            self.risk[rows] = [s.risk or [(0.0, 0.0)] * self.risk.shape[1] for s in new.values()]
+            self.risk_at[rows] = [s.risk_at for s in new.values()]
+            for k, s in new.items():
+                self.pending.add(k, s.pending)
         for j, col in enumerate(self.seen):
             for i, s in zip(rows.tolist(), new.values(), strict=True):
                 col[i] = dict.fromkeys(s.seen[j]) if j < len(s.seen) else {}
@@ -125,17 +149,22 @@ class EntityTable:
         self.index = {k: i for i, k in enumerate(self.keys)}
         self.last, self.counts = self.last[rows], self.counts[rows]
         self.amount = self.amount[rows]
+        self.risk, self.risk_at = self.risk[rows], self.risk_at[rows]
         self.seen = [[col[i] for i in rows.tolist()] for col in self.seen]
         self.shared = [set(range(len(self.keys))) for _ in self.seen]
 
     def to_dict(self) -> dict:
-        return {"keys": self.keys, "last": self.last.tolist(), "counts": self.counts.tolist(),
-                "amount": self.amount.tolist(),
-                "seen": [[list(d) for d in col] for col in self.seen]}
+        d: dict[str, object] = {"keys": self.keys, "last": self.last.tolist(), "counts": self.counts.tolist(),
+             "amount": self.amount.tolist(),
+             "seen": [[list(d) for d in col] for col in self.seen]}
+        if self.risk.shape[1]:  # a table without labels is saved as before they existed
+            d.update(risk=self.risk.tolist(), risk_at=[x if np.isfinite(x) else None for x in self.risk_at.tolist()],
+                     pending=self.pending.to_dict())
+        return d
 
     @classmethod
-    def from_dict(cls, d: dict, windows: int, long: int, novelty: int) -> EntityTable:
-        t = cls(windows, long, novelty)
+    def from_dict(cls, d: dict, windows: int, long: int, novelty: int, risk: int = 0) -> EntityTable:
+        t = cls(windows, long, novelty, risk)
         n = len(d["keys"])
         t.keys = [str(k) for k in d["keys"]]
         t.index = {k: i for i, k in enumerate(t.keys)}
@@ -144,9 +173,62 @@ class EntityTable:
         t.counts = np.asarray(d["counts"], dtype=np.float64).reshape(n, windows)
         t.amount = np.asarray(d["amount"], dtype=np.float64).reshape(n, long, AMOUNT_FIELDS)
         t.seen = [[dict.fromkeys(map(str, v)) for v in col] for col in d["seen"]]
+        t.risk, t.risk_at = np.zeros((n, risk, 2)), np.full(n, np.nan)
+        if risk:
+            t.risk = np.asarray(d["risk"], dtype=np.float64).reshape(n, risk, 2)
+            t.risk_at = np.array([np.nan if x is None else x for x in d["risk_at"]], dtype=np.float64).reshape(n)
+            t.pending = Pending.from_dict(d["pending"])
         if len(t.seen) != novelty or any(len(col) != n for col in t.seen):
             raise ValueError("the saved history's novelty sets do not match its entities")
         return t
+
+
+class Pending:
+    """Labels of one entity column not known yet: when each becomes known (seconds), the entity's key,
+    what it adds to the entity's frauds (1 or 0; a changed label: the change, +1 or -1) and to its
+    labels known (1; 0 for a change). Bounded by the delay: a label leaves when the clock passes it."""
+
+    def __init__(self, at: np.ndarray | None = None, keys: list[str] | None = None,
+                 labels: np.ndarray | None = None, counts: np.ndarray | None = None) -> None:
+        self.at = np.zeros(0) if at is None else at
+        self.keys = [] if keys is None else keys
+        self.labels = np.zeros(0) if labels is None else labels
+        self.counts = np.ones(len(self.labels)) if counts is None else counts
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def copy(self) -> Pending:
+        return Pending(self.at.copy(), list(self.keys), self.labels.copy(), self.counts.copy())
+
+    def add(self, key: str, items: Sequence[Sequence[float]]) -> None:
+        """Add an entity's pending labels, (at, label, count) each."""
+        if items:
+            a = np.asarray(items, dtype=np.float64).reshape(-1, 3)
+            self.at, self.labels, self.counts = np.r_[self.at, a[:, 0]], np.r_[self.labels, a[:, 1]], \
+                np.r_[self.counts, a[:, 2]]
+            self.keys += [key] * len(a)
+
+    def by_key(self) -> dict[str, list[tuple[float, float, float]]]:
+        """Each entity's pending labels, (at, label, count) in time order."""
+        out: dict[str, list[tuple[float, float, float]]] = {}
+        for i in np.argsort(self.at, kind="stable").tolist():
+            out.setdefault(self.keys[i], []).append((float(self.at[i]), float(self.labels[i]), float(self.counts[i])))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"at": self.at.tolist(), "keys": self.keys, "labels": self.labels.tolist(),
+                "counts": self.counts.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Pending:
+        p = cls(np.asarray(d["at"], dtype=np.float64), [str(k) for k in d["keys"]],
+                np.asarray(d["labels"], dtype=np.float64),
+                np.asarray(d["counts"], dtype=np.float64) if "counts" in d else None)
+        if not (len(p.at) == len(p.keys) == len(p.labels) == len(p.counts) and np.isfinite(p.at).all()
+                and np.isin(p.labels, (-1.0, 0.0, 1.0)).all() and np.isin(p.counts, (0.0, 1.0)).all()):
+            raise ValueError("the saved history's pending labels are not times, keys, labels and counts of one length")
+        return p
 
 
 @dataclass
@@ -160,8 +242,8 @@ class HistoryState:
 
     @classmethod
     def empty(cls, spec: HistorySpec) -> HistoryState:
-        return cls(spec, {e: EntityTable(len(spec.windows), len(spec.long_windows), len(spec.novelty_of(e)))
-                          for e in spec.entities})
+        return cls(spec, {e: EntityTable(len(spec.windows), len(spec.long_windows), len(spec.novelty_of(e)),
+                                         len(spec.risk_windows)) for e in spec.entities})
 
     def copy(self) -> HistoryState:
         return HistoryState(self.spec, {e: t.copy() for e, t in self.tables.items()}, self.end, self.start)
@@ -199,9 +281,9 @@ class HistoryState:
         if d["spec_key"] != spec.key():
             raise ValueError("the saved history belongs to another history specification")
         tables = {e: EntityTable.from_dict(d["tables"][e], len(spec.windows), len(spec.long_windows),
-                                           len(spec.novelty_of(e))) for e in spec.entities}
+                                           len(spec.novelty_of(e)), len(spec.risk_windows)) for e in spec.entities}
         for t in tables.values():
-            if not (np.isfinite(t.counts).all() and np.isfinite(t.amount).all()):
+            if not (np.isfinite(t.counts).all() and np.isfinite(t.amount).all() and np.isfinite(t.risk).all()):
                 raise ValueError("the saved history holds a number that is not finite")
         return cls(spec, tables, float("nan") if d["end"] is None else float(d["end"]),
                    float("nan") if d.get("start") is None else float(d["start"]))

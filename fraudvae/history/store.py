@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ import numpy as np
 from fraudvae import readers as read
 from fraudvae.errors import StateStoreError
 from fraudvae.history.features import derive
+from fraudvae.history.labels import LabelBatch, LabelOutcome, Record, plan, record_ttl, tx_records
 from fraudvae.history.spec import HistorySpec
 from fraudvae.history.state import EntityState, HistoryState
 
@@ -67,6 +69,10 @@ class StateStore(Protocol):
         """Raise `StateStoreError` unless the store answers."""
         ...
 
+    def label(self, batch: LabelBatch) -> LabelOutcome:
+        """Count posted labels in the entities' history (`fraudvae.history.labels`), atomically."""
+        ...
+
     def entities(self) -> int:
         """Entities held for this specification."""
         ...
@@ -82,13 +88,34 @@ except ImportError:  # pragma: no cover (the service extra brings it; the librar
 
 
 def entity_json(s: EntityState) -> str | bytes:
-    """A state as JSON text (its values are finite: a stored state has seen a transaction)."""
-    return to_json([s.last, s.counts, s.amount, s.seen])
+    """A state as JSON text (its values are finite: a stored state has seen a transaction; a time
+    no label has set yet is null). Confirmed frauds only for a specification with labels."""
+    base = [s.last, s.counts, s.amount, s.seen]
+    if s.risk:
+        base += [s.risk, _finite(s.risk_at), s.pending]
+    return to_json(base)
 
 
 def entity_from_json(text: str | bytes) -> EntityState:
-    last, counts, amount, seen = from_json(text)
-    return EntityState(float(last), tuple(counts), tuple(tuple(a) for a in amount), tuple(tuple(v) for v in seen))
+    last, counts, amount, seen, *risk = from_json(text)
+    state = EntityState(float(last), tuple(counts), tuple(tuple(a) for a in amount), tuple(tuple(v) for v in seen))
+    if risk:
+        fraud, at, pending = risk
+        state = replace(state, risk=tuple((float(f), float(n)) for f, n in fraud),
+                        risk_at=float("nan") if at is None else float(at),
+                        pending=tuple((float(a), float(y), float(c)) for a, y, c in pending))
+    return state
+
+
+def stored_states(state: HistoryState, keys: Mapping[str, Sequence[str]]) -> Iterator[tuple[str, str, EntityState]]:
+    """(entity column, key, state) of `keys` (each column's) in `state`, to write back to a store."""
+    for e, ks in keys.items():
+        table = state.tables[e]
+        pending = table.pending.by_key()
+        for k in ks:
+            s = table.get(k, pending)
+            if s is not None:
+                yield e, k, s
 
 
 def _finite(x: float) -> float | None:
@@ -97,11 +124,12 @@ def _finite(x: float) -> float | None:
 
 def compute(spec: HistorySpec, columns: Mapping[str, Sequence], n: int, ids: Sequence | None,
             load: Mapping[str, Mapping[str, EntityState]], start: float, end: float, known: Mapping[str, list]
-            ) -> tuple[dict[str, list[float | None]], HistoryState, list[int]]:
+            ) -> tuple[dict[str, list[float | None]], HistoryState, list[int], dict[str, list]]:
     """The features of a request and the state after it: `load` holds the stored states of its
     entities (entity column -> key -> state), `known` the features of ids applied before. Returns
-    the features (rows in order), the state to store back and which rows were applied (new ids,
-    each once: an id twice in one request counts once)."""
+    the features (rows in order), the state to store back, which rows were applied (new ids,
+    each once: an id twice in one request counts once) and, for a specification with labels, the
+    transaction record (`fraudvae.history.labels`) of each new id, for labels posted later."""
     names = spec.names()
     fresh, first_of = [], {}
     for i in range(n):
@@ -115,8 +143,11 @@ def compute(spec: HistorySpec, columns: Mapping[str, Sequence], n: int, ids: Seq
     state.start, state.end = start, end
     for e, states in load.items():
         state.tables[e].put_many(dict(states))
-    sub = {c: [columns[c][i] for i in fresh] for c in spec.columns()}
+    wanted = spec.columns() + [c for c in spec.optional_columns() if c in columns]
+    sub = {c: [columns[c][i] for i in fresh] for c in wanted}
     feats = derive(spec, sub, state, typed=True) if fresh else {name: np.zeros(0) for name in names}
+    records = tx_records(spec, sub, [ids[i] for i in fresh]) if spec.risk_windows and ids is not None and fresh \
+        else {}
     out: dict[str, list[float | None]] = {name: [None] * n for name in names}
     for j, i in enumerate(fresh):
         for name in names:
@@ -129,7 +160,7 @@ def compute(spec: HistorySpec, columns: Mapping[str, Sequence], n: int, ids: Seq
         values = known[rid] if rid in known else [out[name][first_of[rid]] for name in names]
         for name, v in zip(names, values, strict=True):
             out[name][i] = v
-    return out, state, fresh
+    return out, state, fresh, records
 
 
 def request_keys(spec: HistorySpec, columns: Mapping[str, Sequence]) -> dict[str, list[str]]:
@@ -158,6 +189,8 @@ class SQLiteStore:
             db.execute("CREATE TABLE IF NOT EXISTS entity (spec TEXT, col TEXT, key TEXT, last REAL, state TEXT, "
                        "PRIMARY KEY (spec, col, key))")
             db.execute("CREATE TABLE IF NOT EXISTS seen (spec TEXT, id TEXT, at REAL, features TEXT, "
+                       "PRIMARY KEY (spec, id))")
+            db.execute("CREATE TABLE IF NOT EXISTS tx (spec TEXT, id TEXT, t REAL, record TEXT, "
                        "PRIMARY KEY (spec, id))")
             if seed is not None and self._meta(db, "seeded") is None:
                 self._seed(db, seed)
@@ -198,12 +231,8 @@ class SQLiteStore:
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?, ?)", (self.key, name, value))
 
     def _seed(self, db: sqlite3.Connection, seed: HistoryState) -> None:
-        rows = []
-        for e, table in seed.tables.items():
-            for key in table.keys:
-                s = table.get(key)
-                assert s is not None
-                rows.append((self.key, e, key, s.last, entity_json(s)))
+        rows = [(self.key, e, k, s.last, entity_json(s))
+                for e, k, s in stored_states(seed, {e: t.keys for e, t in seed.tables.items()})]
         db.executemany("INSERT OR REPLACE INTO entity VALUES (?, ?, ?, ?, ?)", rows)
         self._set_meta(db, "start", repr(seed.start))
         self._set_meta(db, "end", repr(seed.end))
@@ -226,15 +255,12 @@ class SQLiteStore:
                             f"({','.join('?' * len(part))})"
                         load[e].update({k: entity_from_json(s) for k, s in db.execute(q, (self.key, e, *part))})
                 start, end = (float(self._meta(db, name) or "nan") for name in ("start", "end"))
-                out, state, fresh = compute(self.spec, columns, n, ids, load, start, end, known)
+                out, state, fresh, records = compute(self.spec, columns, n, ids, load, start, end, known)
                 if fresh:
-                    rows = []
-                    for e, ks in keys.items():
-                        for k in ks:
-                            s = state.tables[e].get(k)
-                            if s is not None:
-                                rows.append((self.key, e, k, s.last, entity_json(s)))
+                    rows = [(self.key, e, k, s.last, entity_json(s)) for e, k, s in stored_states(state, keys)]
                     db.executemany("INSERT OR REPLACE INTO entity VALUES (?, ?, ?, ?, ?)", rows)
+                    db.executemany("INSERT OR IGNORE INTO tx VALUES (?, ?, ?, ?)",
+                                   [(self.key, i, r[0], to_json(r)) for i, r in records.items()])
                     self._set_meta(db, "start", repr(state.start))
                     self._set_meta(db, "end", repr(state.end))
                     if ids is not None:
@@ -254,6 +280,32 @@ class SQLiteStore:
         longest = max(self.spec.windows)
         db.execute("DELETE FROM entity WHERE spec = ? AND last < ?", (self.key, end - 3 * longest))
         db.execute("DELETE FROM seen WHERE spec = ? AND at < ?", (self.key, end - ID_TTL_FACTOR * longest))
+        db.execute("DELETE FROM tx WHERE spec = ? AND t < ?", (self.key, end - record_ttl(self.spec)))
+
+    def label(self, batch: LabelBatch) -> LabelOutcome:
+        """Count posted labels (`fraudvae.history.labels`) in one write transaction: the records of
+        their transactions read, each entity's pending labels added, the records written back."""
+        try:
+            with self._transaction() as db:
+                records: dict[str, Record | None] = {}
+                for part in _chunks(sorted(set(batch.ids))):
+                    q = f"SELECT id, record FROM tx WHERE spec = ? AND id IN ({','.join('?' * len(part))})"
+                    records.update({i: from_json(r) for i, r in db.execute(q, (self.key, *part))})
+                adds, changed, outcome = plan(self.spec, records, batch)
+                rows = []
+                for e, per_key in adds.items():
+                    for k, items in per_key.items():
+                        row = db.execute("SELECT state FROM entity WHERE spec = ? AND col = ? AND key = ?",
+                                         (self.key, e, k)).fetchone()
+                        if row is not None:  # an entity forgotten since (quiet for long) has no history to add to
+                            s = with_pending(entity_from_json(row[0]), items)
+                            rows.append((self.key, e, k, s.last, entity_json(s)))
+                db.executemany("INSERT OR REPLACE INTO entity VALUES (?, ?, ?, ?, ?)", rows)
+                db.executemany("UPDATE tx SET record = ? WHERE spec = ? AND id = ?",
+                               [(to_json(r), self.key, i) for i, r in changed.items()])
+        except sqlite3.Error as e:
+            raise StateStoreError(f"the state store {str(self.path)!r} failed: {e}") from None
+        return outcome
 
     def ping(self) -> None:
         try:
@@ -264,6 +316,11 @@ class SQLiteStore:
     def entities(self) -> int:
         row = self._connection().execute("SELECT COUNT(*) FROM entity WHERE spec = ?", (self.key,)).fetchone()
         return int(row[0])
+
+
+def with_pending(s: EntityState, items: Sequence[tuple[float, float, float]]) -> EntityState:
+    """An entity's state with more pending labels, in time order."""
+    return replace(s, pending=tuple(sorted((*s.pending, *items), key=lambda p: p[0])))
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:

@@ -1,0 +1,161 @@
+"""Confirmed frauds as history (`fraudvae.history.risk`): an entity's frauds known before a row, from
+labels known a delay after their transactions."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudvae import ConfigError, FraudVAE, SchemaError
+from fraudvae.cli import main
+from fraudvae.history import HistorySpec, HistoryState, derive
+from fraudvae.history.risk import with_labels
+
+START = pd.Timestamp("2024-03-01")
+DAY = 86400.0
+
+
+def terminals(n: int = 12, days: int = 30, seed: int = 0) -> pd.DataFrame:
+    """Transactions at `n` terminals, about 8 a day each; terminal 3 is compromised from day 12 to day
+    20 (every transaction there a fraud)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for term in range(n):
+        for s in np.sort(rng.uniform(0, days * DAY, rng.poisson(8 * days))):
+            fraud = int(term == 3 and 12 * DAY <= s < 20 * DAY)
+            rows.append((term, int(rng.integers(0, 60)), START + pd.Timedelta(seconds=float(s)),
+                         float(rng.lognormal(3, 0.5)), fraud))
+    df = pd.DataFrame(rows, columns=["terminal_id", "card_id", "when", "amount", "is_fraud"])
+    df = df.sort_values("when", kind="stable").reset_index(drop=True)
+    df.insert(0, "tx", [f"t{i:05d}" for i in range(len(df))])
+    return df
+
+
+def spec(delay: float = 7 * DAY) -> HistorySpec:
+    return HistorySpec(("terminal_id",), "when", "amount", label_column="is_fraud", label_delay=delay)
+
+
+FRAUDS_7D = "terminal_id: frauds known in 7d"
+
+
+def test_a_label_counts_only_after_its_delay() -> None:
+    df = terminals()
+    f = derive(spec(), df, HistoryState.empty(spec()))[FRAUDS_7D]
+    t = (df["when"] - START).dt.total_seconds().to_numpy()
+    at3 = df["terminal_id"].to_numpy() == 3
+    first_fraud = t[at3 & (df["is_fraud"].to_numpy() == 1)].min()
+    assert np.all(f[at3 & (t <= first_fraud + 7 * DAY)] == 0)  # not before the first label is known
+    assert np.all(f[at3 & (t > first_fraud + 7 * DAY + 3600) & (t < 27 * DAY)] > 0.5)
+    assert np.all(f[~at3] == 0)  # other terminals had no fraud
+    # a label known at once still never counts for its own row (known at its time, not before it)
+    g = derive(spec(0.0), df, HistoryState.empty(spec(0.0)))[FRAUDS_7D]
+    frauds = np.flatnonzero(at3 & (df["is_fraud"].to_numpy() == 1))
+    assert g[frauds[0]] == 0 and g[frauds[1]] > 0
+
+
+def test_labels_not_known_yet_change_nothing() -> None:
+    df = terminals()
+    s = spec()
+    base = derive(s, df, HistoryState.empty(s))
+    t = (df["when"] - START).dt.total_seconds().to_numpy()
+    late = t > t.max() - 7 * DAY
+    flipped = df.assign(is_fraud=np.where(late, 1 - df["is_fraud"], df["is_fraud"]))
+    again = derive(s, flipped, HistoryState.empty(s))
+    for name in s.names():
+        np.testing.assert_array_equal(base[name], again[name])
+    # and a file without its label column has no confirmations, but still its other features
+    bare = derive(s, df.drop(columns="is_fraud"), HistoryState.empty(s))
+    assert np.all(bare[FRAUDS_7D][np.isfinite(bare[FRAUDS_7D])] == 0)
+    np.testing.assert_array_equal(bare["terminal_id: tx in 1d"], base["terminal_id: tx in 1d"])
+
+
+@pytest.mark.parametrize("cut_day", [13.5, 16.0, 22.0])
+def test_pending_labels_carry_across_files(cut_day: float) -> None:
+    df = terminals()
+    s = spec()
+    whole = derive(s, df, HistoryState.empty(s))
+    cut = df["when"] < START + pd.Timedelta(days=cut_day)
+    state = HistoryState.empty(s)
+    derive(s, df[cut], state)
+    assert len(state.tables["terminal_id"].pending) > 0
+    state = HistoryState.from_json(state.to_json(), s)  # saved with the model in between
+    later = derive(s, df[~cut], state)
+    for name in s.names():
+        np.testing.assert_allclose(later[name], whole[name][~cut.to_numpy()], rtol=1e-12, equal_nan=True)
+    # pending labels are bounded by the delay: all come due within it
+    at = state.tables["terminal_id"].pending.at
+    assert np.all(at >= state.end) and np.all(at <= state.end + 7 * DAY)
+
+
+def test_a_spec_without_labels_keeps_its_key_and_saved_form() -> None:
+    plain = HistorySpec(("terminal_id",), "when", "amount")
+    assert "label_column" not in plain.to_dict()
+    assert HistorySpec.from_dict(plain.to_dict()) == plain
+    assert HistorySpec.from_dict(spec().to_dict()) == spec() and spec().key() != plain.key()
+    state = HistoryState.empty(plain)
+    derive(plain, terminals(), state)
+    assert b'"pending"' not in state.to_json() and b'"risk"' not in state.to_json()
+
+
+def test_a_bad_label_is_named() -> None:
+    df = terminals().astype({"is_fraud": object})
+    df.loc[5, "is_fraud"] = "maybe"
+    with pytest.raises(SchemaError, match=r"label column 'is_fraud' is not binary: value 'maybe'"):
+        derive(spec(), df, HistoryState.empty(spec()))
+    df.loc[5, "is_fraud"] = None  # a gap is a transaction nobody labelled
+    derive(spec(), df, HistoryState.empty(spec()))
+
+
+def test_labels_file_equals_the_label_column() -> None:
+    df = terminals()
+    s = spec()
+    want = derive(s, df, HistoryState.empty(s))
+    labels = pd.DataFrame({"transaction_id": df["tx"], "label": df["is_fraud"]})
+    joined, unmatched = with_labels(df.drop(columns="is_fraud"), pd.concat([labels, pd.DataFrame(
+        {"transaction_id": ["nope"], "label": [1]})]), s, "tx")
+    assert unmatched == 1
+    got = derive(s, joined, HistoryState.empty(s))
+    for name in s.names():
+        np.testing.assert_array_equal(got[name], want[name])
+    # a label known later than the delay counts from then
+    first = int(np.flatnonzero(df["is_fraud"].to_numpy())[0])
+    slow = labels.assign(known_at=np.where(labels.index == first, str(START + pd.Timedelta(days=29)), None))
+    joined, _ = with_labels(df.drop(columns="is_fraud"), slow, s, "tx")
+    late = derive(s, joined, HistoryState.empty(s))
+    assert late[FRAUDS_7D].sum() < want[FRAUDS_7D].sum()
+
+
+def test_fit_and_score_use_confirmed_frauds(tmp_path: Path) -> None:
+    df = terminals(days=40)
+    df["when"] = df["when"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    train, test = df.iloc[: len(df) * 3 // 4], df.iloc[len(df) * 3 // 4:]
+    det = FraudVAE(label_column="is_fraud", id_column="tx", entity_columns=("terminal_id", "card_id"),
+                   label_delay="2d", epochs=5, seed=0).fit(train)
+    names = det.schema_.names()
+    assert "terminal_id: frauds known in 7d" in names and "is_fraud" not in names
+    det.save(tmp_path / "m")
+    again = FraudVAE.load(tmp_path / "m")
+    whole = derive(det.history_.spec, df, HistoryState.empty(det.history_.spec))
+    with_f = again.with_history(test)
+    np.testing.assert_allclose(with_f[FRAUDS_7D].to_numpy(), whole[FRAUDS_7D][len(train):], rtol=1e-12)
+    # the command line: --labels gives the scores the label column gives
+    test.to_csv(tmp_path / "test.csv", index=False)
+    test.drop(columns="is_fraud").to_csv(tmp_path / "bare.csv", index=False)
+    test[["tx", "is_fraud"]].rename(columns={"is_fraud": "label"}).to_csv(tmp_path / "labels.csv", index=False)
+    assert main(["score", str(tmp_path / "test.csv"), "--model", str(tmp_path / "m"), "--output",
+                 str(tmp_path / "a.csv"), "--quiet"]) == 0
+    assert main(["score", str(tmp_path / "bare.csv"), "--model", str(tmp_path / "m"), "--labels",
+                 str(tmp_path / "labels.csv"), "--output", str(tmp_path / "b.csv"), "--quiet"]) == 0
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    np.testing.assert_array_equal(a["score"], b["score"])
+
+
+def test_label_delay_needs_labels_and_entities() -> None:
+    df = terminals()
+    with pytest.raises(ConfigError, match="--label-delay"):
+        FraudVAE(entity_columns=("terminal_id",), label_delay="7d", label_check=False).fit(df)
+    with pytest.raises(ConfigError, match="--label-delay"):
+        FraudVAE(label_column="is_fraud", label_delay="7d").fit(df)
+    with pytest.raises(ConfigError, match="window"):
+        FraudVAE(label_column="is_fraud", entity_columns=("terminal_id",), label_delay="soon").fit(df)
