@@ -10,6 +10,7 @@ card_precision_top_k), and the share of each fraud scenario's frauds among the t
 
     python bench/history.py --data ../shared/datasets/handbook/transactions_2018-04_05.parquet \
         [--drop "TERMINAL_ID: new CUSTOMER_ID" ...]   (an ablation: history features left out by name)
+        [--label-delay 7d]   (also confirmed frauds as history, labels known 7 days after the fact)
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def main() -> int:
     ap.add_argument("--drop", action="append", default=[], metavar="FEATURE",
                     help="leave a history feature out of the entities' model (repeatable)")
     ap.add_argument("--skip-plain", action="store_true", help="only the model with entities")
+    ap.add_argument("--label-delay", metavar="SPAN",
+                    help="also a model with confirmed frauds as history (fit --label-delay SPAN, e.g. 7d)")
     a = ap.parse_args()
     df = pd.read_parquet(a.data)
     df["TX_DATETIME"] = pd.to_datetime(df.TX_DATETIME)
@@ -91,14 +94,22 @@ def main() -> int:
     dropped = [x for d in a.drop for x in ("--drop", d)]
     hist, t_hist = run(tmp, "history", ["--entity-column", "CUSTOMER_ID", "--entity-column", "TERMINAL_ID", *dropped])
     rows["fraudvae, entities" + (f" less {len(a.drop)}" if a.drop else "")] = assess(test, hist)
+    t_risk = float("nan")
+    if a.label_delay:
+        risk, t_risk = run(tmp, "risk", ["--entity-column", "CUSTOMER_ID", "--entity-column", "TERMINAL_ID",
+                                         "--label-delay", a.label_delay, *dropped])
+        rows[f"fraudvae, labels {a.label_delay}"] = assess(test, risk)
     keys = list(next(iter(rows.values())))
     print(f"{'method':<24}" + "".join(f"{k:>8}" for k in keys))
     for name, m in rows.items():
         print(f"{name:<24}" + "".join(f"{m[k]:8.3f}" for k in keys))
     print(f"fit + score, whole processes: {t_hist:.1f} s with entities, {t_plain:.1f} s without "
-          f"({t_hist / t_plain:.2f}x)")
+          f"({t_hist / t_plain:.2f}x)" + (f"; {t_risk:.1f} s with labels ({t_risk / t_plain:.2f}x)"
+                                           if a.label_delay else ""))
     print("reproduce: python bench/history.py --data " + " ".join([str(a.data), *(f'--drop "{d}"' for d in a.drop),
-                                                                   *(["--skip-plain"] if a.skip_plain else [])]))
+                                                                   *(["--skip-plain"] if a.skip_plain else []),
+                                                                   *([f"--label-delay {a.label_delay}"]
+                                                                     if a.label_delay else [])]))
     return 0
 
 

@@ -1,6 +1,7 @@
 """Transactions in context: each row's features from its entities' (card's, customer's, terminal's)
-strictly earlier transactions (`derive`), a bounded state per entity (`HistoryState`) saved with
-the model, and what the features are (`HistorySpec`). Imported by fitting and scoring; imports
+strictly earlier transactions (`derive`), with labels their frauds known before it (`risk`), a
+bounded state per entity (`HistoryState`) saved with the model, and what the features are
+(`HistorySpec`); labels posted to a service (`labels`). Imported by fitting and scoring; imports
 neither."""
 
 from fraudvae.history.features import derive, seconds

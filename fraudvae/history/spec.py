@@ -64,8 +64,10 @@ class HistorySpec:
     """The history features of a model. For each entity column, from its strictly earlier
     transactions: the (exponentially decayed) number of transactions in each window, the time since
     the previous one, over the longest window (at least 7 days) this amount's distance from the
-    entity's usual (in spreads of its amount), and for each novelty column whether this value is
-    new to the entity."""
+    entity's usual (in spreads of its amount), for each novelty column whether this value is
+    new to the entity, and with a label column and a delay (or a label time column) its frauds known
+    before the row and their share of its labels, over the windows of a day or more
+    (`fraudvae.history.risk`)."""
 
     entities: tuple[str, ...]
     time_column: str
