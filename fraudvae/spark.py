@@ -119,7 +119,7 @@ def _with_history(df: DataFrame, location: str, version: str, ship: bool) -> Dat
     # numbered once and kept: recomputed (a round-robin repartition is not deterministic), the row
     # numbers of the two sides of the join below could differ
     numbered = df.withColumn(ROW, F.monotonically_increasing_id()).localCheckpoint(eager=True)
-    needed = [ROW, *spec.columns()]
+    needed = [ROW, *spec.columns(), *(c for c in spec.optional_columns() if c in df.columns)]
     for e in spec.entities:
         one = HistorySpec(**{**spec.__dict__, "entities": (e,)})
         names = one.names()

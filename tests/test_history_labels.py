@@ -159,3 +159,46 @@ def test_label_delay_needs_labels_and_entities() -> None:
         FraudVAE(label_column="is_fraud", label_delay="7d").fit(df)
     with pytest.raises(ConfigError, match="window"):
         FraudVAE(label_column="is_fraud", entity_columns=("terminal_id",), label_delay="soon").fit(df)
+
+
+def test_a_label_time_column_says_when_each_label_became_known() -> None:
+    df = terminals(days=40)
+    first = int(np.flatnonzero(df["is_fraud"].to_numpy())[0])
+    known = df["when"] + pd.Timedelta(days=30)  # every label a month late...
+    known.iloc[first] = df["when"].iloc[first] + pd.Timedelta(hours=1)  # ...but the first one
+    df = df.assign(when=df["when"].dt.strftime("%Y-%m-%d %H:%M:%S"), known=known.dt.strftime("%Y-%m-%d %H:%M:%S"))
+    det = FraudVAE(label_column="is_fraud", entity_columns=("terminal_id",), label_time_column="known", epochs=2,
+                   seed=0).fit(df)
+    spec = det.history_.spec
+    assert spec.label_time_column == "known" and spec.label_delay is None and "known" not in det.schema_.names()
+    f = derive(spec, df, HistoryState.empty(spec))[FRAUDS_7D]
+    t = pd.to_datetime(df["when"])
+    at3 = (df["terminal_id"] == 3).to_numpy()
+    at = t.iloc[first]
+    soon = ((t > at + pd.Timedelta(hours=1)) & (t < at + pd.Timedelta(days=2))).to_numpy()
+    assert np.all(f[at3 & soon] > 0.5) and np.all(f[at3 & soon] < 1.5)  # the first label alone, in time
+
+
+def test_reasons_say_confirmed_frauds_in_words() -> None:
+    from fraudvae.reasons import Reason, _in_words
+
+    r = _in_words(Reason("TERMINAL_ID: frauds known in 7d", "4.2", "", 12.0, 0.0, 0.4, ()), 4.2)
+    assert r.column == "TERMINAL_ID" and "4.2 of its transactions confirmed as fraud" in r.value
+    r = _in_words(Reason("TERMINAL_ID: fraud share in 30d", "0.4", "", 9.0, 0.0, 0.05, ()), 0.4)
+    assert "40% of its labelled transactions confirmed as fraud" in r.value and "0% to 5%" in r.expected
+
+
+def test_evaluate_counts_the_labels_file(tmp_path: Path, capsys) -> None:
+    df = terminals(days=40)
+    df["when"] = df["when"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    early = pd.to_datetime(df["when"]) < START + pd.Timedelta(days=16)
+    train, test = df[early], df[~early]
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    pd.DataFrame({"transaction_id": ["nope", "nada"], "label": [1, 0]}).to_csv(tmp_path / "labels.csv", index=False)
+    assert main(["fit", str(tmp_path / "train.csv"), "--model", str(tmp_path / "m"), "--label-column", "is_fraud",
+                 "--id-column", "tx", "--entity-column", "terminal_id", "--label-delay", "1d", "--epochs", "3",
+                 "--quiet"]) == 0
+    assert main(["evaluate", str(tmp_path / "test.csv"), "--model", str(tmp_path / "m"), "--label-column", "is_fraud",
+                 "--labels", str(tmp_path / "labels.csv"), "--report", str(tmp_path / "r")]) == 0
+    assert "2 label(s) name no transaction" in capsys.readouterr().err

@@ -82,3 +82,22 @@ def test_spark_computes_the_history_as_the_cli_does(spark, tmp_path):
     np.testing.assert_allclose(got["score"], cli["score"], rtol=1e-9)
     with pytest.raises(SchemaError, match="'card_id'"):
         score(df.drop("card_id"), tmp_path / "m")
+
+
+def test_spark_counts_confirmed_frauds_as_the_cli_does(spark, tmp_path):
+    from test_history_labels import START, terminals
+
+    data = terminals(n=8, days=30, seed=2)
+    data["when"] = data["when"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    early = pd.to_datetime(data["when"]) < START + pd.Timedelta(days=17)
+    data[early].to_csv(tmp_path / "train.csv", index=False)
+    data[~early].to_csv(tmp_path / "test.csv", index=False)
+    assert main(["fit", str(tmp_path / "train.csv"), "--model", str(tmp_path / "m"), "--id-column", "tx",
+                 "--label-column", "is_fraud", "--entity-column", "terminal_id", "--label-delay", "2d",
+                 "--epochs", "4", "--quiet"]) == 0
+    assert main(["score", str(tmp_path / "test.csv"), "--model", str(tmp_path / "m"), "--output",
+                 str(tmp_path / "cli.csv"), "--quiet"]) == 0
+    cli = pd.read_csv(tmp_path / "cli.csv")
+    df = spark.read.csv(str(tmp_path / "test.csv"), header=True, inferSchema=True).repartition(3)
+    got = score(df, tmp_path / "m").toPandas().set_index("tx").loc[cli["tx"]]
+    np.testing.assert_allclose(got["score"], cli["score"], rtol=1e-9)

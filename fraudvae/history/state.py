@@ -120,6 +120,11 @@ class EntityTable:
             self.amount[i] = s.amount
         if self.risk.shape[1]:
             self.risk[i], self.risk_at[i] = s.risk or 0.0, s.risk_at
+            if key in self.pending.keys:  # its pending labels are the state's
+                keep = [j for j, k in enumerate(self.pending.keys) if k != key]
+                p = self.pending
+                self.pending = Pending(p.at[keep], [p.keys[j] for j in keep], p.labels[keep], p.counts[keep])
+            self.pending.add(key, s.pending)
         for j, col in enumerate(self.seen):
             col[i] = dict.fromkeys(s.seen[j]) if j < len(s.seen) else {}
             self.shared[j].discard(i)
