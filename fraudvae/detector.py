@@ -62,10 +62,8 @@ class FraudVAE(EntityHistory):
         transactions give each row features (`fraudvae.history`; needs a time column), the amount
         compared with their usual (default: found by name), the windows (default 1h, 1d, 7d, 30d).
     numeric : integer columns named like identifiers to model as numbers all the same.
-    label_delay, label_time_column : confirmed frauds as history (`fraudvae.history.risk`; needs
-        ``label_column`` and entity columns): each entity's frauds known before a row, a label being
-        known ``label_delay`` after its transaction (``"7d"``) or at the time in ``label_time_column``.
-        Without them labels only keep frauds out of training.
+    label_delay, label_time_column : confirmed frauds as history (`fraudvae.history.risk`), a label
+        known ``label_delay`` (``"7d"``) after its row or at the time in ``label_time_column``.
     """
 
     def __init__(self, *, hidden: tuple[int, ...] | None = None, latent_dim: int | None = None, members: int = 1,
@@ -108,8 +106,7 @@ class FraudVAE(EntityHistory):
         self.amount_column = amount_column
         self.windows = None if windows is None else tuple(windows)
         self.numeric = tuple(numeric)
-        self.label_delay = label_delay
-        self.label_time_column = label_time_column
+        self.label_delay, self.label_time_column = label_delay, label_time_column
 
     # ------------------------------------------------------------------ fitting
     def fit(self, df: pd.DataFrame, progress: Callable[[int, int, dict], None] | None = None,
