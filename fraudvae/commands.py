@@ -160,6 +160,14 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
         print(f"history: {', '.join(f'{e} ({n:,} entities)' for e, n in h.entities().items())} by {spec.time_column}"
               + (f", amount {spec.amount_column}" if spec.amount_column else ", no amount column")
               + f"; {len(h.to_json()) / 1e6:.1f} MB saved with the model (state at the end of the training file)")
+        if spec.label_column is not None:
+            from fraudvae.history import window_label
+
+            when = f"{window_label(spec.label_delay)} after each transaction" if spec.label_delay is not None else ""
+            when = " or ".join(x for x in (when, f"at {spec.label_time_column}" if spec.label_time_column else "") if x)
+            pending = sum(len(t.pending) for t in h.tables.values())
+            print(f"confirmed frauds: {spec.label_column} known {when}; {pending:,} entity labels not known yet "
+                  f"by the end of the file wait in the saved state")
         warm = m["history"]["warmup_rows"]
         if warm:
             print(f"history warm-up: the first {warm:,} rows build the history but are not trained on (their windows "
