@@ -120,10 +120,12 @@ def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int,
     return model, device, state, scorer, entity_state
 
 
-def label_history(df: pd.DataFrame, p: SimpleNamespace) -> dict:
+def label_history(df: pd.DataFrame, p: SimpleNamespace, time_column: str, windows: tuple[float, ...]) -> dict:
     """The label fields of a `HistorySpec` (none without --label-delay or --label-time-column)."""
     from fraudvae import readers as read
-    from fraudvae.history import parse_window
+    from fraudvae.history import HistorySpec, parse_window, seconds
+    from fraudvae.history.risk import labels_of
+    from fraudvae.history.spec import risk_window
 
     if p.label_delay is None and p.label_time_column is None:
         return {}
@@ -131,14 +133,21 @@ def label_history(df: pd.DataFrame, p: SimpleNamespace) -> dict:
         delay = None if p.label_delay is None else parse_window(p.label_delay)
     except ValueError as e:
         raise ConfigError(f"--label-delay: {e}") from None
-    out = {"label_column": p.label_column, "label_delay": delay}
+    out: dict = {"label_column": p.label_column, "label_delay": delay}
+    typical = delay or 0.0
     if p.label_time_column is not None:
         if p.label_time_column not in df.columns:
             raise DataError(f"--label-time-column {p.label_time_column!r} is not a column of the data",
                             column=p.label_time_column)
         unit, fmt = read.time_format(df[p.label_time_column])
         out.update(label_time_column=p.label_time_column, label_time_unit=unit, label_time_format=fmt)
-    return out
+        if delay is None:  # the typical delay the file shows: the median time from transaction to label
+            spec = HistorySpec(tuple(p.entity_columns), time_column, None, **out)
+            t = seconds(spec, df)
+            _, known = labels_of(spec, df, t)
+            lag = (known - t)[np.isfinite(known)]
+            typical = float(np.median(lag)) if lag.size else 0.0
+    return {**out, "label_windows": (risk_window(windows, typical),)}
 
 
 def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: pd.DataFrame | None,
@@ -189,7 +198,8 @@ def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: 
     prior = amount_prior(read.numbers(df[amount], amount, decimal)) if amount else (0.0, 1.0)
     spec = HistorySpec(tuple(p.entity_columns), time_column, amount, windows or DEFAULT_WINDOWS,
                        novelty=(*schema.names("categorical"), *p.entity_columns), amount_prior=prior,
-                       time_unit=unit, time_format=fmt, decimal=decimal, **label_history(df, p))
+                       time_unit=unit, time_format=fmt, decimal=decimal,
+                       **label_history(df, p, time_column, windows or DEFAULT_WINDOWS))
     clash = [n for n in spec.names() if n in df.columns]
     if clash:
         raise DataError(f"column {clash[0]!r} has the name of a history feature: rename it in the file",

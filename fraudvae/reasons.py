@@ -132,9 +132,6 @@ def _in_words(r: Reason, x: float) -> Reason:
     if what.startswith("frauds known in ") and low is not None and high is not None:
         return replace(r, column=entity, value=f"{x:.1f} of its transactions confirmed as fraud (weighted by how "
                        f"recently known, over {what.split()[3]})", expected=f"typical {max(low, 0):.1f} to {high:.1f}")
-    if what.startswith("fraud share in ") and low is not None and high is not None:
-        return replace(r, column=entity, value=f"{x:.0%} of its labelled transactions confirmed as fraud (over "
-                       f"{what.split()[3]})", expected=f"typical {max(low, 0):.0%} to {max(high, 0):.0%}")
     if what.startswith("new ") and r.likely:
         p_seen = dict(r.likely).get("0", 0.0)
         return replace(r, column=entity, value=f"{what[4:]} {'new to it' if r.value == '1' else 'seen before'}",

@@ -33,7 +33,8 @@ def terminals(n: int = 12, days: int = 30, seed: int = 0) -> pd.DataFrame:
 
 
 def spec(delay: float = 7 * DAY) -> HistorySpec:
-    return HistorySpec(("terminal_id",), "when", "amount", label_column="is_fraud", label_delay=delay)
+    return HistorySpec(("terminal_id",), "when", "amount", label_column="is_fraud", label_delay=delay,
+                       label_windows=(7 * DAY,))
 
 
 FRAUDS_7D = "terminal_id: frauds known in 7d"
@@ -171,7 +172,8 @@ def test_a_label_time_column_says_when_each_label_became_known() -> None:
                    seed=0).fit(df)
     spec = det.history_.spec
     assert spec.label_time_column == "known" and spec.label_delay is None and "known" not in det.schema_.names()
-    f = derive(spec, df, HistoryState.empty(spec))[FRAUDS_7D]
+    assert spec.risk_windows == (30 * DAY,)  # the labels' typical delay, a month, needs the longest window
+    f = derive(spec, df, HistoryState.empty(spec))["terminal_id: frauds known in 30d"]
     t = pd.to_datetime(df["when"])
     at3 = (df["terminal_id"] == 3).to_numpy()
     at = t.iloc[first]
@@ -184,9 +186,16 @@ def test_reasons_say_confirmed_frauds_in_words() -> None:
 
     r = _in_words(Reason("TERMINAL_ID: frauds known in 7d", "4.2", "", 12.0, 0.0, 0.4, ()), 4.2)
     assert r.column == "TERMINAL_ID" and "4.2 of its transactions confirmed as fraud" in r.value
-    r = _in_words(Reason("TERMINAL_ID: fraud share in 30d", "0.4", "", 9.0, 0.0, 0.05, ()), 0.4)
-    assert "40% of its labelled transactions confirmed as fraud" in r.value and "0% to 5%" in r.expected
+    assert "typical 0.0 to 0.4" in r.expected
 
+
+def test_the_risk_window_spans_the_delay() -> None:
+    from fraudvae.history.spec import DEFAULT_WINDOWS, risk_window
+
+    assert risk_window(DEFAULT_WINDOWS, 7 * DAY) == 7 * DAY
+    assert risk_window(DEFAULT_WINDOWS, 2 * DAY) == 7 * DAY
+    assert risk_window(DEFAULT_WINDOWS, 0.0) == DAY  # a day at least
+    assert risk_window(DEFAULT_WINDOWS, 60 * DAY) == 30 * DAY  # none spans it: the longest
 
 def test_evaluate_counts_the_labels_file(tmp_path: Path, capsys) -> None:
     df = terminals(days=40)

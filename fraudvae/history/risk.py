@@ -4,11 +4,11 @@ become known a delay after the fact.
 A label (the model's label column, 0 or 1; a gap is no label) of a transaction becomes known at
 the transaction's time plus the specification's `label_delay`, or at the time in its
 `label_time_column` (never before the transaction itself). It then counts for every entity of its
-transaction. Per entity column E and risk window W (`HistorySpec.risk_windows`), a row gets:
-- ``E: frauds known in W``: the entity's labels known strictly before the row's time that say
-  fraud, each weighted e^(-time since it became known / W);
-- ``E: fraud share in W``: those frauds over the labels known (weighted alike) plus one, so a
-  single early confirmation on a busy terminal says less than four of its last ten.
+transaction. Per entity column E and its risk window W (`HistorySpec.risk_windows`: one, the
+shortest window spanning the delay, `spec.risk_window`), a row gets ``E: frauds known in W``: the
+entity's labels known strictly before the row's time that say fraud, each weighted
+e^(-time since it became known / W). The state also keeps the labels known (weighted alike), the
+denominator of a fraud share, so that a later feature can read it without a new state format.
 A row never sees its own label (it becomes known after the row) nor one known at or after its
 time. Labels not known by the end of a batch wait in the state (`Pending`) and come due while
 later batches are read: fit then score equals one file, and the state stays bounded by the delay.
@@ -93,7 +93,6 @@ def risk(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, own: list
     windows = np.asarray(spec.risk_windows)
     n = len(t)
     frauds = np.full((n, len(windows)), np.nan)
-    share = np.full((n, len(windows)), np.nan)
     present = np.fromiter((k is not None for k in own), dtype=bool, count=n)
     q = np.flatnonzero(present)
     lab = np.flatnonzero(present & np.isfinite(y) & np.isfinite(known))
@@ -125,15 +124,13 @@ def risk(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, own: list
         reads, labels = ~is_label[sel], is_label[sel]
         i = row[sel][reads]
         frauds[i] = now[reads, :, FRAUDS]
-        share[i] = now[reads, :, FRAUDS] / (now[reads, :, LABELLED] + 1.0)
         if labels.any():
             la = a[labels]
             add = np.stack([np.broadcast_to(value[sel][labels][:, None], (len(la), len(windows))),
                             np.broadcast_to(count[sel][labels][:, None], (len(la), len(windows)))], axis=-1)
             table.risk[la] = now[labels] + add
             table.risk_at[la] = np.fmax(since[labels], when[labels])
-    cols = [frauds[:, k] for k in range(len(windows))] + [share[:, k] for k in range(len(windows))]
-    return dict(zip(spec.risk_names(e), cols, strict=True))
+    return dict(zip(spec.risk_names(e), [frauds[:, k] for k in range(len(windows))], strict=True))
 
 
 def with_labels(df: pd.DataFrame, labels: pd.DataFrame, spec: HistorySpec, id_column: str | None
