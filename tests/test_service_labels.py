@@ -95,6 +95,11 @@ def test_unknown_ids_and_changed_labels_are_answered(model: Path, split, tmp_pat
         bad = c.post("/labels", json={"labels": [{"transaction_id": rows[2]["tx"], "label": 1, "known_at": "soon"}]})
         assert bad.status_code == 422 and "known_at" in bad.json()["error"]["message"]
         assert c.post("/labels", json={"labels": []}).status_code == 422
+        for body in (b'{"labels": [{"transaction_id": "\\ud800", "label": 1}]}',
+                     b'{"labels": [{"transaction_id": "a", "label": 1, "known_at": "\\ud800"}]}',
+                     b'{"labels": [{"transaction_id": "a", "label": NaN}]}', b"[" * 100_000):
+            r = c.post("/labels", content=body, headers={"content-type": "application/json"})
+            assert 400 <= r.status_code < 500, (body[:60], r.status_code, r.text)
 
 
 def test_labels_need_a_model_that_keeps_them_and_a_key(model: Path, split, tmp_path: Path) -> None:

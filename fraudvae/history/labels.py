@@ -72,6 +72,11 @@ def read_labels(spec: HistorySpec | None, ids: Sequence, labels: Sequence, known
     for i, rid in enumerate(ids):
         if rid is None or (isinstance(rid, str) and not rid.strip()):
             raise SchemaError(f"record {i}: transaction_id is missing", row=i, column="transaction_id")
+    for name, values in (("transaction_id", ids), ("label", labels), ("known_at", known_at)):
+        for i, v in enumerate(values):
+            if isinstance(v, str) and not _encodable(v):
+                raise SchemaError(f"record {i}: {name} is not valid text (it holds a lone UTF-16 surrogate)", row=i,
+                                  column=name)
     y = label_values(list(labels), "label", True)
     gap = np.flatnonzero(np.isnan(y))
     if len(gap):
@@ -87,6 +92,14 @@ def read_labels(spec: HistorySpec | None, ids: Sequence, labels: Sequence, known
         raise SchemaError(f"record {i}: known_at is needed (the model has no --label-delay to assume)", row=i,
                           column="known_at")
     return LabelBatch([str(r).strip() for r in ids], y, at)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
