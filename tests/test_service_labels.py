@@ -113,3 +113,36 @@ def test_labels_need_a_model_that_keeps_them_and_a_key(model: Path, split, tmp_p
         assert c.post("/labels", json={"labels": [{"transaction_id": "t1", "label": 1}]}).status_code == 401
         r = c.post("/labels", json={"labels": [{"transaction_id": "t1", "label": 1}]}, headers={"X-API-Key": "sekret"})
         assert r.status_code == 200 and r.json()["unknown"] == 1
+
+
+def test_generated_label_requests_never_get_a_server_error(model: Path, split, tmp_path: Path) -> None:
+    import httpx
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from test_service_process import serve
+
+    _, test = split
+    srv = serve(model, env={"FRAUDVAE_STATE_DIR": str(tmp_path / "state")})
+    try:
+        srv.wait_ready()
+        rows = rows_of(test.head(20))
+        assert httpx.post(srv.url + "/score", json={"transactions": rows}, timeout=30).status_code == 200
+        schema = schemathesis.openapi.from_url(srv.url + "/openapi.json")
+        op = next(r.ok() for r in schema.get_all_operations() if r.ok().path == "/labels")
+        seen: set[int] = set()
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+            @given(op.as_strategy(generation_mode=mode))
+            @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            def check(case) -> None:
+                response = case.call(base_url=srv.url)
+                seen.add(response.status_code)
+                assert response.status_code < 500, f"{response.status_code} {response.text[:300]}"
+
+            check()
+        assert 200 in seen and any(400 <= s < 500 for s in seen), seen
+        # and the rows scored before are still known: a label for one of them is counted
+        first = {"labels": [{"transaction_id": rows[0]["tx"], "label": 1}]}
+        r = httpx.post(srv.url + "/labels", json=first, timeout=30)
+        assert r.status_code == 200 and r.json()["unknown"] == 0
+    finally:
+        srv.stop()
