@@ -17,7 +17,7 @@ entity); `HistoryState` holds a table per entity column.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,13 +101,11 @@ class EntityTable:
         other.shared, self.shared = [set(everyone) for _ in self.seen], [set(everyone) for _ in self.seen]
         return other
 
-    def get(self, key: str, pending: Mapping[str, list[tuple[float, float, float]]] | None = None
-            ) -> EntityState | None:
-        """An entity's state; `pending` (`Pending.by_key`, made once for many calls) its pending labels."""
+    def get(self, key: str) -> EntityState | None:
         i = self.index.get(key)
         if i is None:
             return None
-        waiting = (pending if pending is not None else self.pending.by_key()).get(key, []) if self.risk.shape[1] else []
+        waiting = self.pending.by_key().get(key, []) if self.risk.shape[1] else []
         return EntityState(float(self.last[i]), tuple(self.counts[i].tolist()),
                            tuple(tuple(a) for a in self.amount[i].tolist()), tuple(tuple(col[i]) for col in self.seen),
                            tuple((f, n) for f, n in self.risk[i].tolist()), float(self.risk_at[i]), tuple(waiting))
@@ -199,6 +197,7 @@ class Pending:
         self.keys = [] if keys is None else keys
         self.labels = np.zeros(0) if labels is None else labels
         self.counts = np.ones(len(self.labels)) if counts is None else counts
+        self._by_key: dict[str, list[tuple[float, float, float]]] | None = None  # `by_key`, until `add`
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -213,13 +212,17 @@ class Pending:
             self.at, self.labels, self.counts = np.r_[self.at, a[:, 0]], np.r_[self.labels, a[:, 1]], \
                 np.r_[self.counts, a[:, 2]]
             self.keys += [key] * len(a)
+            self._by_key = None
 
     def by_key(self) -> dict[str, list[tuple[float, float, float]]]:
-        """Each entity's pending labels, (at, label, count) in time order."""
-        out: dict[str, list[tuple[float, float, float]]] = {}
-        for i in np.argsort(self.at, kind="stable").tolist():
-            out.setdefault(self.keys[i], []).append((float(self.at[i]), float(self.labels[i]), float(self.counts[i])))
-        return out
+        """Each entity's pending labels, (at, label, count) in time order: sorted once, then kept
+        until labels are added (reading every entity's state reads it once per entity)."""
+        if self._by_key is None:
+            self._by_key = {}
+            for i in np.argsort(self.at, kind="stable").tolist():
+                self._by_key.setdefault(self.keys[i], []).append(
+                    (float(self.at[i]), float(self.labels[i]), float(self.counts[i])))
+        return self._by_key
 
     def to_dict(self) -> dict:
         return {"at": self.at.tolist(), "keys": self.keys, "labels": self.labels.tolist(),

@@ -111,9 +111,8 @@ def stored_states(state: HistoryState, keys: Mapping[str, Sequence[str]]) -> Ite
     """(entity column, key, state) of `keys` (each column's) in `state`, to write back to a store."""
     for e, ks in keys.items():
         table = state.tables[e]
-        pending = table.pending.by_key()
         for k in ks:
-            s = table.get(k, pending)
+            s = table.get(k)
             if s is not None:
                 yield e, k, s
 
