@@ -243,3 +243,10 @@ def keys(values: pd.Series | list, name: str, *, typed: bool = False) -> pd.Seri
 def times(values: pd.Series | list, name: str, spec: TimeSpec, *, typed: bool = False) -> pd.Series:
     """A time column as date-times (NaT for gaps), in the format or epoch unit of its training file."""
     return _json_times(values, name, spec) if typed else _file_times(values, name, spec)
+
+
+def epoch_seconds(t: pd.Series) -> np.ndarray:
+    """Date-times (`times`) as seconds since the epoch, NaN for a gap."""
+    out = t.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+    out[t.isna().to_numpy()] = np.nan
+    return out

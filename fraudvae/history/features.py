@@ -64,7 +64,7 @@ def seconds(spec: HistorySpec, data: Data, typed: bool = False) -> np.ndarray:
         place, row = (where(values, i), values.index[i]) if isinstance(values, pd.Series) else (f"record {i}", i)
         raise SchemaError(f"time column {name!r} has no time at {place}: every transaction needs one to be placed "
                           f"in its entities' histories", row=row, column=name)
-    return t.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+    return read.epoch_seconds(t)
 
 
 FAST_ROWS = 1000  # a request's times are read value by value (pandas' setup costs more on a few rows)
@@ -115,15 +115,15 @@ def derive(spec: HistorySpec, data: Data, state: HistoryState, typed: bool = Fal
         state.start = float(t.min())
     for e in spec.entities:
         out.update(_entity(spec, e, state.tables[e], t, x, keys, order, n, state.start))
+    end = float(np.nanmax([state.end, t.max()])) if n else state.end  # the clock after these rows
     if spec.risk_windows and n:  # confirmed frauds: labels known before each row, the rest left pending
         y, known = labels_of(spec, data, t, typed)
-        end = float(np.nanmax([state.end, t.max()]))
         for e in spec.entities:
             out.update(risk(spec, e, state.tables[e], t, keys[e], y, known, end))
     elif spec.risk_windows:
         out.update({name: np.zeros(0) for name in spec.names()})
     if n:
-        state.end = float(np.nanmax([state.end, t.max()]))
+        state.end = end
         state.start = float(np.nanmin([state.start, t.min()]))
     return {name: out[name] for name in spec.names()}
 

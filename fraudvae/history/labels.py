@@ -86,7 +86,7 @@ def read_labels(spec: HistorySpec | None, ids: Sequence, labels: Sequence, known
     if given:
         times = read.times([known_at[i] for i in given], "known_at",
                            TimeSpec(spec.time_unit, spec.time_format, (), (), False), typed=True)
-        at[given] = times.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+        at[given] = read.epoch_seconds(times)
     if spec.label_delay is None and np.isnan(at).any():
         i = int(np.flatnonzero(np.isnan(at))[0])
         raise SchemaError(f"record {i}: known_at is needed (the model has no --label-delay to assume)", row=i,

@@ -48,9 +48,8 @@ def labels_of(spec: HistorySpec, data: pd.DataFrame | Mapping[str, Sequence], t:
     if spec.label_time_column is not None and spec.label_time_column in data:
         tc = spec.label_time_column
         raw = data[tc] if not typed else list(data[tc])
-        known = read.times(raw, tc, TimeSpec(spec.label_time_unit, spec.label_time_format, (), (), False), typed=typed)
-        at = known.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
-        at[known.isna().to_numpy()] = np.nan
+        at = read.epoch_seconds(read.times(raw, tc, TimeSpec(spec.label_time_unit, spec.label_time_format, (), (),
+                                                             False), typed=typed))
     else:
         at = np.full(n, np.nan)
     if KNOWN_AT in data:
@@ -163,7 +162,7 @@ def with_labels(df: pd.DataFrame, labels: pd.DataFrame, spec: HistorySpec, id_co
                             f"is not a date-time", row=labels.index[i], column="known_at")
         if when.dt.tz is not None:
             when = when.dt.tz_convert(None)
-        at = np.where(when.isna(), np.nan, when.to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9)
+        at = read.epoch_seconds(when)
     keep = np.isfinite(y)
     latest = pd.DataFrame({"y": y[keep], "at": at[keep]}, index=ids[keep])
     latest = latest[~latest.index.duplicated(keep="last")]
