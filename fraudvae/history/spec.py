@@ -67,8 +67,7 @@ class HistorySpec:
     the previous one, over the longest window (at least 7 days) this amount's distance from the
     entity's usual (in spreads of its amount), for each novelty column whether this value is
     new to the entity, and with a label column and a delay (or a label time column) its frauds known
-    before the row and their share of its labels, over the windows of a day or more
-    (`fraudvae.history.risk`)."""
+    before the row, over one window spanning the delay (`risk_window`, `fraudvae.history.risk`)."""
 
     entities: tuple[str, ...]
     time_column: str
