@@ -54,6 +54,7 @@ class RedisStore:
         self.prefix = f"fraudvae:{spec.key()}:"
         self.client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
         self.reseeded = 0  # times the store was found empty and seeded again (a metric)
+        self.entity_ttl = int(3 * max(spec.windows))  # an entity's state outlives three longest windows unseen
         # this process's requests take turns (its threads would only retry one another); the
         # optimistic transaction settles what other processes and hosts do meanwhile
         self._turn = threading.Lock()
@@ -74,10 +75,9 @@ class RedisStore:
         with lock:
             if self.client.hexists(meta, "seeded"):  # another worker seeded it meanwhile
                 return False
-            ttl = int(3 * max(self.spec.windows))
             pipe = self.client.pipeline(transaction=False)
             for e, key, s in stored_states(self.seed_state, {e: t.keys for e, t in self.seed_state.tables.items()}):
-                pipe.set(self._entity_key(e, key), entity_json(s), ex=ttl)
+                pipe.set(self._entity_key(e, key), entity_json(s), ex=self.entity_ttl)
             pipe.hset(meta, mapping={"start": repr(self.seed_state.start), "end": repr(self.seed_state.end),
                                      "seeded": repr(time.time())})
             pipe.execute()
@@ -116,7 +116,7 @@ class RedisStore:
                     pipe.multi()
                     if fresh:
                         for e, k, s in stored_states(state, keys):
-                            pipe.set(self._entity_key(e, k), entity_json(s), ex=int(3 * longest))
+                            pipe.set(self._entity_key(e, k), entity_json(s), ex=self.entity_ttl)
                         for tx_id, r in records.items():
                             pipe.set(self.prefix + "tx:" + tx_id, to_json(r), ex=int(record_ttl(self.spec)), nx=True)
                         pipe.hset(meta, mapping={"start": repr(state.start), "end": repr(state.end)})
@@ -154,11 +154,10 @@ class RedisStore:
                         pipe.watch(*(key for _, _, key in targets))
                     states = pipe.mget([key for _, _, key in targets]) if targets else []
                     pipe.multi()
-                    longest = max(self.spec.windows)
                     for (e, k, key), v in zip(targets, states, strict=True):
                         if v is not None:  # an entity forgotten since (quiet for long) has no history to add to
                             pipe.set(key, entity_json(with_pending(entity_from_json(v), adds[e][k])),
-                                     ex=int(3 * longest))
+                                     ex=self.entity_ttl)
                     for i, r in changed.items():
                         pipe.set(self.prefix + "tx:" + i, to_json(r), keepttl=True)
                     pipe.execute()
