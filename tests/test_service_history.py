@@ -217,3 +217,53 @@ def test_concurrent_requests_share_store_calls_and_a_bad_one_fails_alone(model: 
         {c: [r.get(c) for r in rows] for c in rows[0]}, len(rows), [r["tx"] for r in rows])
     for name in got:  # the combined calls equal one call of all the good rows in order
         np.testing.assert_allclose(np.array(got[name], float), np.array(again[name], float), rtol=1e-12)
+
+
+def _stream_small_requests(url: str, history, cards_: list[str], stop, sent) -> None:
+    from fraudvae.history.redis_store import RedisStore
+
+    store, k = RedisStore(url, history.spec, history), 0
+    while not stop.is_set():
+        cols, ids = _same_time_rows(cards_, 5, f"s{k}")
+        store.apply(cols, 5, ids)
+        with sent.get_lock():
+            sent.value += 5
+        k += 1
+
+
+def _same_time_rows(cards_: list[str], n: int, tag: str) -> tuple[dict[str, list], list[str]]:
+    return ({"card_id": [cards_[i % len(cards_)] for i in range(n)], "when": ["2024-06-01 12:00:00"] * n,
+             "amount": [10.0 + i % 7 for i in range(n)], "merchant": ["m1"] * n}, [f"{tag}-{i}" for i in range(n)])
+
+
+def test_redis_serves_a_large_request_among_a_stream_of_small_ones_and_loses_no_update(model: Path, redis_server
+                                                                                        ) -> None:
+    """Two workers (two processes) on the same cards: one posts a steady stream of 5-row requests,
+    the other 800-row ones, which the stream used to starve (50 lost optimistic tries, a 503). Every
+    request commits and every transaction counts once: all share one timestamp, so each card's
+    count in the shortest window is exactly its number of transactions."""
+    import multiprocessing
+
+    from fraudvae.history.redis_store import RedisStore
+    from fraudvae.history.store import entity_from_json
+
+    det = FraudVAE.load(model)
+    url = f"redis://127.0.0.1:{redis_server['port']}/0"
+    large = RedisStore(url, det.history_.spec, det.history_)
+    cards_ = [f"c{i}" for i in range(20)]
+    ctx = multiprocessing.get_context("fork")
+    stop, sent = ctx.Event(), ctx.Value("q", 0)
+    other = ctx.Process(target=_stream_small_requests, args=(url, det.history_, cards_, stop, sent))
+    other.start()
+    try:
+        while sent.value < 50:  # the stream is running
+            time.sleep(0.01)
+        for k in range(3):
+            cols, ids = _same_time_rows(cards_, 800, f"L{k}")
+            large.apply(cols, 800, ids)
+    finally:
+        stop.set()
+        other.join(30)
+    assert other.exitcode == 0
+    counted = sum(entity_from_json(large.client.get(large._entity_key("card_id", c))).counts[0] for c in cards_)
+    assert counted == pytest.approx(3 * 800 + sent.value, abs=1e-6)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from fraudvae.errors import StateStoreError
 from fraudvae.history.labels import LabelBatch, LabelOutcome, plan, record_ttl
@@ -39,8 +40,26 @@ from fraudvae.history.store import (
 
 log = logging.getLogger("fraudvae.history")
 T = TypeVar("T")
-RETRIES = 50  # optimistic transactions retried at most this many times under contention
 TIMEOUT_S = 2.0  # a Redis that does not answer within this is unavailable (503), never waited on longer
+OPTIMISTIC_TRIES = 3  # conflicts before a request takes the writer lock
+LOCK_MS = 5_000  # the writer lock expires by itself after this (a writer that died holding it)
+CONTENDED_S = 10.0  # a request that cannot commit within this is refused (503): the store is too contended
+WAIT_S = 0.001  # how often a writer looks again at a lock another holds
+# the clock: the earliest start and the latest end any request saw, whatever order requests commit in
+CLOCK = """
+for i, field in ipairs({'start', 'end'}) do
+  local v = ARGV[i]
+  if v ~= 'nan' then
+    local cur = redis.call('HGET', KEYS[1], field)
+    local n = tonumber(v)
+    if (not cur) or cur == 'nan' or (i == 1 and n < tonumber(cur)) or (i == 2 and n > tonumber(cur)) then
+      redis.call('HSET', KEYS[1], field, v)
+    end
+  end
+end
+"""
+RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_RETRY = object()  # what a transaction's body returns to be run again
 
 
 class RedisStore:
@@ -58,6 +77,9 @@ class RedisStore:
         # this process's requests take turns (its threads would only retry one another); the
         # optimistic transaction settles what other processes and hosts do meanwhile
         self._turn = threading.Lock()
+        self._clock = self.client.register_script(CLOCK)
+        self._release = self.client.register_script(RELEASE)
+        self.locked = 0  # requests that took the writer lock after conflicts (a measure of contention)
         self._guard(self._ensure_seeded)
 
     def _guard(self, fn: Callable[..., T], *args: object) -> T:
@@ -90,47 +112,80 @@ class RedisStore:
         with self._turn:
             return self._guard(self._apply, columns, n, ids)
 
+    def _transaction(self, body: Callable[[object], object]) -> object:
+        """Run `body` (given a pipeline in immediate mode: it WATCHes and reads its keys, calls
+        ``multi()`` and queues its writes, or returns `_RETRY`) until its MULTI/EXEC commits. The
+        writer lock is WATCHed too: while another request holds it this one waits; after
+        `OPTIMISTIC_TRIES` conflicts this one takes it. `StateStoreError` after `CONTENDED_S`."""
+        lock = self.prefix + "writer"
+        token = uuid.uuid4().hex.encode()
+        deadline = time.monotonic() + CONTENDED_S
+        conflicts, took = 0, False
+        try:
+            while True:
+                if conflicts >= OPTIMISTIC_TRIES and self.client.set(lock, token, nx=True, px=LOCK_MS):
+                    if not took:
+                        self.locked += 1
+                    took = True
+                with self.client.pipeline(transaction=True) as pipe:
+                    try:
+                        pipe.watch(lock)
+                        owner = pipe.get(lock)
+                        if owner is None or owner == token:
+                            result = body(pipe)
+                            if result is not _RETRY:
+                                pipe.execute()
+                                return result
+                    except self._redis.WatchError:
+                        conflicts += 1
+                if time.monotonic() > deadline:
+                    raise StateStoreError(f"the state store {self.url} is too contended: a request could not "
+                                          f"commit within {CONTENDED_S:g} s")
+                if owner is not None and owner != token:
+                    time.sleep(WAIT_S)
+        finally:
+            if took:
+                self._release(keys=[lock], args=[token])
+
     def _apply(self, columns: Mapping[str, Sequence], n: int, ids: Sequence | None) -> dict[str, list[float | None]]:
         keys = request_keys(self.spec, columns)
         entity_keys = [(e, k, self._entity_key(e, k)) for e, ks in keys.items() for k in ks]
         rid = sorted({str(i) for i in ids if i is not None}) if ids is not None else []
         meta = self.prefix + "meta"
         longest = max(self.spec.windows)
-        for _ in range(RETRIES):
+
+        def body(pipe: Any) -> object:
             self._reseed_if_empty()
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(meta, *(k for _, _, k in entity_keys))
-                    values = pipe.mget([k for _, _, k in entity_keys]) if entity_keys else []
-                    seen = pipe.mget([self.prefix + "id:" + i for i in rid]) if rid else []
-                    start, end, seeded = pipe.hmget(meta, ["start", "end", "seeded"])
-                    if seeded is None:
-                        continue  # emptied meanwhile: seed again first
-                    load: dict[str, dict[str, EntityState]] = {e: {} for e in keys}
-                    for (e, k, _), v in zip(entity_keys, values, strict=True):
-                        if v is not None:
-                            load[e][k] = entity_from_json(v)
-                    known = {i: from_json(v) for i, v in zip(rid, seen, strict=True) if v is not None}
-                    out, state, fresh, records = compute(self.spec, columns, n, ids, load, float(start or "nan"),
-                                                         float(end or "nan"), known)
-                    pipe.multi()
-                    if fresh:
-                        for e, k, s in stored_states(state, keys):
-                            pipe.set(self._entity_key(e, k), entity_json(s), ex=self.entity_ttl)
-                        for tx_id, r in records.items():
-                            pipe.set(self.prefix + "tx:" + tx_id, to_json(r), ex=int(record_ttl(self.spec)), nx=True)
-                        pipe.hset(meta, mapping={"start": repr(state.start), "end": repr(state.end)})
-                        names = self.spec.names()
-                        if ids is not None:
-                            for i in fresh:
-                                if ids[i] is not None:
-                                    pipe.set(self.prefix + "id:" + str(ids[i]), to_json([out[m][i] for m in names]),
-                                             ex=int(ID_TTL_FACTOR * longest), nx=True)
-                    pipe.execute()
-                    return out
-                except self._redis.WatchError:
-                    continue
-        raise StateStoreError(f"the state store {self.url} is too contended: {RETRIES} tries of one request failed")
+            if entity_keys:
+                pipe.watch(*(k for _, _, k in entity_keys))
+            values = pipe.mget([k for _, _, k in entity_keys]) if entity_keys else []
+            seen = pipe.mget([self.prefix + "id:" + i for i in rid]) if rid else []
+            start, end, seeded = pipe.hmget(meta, ["start", "end", "seeded"])
+            if seeded is None:
+                return _RETRY  # emptied meanwhile: seed again first
+            load: dict[str, dict[str, EntityState]] = {e: {} for e in keys}
+            for (e, k, _), v in zip(entity_keys, values, strict=True):
+                if v is not None:
+                    load[e][k] = entity_from_json(v)
+            known = {i: from_json(v) for i, v in zip(rid, seen, strict=True) if v is not None}
+            out, state, fresh, records = compute(self.spec, columns, n, ids, load, float(start or "nan"),
+                                                 float(end or "nan"), known)
+            pipe.multi()
+            if fresh:
+                for e, k, s in stored_states(state, keys):
+                    pipe.set(self._entity_key(e, k), entity_json(s), ex=self.entity_ttl)
+                for tx_id, r in records.items():
+                    pipe.set(self.prefix + "tx:" + tx_id, to_json(r), ex=int(record_ttl(self.spec)), nx=True)
+                self._clock(keys=[meta], args=[repr(state.start), repr(state.end)], client=pipe)
+                names = self.spec.names()
+                if ids is not None:
+                    for i in fresh:
+                        if ids[i] is not None:
+                            pipe.set(self.prefix + "id:" + str(ids[i]), to_json([out[m][i] for m in names]),
+                                     ex=int(ID_TTL_FACTOR * longest), nx=True)
+            return out
+
+        return cast(dict[str, list[float | None]], self._transaction(body))
 
     def label(self, batch: LabelBatch) -> LabelOutcome:
         with self._turn:
@@ -141,30 +196,26 @@ class RedisStore:
         then their entities' states, the pending labels added and everything written in one MULTI."""
         ids = sorted(set(batch.ids))
         tx_keys = [self.prefix + "tx:" + i for i in ids]
-        for _ in range(RETRIES):
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    if tx_keys:
-                        pipe.watch(*tx_keys)
-                    values = pipe.mget(tx_keys) if tx_keys else []
-                    records = {i: from_json(v) for i, v in zip(ids, values, strict=True) if v is not None}
-                    adds, changed, outcome = plan(self.spec, records, batch)
-                    targets = [(e, k, self._entity_key(e, k)) for e, per_key in adds.items() for k in per_key]
-                    if targets:
-                        pipe.watch(*(key for _, _, key in targets))
-                    states = pipe.mget([key for _, _, key in targets]) if targets else []
-                    pipe.multi()
-                    for (e, k, key), v in zip(targets, states, strict=True):
-                        if v is not None:  # an entity forgotten since (quiet for long) has no history to add to
-                            pipe.set(key, entity_json(with_pending(entity_from_json(v), adds[e][k])),
-                                     ex=self.entity_ttl)
-                    for i, r in changed.items():
-                        pipe.set(self.prefix + "tx:" + i, to_json(r), keepttl=True)
-                    pipe.execute()
-                    return outcome
-                except self._redis.WatchError:
-                    continue
-        raise StateStoreError(f"the state store {self.url} is too contended: {RETRIES} tries of one request failed")
+
+        def body(pipe: Any) -> object:
+            if tx_keys:
+                pipe.watch(*tx_keys)
+            values = pipe.mget(tx_keys) if tx_keys else []
+            records = {i: from_json(v) for i, v in zip(ids, values, strict=True) if v is not None}
+            adds, changed, outcome = plan(self.spec, records, batch)
+            targets = [(e, k, self._entity_key(e, k)) for e, per_key in adds.items() for k in per_key]
+            if targets:
+                pipe.watch(*(key for _, _, key in targets))
+            states = pipe.mget([key for _, _, key in targets]) if targets else []
+            pipe.multi()
+            for (e, k, key), v in zip(targets, states, strict=True):
+                if v is not None:  # an entity forgotten since (quiet for long) has no history to add to
+                    pipe.set(key, entity_json(with_pending(entity_from_json(v), adds[e][k])), ex=self.entity_ttl)
+            for i, r in changed.items():
+                pipe.set(self.prefix + "tx:" + i, to_json(r), keepttl=True)
+            return outcome
+
+        return cast(LabelOutcome, self._transaction(body))
 
     def _reseed_if_empty(self) -> None:
         """Seed again, with a warning and a count, a store found empty after it was seeded once."""
