@@ -267,3 +267,27 @@ def test_redis_serves_a_large_request_among_a_stream_of_small_ones_and_loses_no_
     assert other.exitcode == 0
     counted = sum(entity_from_json(large.client.get(large._entity_key("card_id", c))).counts[0] for c in cards_)
     assert counted == pytest.approx(3 * 800 + sent.value, abs=1e-6)
+
+
+def test_the_embedded_stores_log_is_checkpointed_off_the_requests_path(model: Path, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """Requests never checkpoint (the fsync held the write lock); the store's thread does, so the
+    write-ahead log is reused instead of growing with every request."""
+    from fraudvae import open_state_store
+    from fraudvae.history import checkpoint
+
+    monkeypatch.setattr(checkpoint, "INTERVAL_S", 0.05)
+    det = FraudVAE.load(model)
+    store = open_state_store(det.history_.spec, det.history_, folder=tmp_path / "state")
+    wal = next((tmp_path / "state").glob("*-wal"))
+    cards_ = [f"c{i}" for i in range(200)]
+
+    def burst(tag: str) -> int:
+        for k in range(20):
+            cols, ids = _same_time_rows(cards_, 200, f"{tag}{k}")
+            store.apply(cols, 200, ids)
+        time.sleep(0.3)  # a few checkpoints
+        return wal.stat().st_size
+
+    first = burst("a")  # unchecked, each burst adds as much again (5.1 MB after the second here)
+    assert burst("b") < 1.5 * first and burst("c") < 1.5 * first

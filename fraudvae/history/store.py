@@ -33,6 +33,7 @@ import numpy as np
 
 from fraudvae import readers as read
 from fraudvae.errors import StateStoreError
+from fraudvae.history import checkpoint
 from fraudvae.history.features import derive
 from fraudvae.history.labels import LabelBatch, LabelOutcome, Record, plan, record_ttl, tx_records
 from fraudvae.history.spec import HistorySpec
@@ -193,6 +194,7 @@ class SQLiteStore:
                        "PRIMARY KEY (spec, id))")
             if seed is not None and self._meta(db, "seeded") is None:
                 self._seed(db, seed)
+        checkpoint.start(self.path, self, BUSY_TIMEOUT_S)
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -200,6 +202,7 @@ class SQLiteStore:
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # `checkpoint` does it, off the requests' path
             self._local.db = db
         return db
 
