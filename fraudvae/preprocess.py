@@ -32,7 +32,7 @@ from fraudvae.errors import DataError
 from fraudvae.readers import is_number_column, time_format
 from fraudvae.schema import Schema, show, where
 from fraudvae.specs import BinarySpec, CategoricalSpec, NumericSpec, TimeSpec
-from fraudvae.values import clock_features, decimal_mark
+from fraudvae.values import clock_features, clock_keys, decimal_mark, json_datetimes
 
 OTHER, MISSING = 0, 1  # reserved category indices; the training vocabulary starts at 2
 CLIP = 1e3  # scaled numbers are clipped here so that any finite input gives a finite score
@@ -165,7 +165,9 @@ class Preprocessor:
         keys: dict = {name: (None if typed else arrow_keys(data[name])) for name in self.categorical}
         keys = {name: read.keys(data[name], name, typed=typed) if k is None else k for name, k in keys.items()}
         for name, t in self.times.items():
-            keys[f"{name}.hour"], keys[f"{name}.weekday"] = clock_features(read.times(data[name], name, t, typed=typed))
+            fast = json_datetimes(data[name], t.format) if typed and t.unit is None else None  # a request's few
+            keys[f"{name}.hour"], keys[f"{name}.weekday"] = (
+                clock_keys(fast) if fast is not None else clock_features(read.times(data[name], name, t, typed=typed)))
         return self._assemble(
             n,
             {name: read.numbers(data[name], name, s.decimal, typed=typed) for name, s in self.numeric.items()},

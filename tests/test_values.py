@@ -84,3 +84,28 @@ def test_a_decimal_comma_column_is_numeric_end_to_end():
     assert det.preprocessor_.numeric["amount"].decimal == ","
     frame = pd.DataFrame({"amount": euro, "b": 0.5})
     np.testing.assert_array_equal(det.score_samples(frame), det.score_samples(frame.assign(amount=x)))
+
+
+@pytest.mark.parametrize("fmt, values", [
+    ("%Y-%m-%d %H:%M:%S", ["2024-03-16 23:59:59", " 2024-02-29 00:00:01 ", None, "2024-03-17 12:00:00"]),
+    ("%Y-%m-%dT%H:%M:%S.%f", ["2024-03-16T23:59:59.123456", "2024-03-16T00:00:00.5"]),
+    ("%Y-%m-%dT%H:%M:%S%z", ["2024-03-16T23:30:00+05:00", "2024-03-16T01:00:00-08:00"]),
+    ("%d/%m/%Y %H:%M", ["16/03/2024 07:05", "01/12/2023 18:45"]),
+])
+def test_a_requests_times_read_value_by_value_as_pandas_reads_them(fmt, values):
+    from fraudvae.history.features import _strptime
+    from fraudvae.readers import epoch_seconds
+    from fraudvae.values import clock_keys, json_datetimes
+
+    fast = json_datetimes(values, fmt)
+    assert fast is not None
+    t, bad = parse_times(pd.Series(values, dtype=object), fmt)
+    assert not bad.any()
+    hour, day = clock_features(t)
+    assert clock_keys(fast) == (hour.tolist(), day.tolist())
+    if None not in values:
+        np.testing.assert_array_equal(_strptime(values, fmt), epoch_seconds(t))
+    # anything else goes to the general reader, which reads or names it
+    assert json_datetimes([*values, 5], fmt) is None
+    assert json_datetimes([*values, "not a time"], fmt) is None
+    assert json_datetimes(values * 600, fmt) is None  # many rows: pandas is faster

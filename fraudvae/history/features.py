@@ -44,6 +44,7 @@ from fraudvae.history.spec import CLIP, MIN_COVER, MIN_SPREAD, PRIOR_WEIGHT, His
 from fraudvae.history.state import REF_CENTRE, REF_SPREAD, SQUARES, TOTAL, WEIGHT, EntityTable, HistoryState
 from fraudvae.schema import where
 from fraudvae.specs import TimeSpec
+from fraudvae.values import json_datetimes
 
 Data: TypeAlias = pd.DataFrame | Mapping[str, Sequence]
 
@@ -53,7 +54,7 @@ def seconds(spec: HistorySpec, data: Data, typed: bool = False) -> np.ndarray:
     (every transaction needs a time to be placed in its entities' histories)."""
     name = spec.time_column
     values = data[name] if not typed else list(data[name])
-    if typed and spec.time_format is not None and len(values) <= FAST_ROWS:
+    if typed and spec.time_format is not None:
         fast = _strptime(values, spec.time_format)
         if fast is not None:
             return fast
@@ -67,31 +68,17 @@ def seconds(spec: HistorySpec, data: Data, typed: bool = False) -> np.ndarray:
     return read.epoch_seconds(t)
 
 
-FAST_ROWS = 1000  # a request's times are read value by value (pandas' setup costs more on a few rows)
 EPOCH = datetime(1970, 1, 1)
 MICROSECOND = timedelta(microseconds=1)
-ISO_SECONDS = "%Y-%m-%d %H:%M:%S"
 
 
 def _strptime(values: Sequence, fmt: str) -> np.ndarray | None:
-    """Seconds of JSON time strings in the training file's format, as pandas reads them (the wall
-    clock as written, microseconds exact); None when a value is not such a string (the general
-    reader then names it)."""
-    out = np.empty(len(values))
-    iso = fmt == ISO_SECONDS
-    for i, v in enumerate(values):
-        if type(v) is not str:
-            return None
-        v = v.strip()
-        try:  # the common layout through the C parser (strptime's regex costs ten times more)
-            if iso and len(v) == 19 and v[4] == v[7] == "-" and v[10] == " " and v[13] == v[16] == ":" and v.isascii():
-                when = datetime.fromisoformat(v)
-            else:
-                when = datetime.strptime(v, fmt)
-        except ValueError:
-            return None
-        out[i] = ((when.replace(tzinfo=None) - EPOCH) // MICROSECOND * 1000) / 1e9
-    return out
+    """Seconds of a request's time strings (`json_datetimes`); None when one is not such a string
+    or is a gap (the general reader then names it)."""
+    times = json_datetimes(values, fmt)
+    if times is None or any(t is None for t in times):
+        return None
+    return np.array([((t - EPOCH) // MICROSECOND * 1000) / 1e9 for t in times if t is not None])
 
 
 def derive(spec: HistorySpec, data: Data, state: HistoryState, typed: bool = False) -> dict[str, np.ndarray]:
