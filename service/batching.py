@@ -2,8 +2,9 @@
 
 Requests wait in a bounded queue (counted in rows). One worker takes everything waiting, up to
 `max_batch_rows`, and scores it off the event loop in a single thread: encoding, forward pass,
-p-values and top features for the whole batch at once. A lone request waits at most `max_wait_s`
-for company; while a batch is being scored the next one gathers by itself. Each request gets back
+p-values and top features for the whole batch at once. While a batch is being scored the next one
+gathers by itself; a lone request waits at most `max_wait_s` for company (the service's default: 0,
+scored at once). Each request gets back
 exactly its own rows: when a batch holds a bad request, the requests are encoded one by one so
 only the bad one gets its error.
 """
