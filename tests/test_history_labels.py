@@ -211,3 +211,31 @@ def test_evaluate_counts_the_labels_file(tmp_path: Path, capsys) -> None:
     assert main(["evaluate", str(tmp_path / "test.csv"), "--model", str(tmp_path / "m"), "--label-column", "is_fraud",
                  "--labels", str(tmp_path / "labels.csv"), "--report", str(tmp_path / "r")]) == 0
     assert "2 label(s) name no transaction" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("labels", [True, False])
+def test_stored_states_in_bulk_are_each_entitys_json(labels: bool) -> None:
+    """The stores read and write states in bulk (`stored.load`, `stored.dump`): the same JSON as
+    `entity_json` of each entity, pending labels included, and read back to the same states."""
+    from fraudvae.history import stored
+
+    s = HistorySpec(("terminal_id", "card_id"), "when", "amount", novelty=("card_id", "terminal_id"),
+                    **({"label_column": "is_fraud", "label_delay": 7 * DAY, "label_windows": (7 * DAY,)}
+                       if labels else {}))
+    df = terminals(days=16)  # cut while terminal 3's labels are pending
+    state = HistoryState.empty(s)
+    derive(s, df, state)
+    keys = {e: list(t.keys) for e, t in state.tables.items()}
+    dumped = list(stored.dump(state, keys))
+    assert [(e, k, last) for e, k, last, _ in dumped] == [(e, k, state.tables[e].get(k).last)
+                                                          for e, ks in keys.items() for k in ks]
+    assert [text for *_, text in dumped] == [stored.entity_json(state.tables[e].get(k))
+                                             for e, ks in keys.items() for k in ks]
+    if labels:
+        assert len(state.tables["terminal_id"].pending) > 0
+    again = HistoryState.empty(s)
+    for e in keys:
+        stored.load(again.tables[e], {k: text for col, k, _, text in dumped if col == e})
+    for e, ks in keys.items():
+        for k in ks:
+            assert stored.entity_json(again.tables[e].get(k)) == stored.entity_json(state.tables[e].get(k))

@@ -245,7 +245,7 @@ def test_redis_serves_a_large_request_among_a_stream_of_small_ones_and_loses_no_
     import multiprocessing
 
     from fraudvae.history.redis_store import RedisStore
-    from fraudvae.history.store import entity_from_json
+    from fraudvae.history.stored import entity_from_json
 
     det = FraudVAE.load(model)
     url = f"redis://127.0.0.1:{redis_server['port']}/0"

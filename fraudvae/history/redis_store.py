@@ -23,20 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from fraudvae.errors import StateStoreError
+from fraudvae.history import stored
 from fraudvae.history.labels import LabelBatch, LabelOutcome, plan, record_ttl
 from fraudvae.history.spec import HistorySpec
-from fraudvae.history.state import EntityState, HistoryState
-from fraudvae.history.store import (
-    ID_TTL_FACTOR,
-    compute,
-    entity_from_json,
-    entity_json,
-    from_json,
-    request_keys,
-    stored_states,
-    to_json,
-    with_pending,
-)
+from fraudvae.history.state import HistoryState
+from fraudvae.history.store import ID_TTL_FACTOR, compute, request_keys
+from fraudvae.history.stored import entity_from_json, entity_json, from_json, to_json, with_pending
 
 log = logging.getLogger("fraudvae.history")
 T = TypeVar("T")
@@ -98,8 +90,8 @@ class RedisStore:
             if self.client.hexists(meta, "seeded"):  # another worker seeded it meanwhile
                 return False
             pipe = self.client.pipeline(transaction=False)
-            for e, key, s in stored_states(self.seed_state, {e: t.keys for e, t in self.seed_state.tables.items()}):
-                pipe.set(self._entity_key(e, key), entity_json(s), ex=self.entity_ttl)
+            for e, key, _, text in stored.dump(self.seed_state, {e: t.keys for e, t in self.seed_state.tables.items()}):
+                pipe.set(self._entity_key(e, key), text, ex=self.entity_ttl)
             pipe.hset(meta, mapping={"start": repr(self.seed_state.start), "end": repr(self.seed_state.end),
                                      "seeded": repr(time.time())})
             pipe.execute()
@@ -163,17 +155,17 @@ class RedisStore:
             start, end, seeded = pipe.hmget(meta, ["start", "end", "seeded"])
             if seeded is None:
                 return _RETRY  # emptied meanwhile: seed again first
-            load: dict[str, dict[str, EntityState]] = {e: {} for e in keys}
+            load: dict[str, dict[str, bytes]] = {e: {} for e in keys}
             for (e, k, _), v in zip(entity_keys, values, strict=True):
                 if v is not None:
-                    load[e][k] = entity_from_json(v)
+                    load[e][k] = v
             known = {i: from_json(v) for i, v in zip(rid, seen, strict=True) if v is not None}
             out, state, fresh, records = compute(self.spec, columns, n, ids, load, float(start or "nan"),
                                                  float(end or "nan"), known)
             pipe.multi()
             if fresh:
-                for e, k, s in stored_states(state, keys):
-                    pipe.set(self._entity_key(e, k), entity_json(s), ex=self.entity_ttl)
+                for e, k, _, text in stored.dump(state, keys):
+                    pipe.set(self._entity_key(e, k), text, ex=self.entity_ttl)
                 for tx_id, r in records.items():
                     pipe.set(self.prefix + "tx:" + tx_id, to_json(r), ex=int(record_ttl(self.spec)), nx=True)
                 self._clock(keys=[meta], args=[repr(state.start), repr(state.end)], client=pipe)

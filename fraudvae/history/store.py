@@ -16,28 +16,26 @@ entities, loaded from the store: the same arithmetic as a file, row for row.
 from __future__ import annotations
 
 import fcntl
-import json
 import math
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
-from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from fraudvae import readers as read
 from fraudvae.errors import StateStoreError
-from fraudvae.history import checkpoint
+from fraudvae.history import checkpoint, stored
 from fraudvae.history.features import derive
 from fraudvae.history.labels import LabelBatch, LabelOutcome, Record, plan, record_ttl, tx_records
 from fraudvae.history.spec import HistorySpec
-from fraudvae.history.state import EntityState, HistoryState
+from fraudvae.history.state import HistoryState
+from fraudvae.history.stored import entity_from_json, entity_json, from_json, to_json, with_pending
 
 BUSY_TIMEOUT_S = 10.0  # how long a write waits for another worker's transaction before the store is called unavailable
 ID_TTL_FACTOR = 1.0  # a transaction id is remembered for this many times the longest window (retries come sooner)
@@ -79,54 +77,11 @@ class StateStore(Protocol):
         ...
 
 
-try:  # the service's JSON library when installed (a state is read and written per transaction: 10x faster)
-    import msgspec
-
-    to_json: Callable[[object], str | bytes] = msgspec.json.Encoder().encode
-    from_json: Callable[[str | bytes], Any] = msgspec.json.Decoder().decode
-except ImportError:  # pragma: no cover (the service extra brings it; the library alone has json)
-    to_json, from_json = partial(json.dumps, separators=(",", ":")), json.loads
-
-
-def entity_json(s: EntityState) -> str | bytes:
-    """A state as JSON text (its values are finite: a stored state has seen a transaction; a time
-    no label has set yet is null). Confirmed frauds only for a specification with labels."""
-    base = [s.last, s.counts, s.amount, s.seen]
-    if s.risk:
-        base += [s.risk, _finite(s.risk_at), s.pending]
-    return to_json(base)
-
-
-def entity_from_json(text: str | bytes) -> EntityState:
-    last, counts, amount, seen, *risk = from_json(text)
-    state = EntityState(float(last), tuple(counts), tuple(tuple(a) for a in amount), tuple(tuple(v) for v in seen))
-    if risk:
-        fraud, at, pending = risk
-        state = replace(state, risk=tuple((float(f), float(n)) for f, n in fraud),
-                        risk_at=float("nan") if at is None else float(at),
-                        pending=tuple((float(a), float(y), float(c)) for a, y, c in pending))
-    return state
-
-
-def stored_states(state: HistoryState, keys: Mapping[str, Sequence[str]]) -> Iterator[tuple[str, str, EntityState]]:
-    """(entity column, key, state) of `keys` (each column's) in `state`, to write back to a store."""
-    for e, ks in keys.items():
-        table = state.tables[e]
-        for k in ks:
-            s = table.get(k)
-            if s is not None:
-                yield e, k, s
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
 def compute(spec: HistorySpec, columns: Mapping[str, Sequence], n: int, ids: Sequence | None,
-            load: Mapping[str, Mapping[str, EntityState]], start: float, end: float, known: Mapping[str, list]
+            load: Mapping[str, Mapping[str, str | bytes]], start: float, end: float, known: Mapping[str, list]
             ) -> tuple[dict[str, list[float | None]], HistoryState, list[int], dict[str, list]]:
     """The features of a request and the state after it: `load` holds the stored states of its
-    entities (entity column -> key -> state), `known` the features of ids applied before. Returns
+    entities (entity column -> key -> `stored` JSON), `known` the features of ids applied before. Returns
     the features (rows in order), the state to store back, which rows were applied (new ids,
     each once: an id twice in one request counts once) and, for a specification with labels, the
     transaction record (`fraudvae.history.labels`) of each new id, for labels posted later."""
@@ -141,17 +96,25 @@ def compute(spec: HistorySpec, columns: Mapping[str, Sequence], n: int, ids: Seq
         fresh.append(i)
     state = HistoryState.empty(spec)
     state.start, state.end = start, end
-    for e, states in load.items():
-        state.tables[e].put_many(dict(states))
+    for e, texts in load.items():
+        stored.load(state.tables[e], texts)
     wanted = spec.columns() + [c for c in spec.optional_columns() if c in columns]
     sub = {c: [columns[c][i] for i in fresh] for c in wanted}
     feats = derive(spec, sub, state, typed=True) if fresh else {name: np.zeros(0) for name in names}
     records = tx_records(spec, sub, [ids[i] for i in fresh]) if spec.risk_windows and ids is not None and fresh \
         else {}
-    out: dict[str, list[float | None]] = {name: [None] * n for name in names}
-    for j, i in enumerate(fresh):
-        for name in names:
-            out[name][i] = _finite(float(feats[name][j]))
+    out: dict[str, list[float | None]] = {}
+    for name in names:  # a gap (NaN) as None, column by column
+        f = feats[name]
+        values: list[float | None] = list(f.tolist())
+        if not np.isfinite(f).all():
+            values = [v if v is not None and math.isfinite(v) else None for v in values]
+        if len(fresh) == n:
+            out[name] = values
+        else:
+            out[name] = [None] * n
+            for j, i in enumerate(fresh):
+                out[name][i] = values[j]
     applied = set(fresh)
     for i in range(n):
         rid = None if ids is None or ids[i] is None else str(ids[i])
@@ -233,8 +196,8 @@ class SQLiteStore:
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?, ?)", (self.key, name, value))
 
     def _seed(self, db: sqlite3.Connection, seed: HistoryState) -> None:
-        rows = [(self.key, e, k, s.last, entity_json(s))
-                for e, k, s in stored_states(seed, {e: t.keys for e, t in seed.tables.items()})]
+        rows = [(self.key, e, k, last, text)
+                for e, k, last, text in stored.dump(seed, {e: t.keys for e, t in seed.tables.items()})]
         db.executemany("INSERT OR REPLACE INTO entity VALUES (?, ?, ?, ?, ?)", rows)
         self._set_meta(db, "start", repr(seed.start))
         self._set_meta(db, "end", repr(seed.end))
@@ -249,17 +212,17 @@ class SQLiteStore:
                 for part in _chunks(rid):
                     q = f"SELECT id, features FROM seen WHERE spec = ? AND id IN ({','.join('?' * len(part))})"
                     known.update({i: from_json(f) for i, f in db.execute(q, (self.key, *part))})
-                load: dict[str, dict[str, EntityState]] = {}
+                load: dict[str, dict[str, str | bytes]] = {}
                 for e, ks in keys.items():
                     load[e] = {}
                     for part in _chunks(ks):
                         q = f"SELECT key, state FROM entity WHERE spec = ? AND col = ? AND key IN " \
                             f"({','.join('?' * len(part))})"
-                        load[e].update({k: entity_from_json(s) for k, s in db.execute(q, (self.key, e, *part))})
+                        load[e].update(db.execute(q, (self.key, e, *part)).fetchall())
                 start, end = (float(self._meta(db, name) or "nan") for name in ("start", "end"))
                 out, state, fresh, records = compute(self.spec, columns, n, ids, load, start, end, known)
                 if fresh:
-                    rows = [(self.key, e, k, s.last, entity_json(s)) for e, k, s in stored_states(state, keys)]
+                    rows = [(self.key, e, k, last, text) for e, k, last, text in stored.dump(state, keys)]
                     db.executemany("INSERT OR REPLACE INTO entity VALUES (?, ?, ?, ?, ?)", rows)
                     db.executemany("INSERT OR IGNORE INTO tx VALUES (?, ?, ?, ?)",
                                    [(self.key, i, r[0], to_json(r)) for i, r in records.items()])
@@ -318,11 +281,6 @@ class SQLiteStore:
     def entities(self) -> int:
         row = self._connection().execute("SELECT COUNT(*) FROM entity WHERE spec = ?", (self.key,)).fetchone()
         return int(row[0])
-
-
-def with_pending(s: EntityState, items: Sequence[tuple[float, float, float]]) -> EntityState:
-    """An entity's state with more pending labels, in time order."""
-    return replace(s, pending=tuple(sorted((*s.pending, *items), key=lambda p: p[0])))
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
