@@ -291,3 +291,34 @@ def test_the_embedded_stores_log_is_checkpointed_off_the_requests_path(model: Pa
 
     first = burst("a")  # unchecked, each burst adds as much again (5.1 MB after the second here)
     assert burst("b") < 1.5 * first and burst("c") < 1.5 * first
+
+
+def test_the_embedded_store_computes_again_what_another_worker_changed_meanwhile(model: Path, tmp_path: Path) -> None:
+    """A request's features are computed outside the write lock from a snapshot; when another
+    worker's request for the same card commits in between, they are computed again under the lock:
+    the answer is the one of the two requests in turn, and no update is lost."""
+    from fraudvae import open_state_store
+
+    det = FraudVAE.load(model)
+    first = _same_time_rows(["c1"], 1, "first")
+    second = ({**_same_time_rows(["c1"], 1, "second")[0], "when": ["2024-06-01 12:05:00"]}, ["second-0"])
+    want = open_state_store(det.history_.spec, det.history_, folder=tmp_path / "turns")
+    want.apply(first[0], 1, first[1])
+    expected = want.apply(second[0], 1, second[1])
+
+    a = open_state_store(det.history_.spec, det.history_, folder=tmp_path / "race")
+    b = open_state_store(det.history_.spec, det.history_, folder=tmp_path / "race")
+    snapshot, calls = a._snapshot, []
+
+    def between(*args):  # the other worker commits right after this one read its snapshot
+        got = snapshot(*args)
+        if not calls:
+            b.apply(first[0], 1, first[1])
+        calls.append(1)
+        return got
+
+    a._snapshot = between
+    assert a.apply(second[0], 1, second[1]) == expected
+    assert len(calls) == 2  # read, then read again under the lock and found changed
+    third = ({**first[0], "when": ["2024-06-01 12:10:00"]}, ["third-0"])
+    assert a.apply(third[0], 1, third[1]) == want.apply(third[0], 1, third[1])  # nothing was lost
