@@ -3,8 +3,9 @@
 Requests wait in a bounded queue (counted in rows). One worker takes everything waiting, up to
 `max_batch_rows`, and scores it off the event loop in a single thread: encoding, forward pass,
 p-values and top features for the whole batch at once. While a batch is being scored the next one
-gathers by itself; a lone request waits at most `max_wait_s` for company (the service's default: 0,
-scored at once). Each request gets back
+gathers by itself; a lone request waits at most `max_wait_s` for company, and only while other
+requests are on their way in (`arriving`: read, decoded or in the history store), so a request
+alone in the service is scored at once. Each request gets back
 exactly its own rows: when a batch holds a bad request, the requests are encoded one by one so
 only the bad one gets its error.
 """
@@ -61,6 +62,7 @@ class Batcher:
         self.max_queue_s = max_queue_s
         self.on_batch = on_batch  # (rows, requests, seconds) after each batch: metrics
         self.queued_rows = 0
+        self.arriving = 0  # requests the endpoint is reading or preparing: company that is coming
         self._jobs: deque[_Job] = deque()
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="fraudvae-score")
@@ -106,7 +108,7 @@ class Batcher:
                 continue
             # a lone request waits a little for company; requests that queued while the last
             # batch was scored have waited already
-            if self.queued_rows < self.max_batch_rows and self.max_wait_s > 0 and not self._closing:
+            if self.arriving and self.queued_rows < self.max_batch_rows and self.max_wait_s > 0 and not self._closing:
                 waited = time.perf_counter() - self._jobs[0].queued_at
                 if waited < self.max_wait_s:
                     await asyncio.sleep(self.max_wait_s - waited)

@@ -133,16 +133,20 @@ class ScoreEndpoint:
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > settings.max_body_bytes:
             raise ServiceError(413, f"the body is {int(declared)} bytes; at most {settings.max_body_bytes} allowed")
-        body = await self._read_body(receive)
-        if encoding == "gzip" or len(body) > OFF_LOOP_BYTES:  # big work off the event loop: others keep going
-            batch = await asyncio.to_thread(self._decode, state.decoder, body, encoding)
-        else:
-            batch = self._decode(state.decoder, body, encoding)
-        if state.history is not None:  # history features, applied in the shared store
-            batch.columns.update(await state.history.apply(batch))
-            self.store_calls += 1
-            if self.store_calls % ENTITIES_EVERY == 1:
-                state.metrics.on_entities(await asyncio.to_thread(state.history.store.entities))
+        state.batcher.arriving += 1  # a batch about to be scored may wait for this one
+        try:
+            body = await self._read_body(receive)
+            if encoding == "gzip" or len(body) > OFF_LOOP_BYTES:  # big work off the event loop: others keep going
+                batch = await asyncio.to_thread(self._decode, state.decoder, body, encoding)
+            else:
+                batch = self._decode(state.decoder, body, encoding)
+            if state.history is not None:  # history features, applied in the shared store
+                batch.columns.update(await state.history.apply(batch))
+                self.store_calls += 1
+                if self.store_calls % ENTITIES_EVERY == 1:
+                    state.metrics.on_entities(await asyncio.to_thread(state.history.store.entities))
+        finally:
+            state.batcher.arriving -= 1
         scores = await state.batcher.score(batch)
         det, ids = state.detector, batch.ids
         if not np.isfinite(scores.score).all():  # never a NaN in a 200: a model fault, answered as ours

@@ -2,6 +2,7 @@
 queue refuses work beyond its bound."""
 
 import asyncio
+import time
 
 import numpy as np
 import pandas as pd
@@ -78,3 +79,30 @@ def test_a_request_is_refused_once_the_queue_is_slower_than_its_budget(fitted: F
         await b.stop()
 
     asyncio.run(run())
+
+
+def test_a_request_waits_for_company_only_while_company_is_on_its_way(fitted: FraudVAE, data: pd.DataFrame) -> None:
+    """Alone in the service a request is scored at once, whatever `max_wait_s`; with another request
+    being read (`arriving`), the batch waits for it and both share one pass."""
+    sizes: list[int] = []
+
+    async def run() -> tuple[float, list[int], int]:
+        b = Batcher(fitted, max_batch_rows=1000, max_wait_s=0.5, max_queue_rows=10_000,
+                    on_batch=lambda rows, requests, s: sizes.append(requests))
+        b.start()
+        t = time.perf_counter()
+        await b.score(batch_of(data.iloc[:3], fitted))
+        alone = time.perf_counter() - t
+        sizes.clear()
+        b.arriving = 1  # another request is being read
+        first = asyncio.ensure_future(b.score(batch_of(data.iloc[:3], fitted)))
+        await asyncio.sleep(0.05)
+        b.arriving = 0
+        second = await b.score(batch_of(data.iloc[3:5], fitted))
+        await first
+        await b.stop()
+        return alone, sizes, len(second.score)
+
+    alone, together, n = asyncio.run(run())
+    assert alone < 0.25  # not the 0.5 s wait
+    assert together == [2] and n == 2
