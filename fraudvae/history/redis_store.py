@@ -69,7 +69,6 @@ class RedisStore:
         # this process's requests take turns (its threads would only retry one another); the
         # optimistic transaction settles what other processes and hosts do meanwhile
         self._turn = threading.Lock()
-        self._clock = self.client.register_script(CLOCK)
         self._release = self.client.register_script(RELEASE)
         self.locked = 0  # requests that took the writer lock after conflicts (a measure of contention)
         self._guard(self._ensure_seeded)
@@ -104,10 +103,11 @@ class RedisStore:
         with self._turn:
             return self._guard(self._apply, columns, n, ids)
 
-    def _transaction(self, body: Callable[[object], object]) -> object:
-        """Run `body` (given a pipeline in immediate mode: it WATCHes and reads its keys, calls
-        ``multi()`` and queues its writes, or returns `_RETRY`) until its MULTI/EXEC commits. The
-        writer lock is WATCHed too: while another request holds it this one waits; after
+    def _transaction(self, reads: list[str], body: Callable[[Any, list], object]) -> object:
+        """Run `body` until its MULTI/EXEC commits: the keys `reads` are WATCHed and read (one round
+        trip each), then `body` gets the pipeline in immediate mode and their values; it may WATCH
+        and read more, then calls ``multi()`` and queues its writes, or returns `_RETRY`. The writer
+        lock is WATCHed and read with them: while another request holds it this one waits; after
         `OPTIMISTIC_TRIES` conflicts this one takes it. `StateStoreError` after `CONTENDED_S`."""
         lock = self.prefix + "writer"
         token = uuid.uuid4().hex.encode()
@@ -121,10 +121,10 @@ class RedisStore:
                     took = True
                 with self.client.pipeline(transaction=True) as pipe:
                     try:
-                        pipe.watch(lock)
-                        owner = pipe.get(lock)
+                        pipe.watch(lock, *reads)
+                        owner, *values = pipe.mget([lock, *reads])
                         if owner is None or owner == token:
-                            result = body(pipe)
+                            result = body(pipe, values)
                             if result is not _RETRY:
                                 pipe.execute()
                                 return result
@@ -146,15 +146,12 @@ class RedisStore:
         meta = self.prefix + "meta"
         longest = max(self.spec.windows)
 
-        def body(pipe: Any) -> object:
-            self._reseed_if_empty()
-            if entity_keys:
-                pipe.watch(*(k for _, _, k in entity_keys))
-            values = pipe.mget([k for _, _, k in entity_keys]) if entity_keys else []
-            seen = pipe.mget([self.prefix + "id:" + i for i in rid]) if rid else []
+        def body(pipe: Any, got: list) -> object:
+            values, seen = got[: len(entity_keys)], got[len(entity_keys):]
             start, end, seeded = pipe.hmget(meta, ["start", "end", "seeded"])
-            if seeded is None:
-                return _RETRY  # emptied meanwhile: seed again first
+            if seeded is None:  # emptied (Redis restarted without persistence): seed again, then retry
+                self._reseed_if_empty()
+                return _RETRY
             load: dict[str, dict[str, bytes]] = {e: {} for e in keys}
             for (e, k, _), v in zip(entity_keys, values, strict=True):
                 if v is not None:
@@ -168,7 +165,7 @@ class RedisStore:
                     pipe.set(self._entity_key(e, k), text, ex=self.entity_ttl)
                 for tx_id, r in records.items():
                     pipe.set(self.prefix + "tx:" + tx_id, to_json(r), ex=int(record_ttl(self.spec)), nx=True)
-                self._clock(keys=[meta], args=[repr(state.start), repr(state.end)], client=pipe)
+                pipe.eval(CLOCK, 1, meta, repr(state.start), repr(state.end))  # no SCRIPT EXISTS round trip
                 names = self.spec.names()
                 if ids is not None:
                     for i in fresh:
@@ -177,7 +174,8 @@ class RedisStore:
                                      ex=int(ID_TTL_FACTOR * longest), nx=True)
             return out
 
-        return cast(dict[str, list[float | None]], self._transaction(body))
+        reads = [k for _, _, k in entity_keys] + [self.prefix + "id:" + i for i in rid]
+        return cast(dict[str, list[float | None]], self._transaction(reads, body))
 
     def label(self, batch: LabelBatch) -> LabelOutcome:
         with self._turn:
@@ -189,10 +187,7 @@ class RedisStore:
         ids = sorted(set(batch.ids))
         tx_keys = [self.prefix + "tx:" + i for i in ids]
 
-        def body(pipe: Any) -> object:
-            if tx_keys:
-                pipe.watch(*tx_keys)
-            values = pipe.mget(tx_keys) if tx_keys else []
+        def body(pipe: Any, values: list) -> object:
             records = {i: from_json(v) for i, v in zip(ids, values, strict=True) if v is not None}
             adds, changed, outcome = plan(self.spec, records, batch)
             targets = [(e, k, self._entity_key(e, k)) for e, per_key in adds.items() for k in per_key]
@@ -207,7 +202,7 @@ class RedisStore:
                 pipe.set(self.prefix + "tx:" + i, to_json(r), keepttl=True)
             return outcome
 
-        return cast(LabelOutcome, self._transaction(body))
+        return cast(LabelOutcome, self._transaction(tx_keys, body))
 
     def _reseed_if_empty(self) -> None:
         """Seed again, with a warning and a count, a store found empty after it was seeded once."""
