@@ -6,11 +6,16 @@ a TTL of three longest windows: the store stays bounded; with labels, its pendin
 ``id:<transaction id>`` the features a transaction got (a TTL of one longest window), ``tx:<id>``
 with labels, the transaction's record for labels posted later (`fraudvae.history.labels`; a TTL of
 the longest window plus the delay), and the hash ``meta`` (``start``, ``end`` and the
-``seeded`` marker). A request is applied optimistically: its entities' keys and ``meta`` are
-WATCHed, read, the features computed, and the new states written in one MULTI/EXEC, retried when
-another worker changed one of them meanwhile, so no update is lost. A store whose marker is gone
-(Redis restarted without persistence) is noticed and seeded again from the model's saved state,
-with a warning: what the entities did since training is lost with it.
+``seeded`` marker). A request is applied optimistically: its entities' keys are WATCHed and read
+(with its ids' keys, in one MGET), the features computed, and the new states written in one
+MULTI/EXEC, retried when another worker changed one of them meanwhile, so no update is lost. The
+clock in ``meta`` moves by a script in the MULTI that keeps the earliest start and the latest end,
+so requests for other entities never conflict over it. A request that conflicts `OPTIMISTIC_TRIES`
+times takes the ``writer`` lock (SET NX with an expiry), which every writer WATCHes and waits on
+while another holds it: a large request among small ones on the same entities is never starved
+(it was: 800 rows against a stream of 100-row requests lost 50 tries in a row, a 503). A store
+whose marker is gone (Redis restarted without persistence) is noticed and seeded again from the
+model's saved state, with a warning: what the entities did since training is lost with it.
 """
 
 from __future__ import annotations
@@ -104,8 +109,8 @@ class RedisStore:
             return self._guard(self._apply, columns, n, ids)
 
     def _transaction(self, reads: list[str], body: Callable[[Any, list], object]) -> object:
-        """Run `body` until its MULTI/EXEC commits: the keys `reads` are WATCHed and read (one round
-        trip each), then `body` gets the pipeline in immediate mode and their values; it may WATCH
+        """Run `body` until its MULTI/EXEC commits: the keys `reads` are WATCHed and read (a round
+        trip for each of the two), then `body` gets the pipeline in immediate mode and their values; it may WATCH
         and read more, then calls ``multi()`` and queues its writes, or returns `_RETRY`. The writer
         lock is WATCHed and read with them: while another request holds it this one waits; after
         `OPTIMISTIC_TRIES` conflicts this one takes it. `StateStoreError` after `CONTENDED_S`."""
