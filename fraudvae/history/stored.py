@@ -55,26 +55,14 @@ def with_pending(s: EntityState, items: Sequence[tuple[float, float, float]]) ->
 
 
 def load(table: EntityTable, texts: Mapping[str, str | bytes]) -> None:
-    """Put stored states (key -> JSON) into `table`, those of keys it does not hold yet: what
-    `EntityTable.put_many` of `entity_from_json` does, at once."""
-    new = [(k, from_json(v)) for k, v in texts.items() if k not in table.index]
-    if not new:
-        return
-    rows = table.rows([k for k, _ in new])
-    table.last[rows] = [float(d[0]) for _, d in new]
-    table.counts[rows] = [d[1] for _, d in new]
-    if table.amount.shape[1]:
-        table.amount[rows] = [d[2] for _, d in new]
-    for j, col in enumerate(table.seen):
-        for i, (_, d) in zip(rows.tolist(), new, strict=True):
-            col[i] = dict.fromkeys(d[3][j]) if j < len(d[3]) else {}
-    if table.risk.shape[1]:
-        none = [[0.0, 0.0]] * table.risk.shape[1]
-        table.risk[rows] = [d[4] if len(d) > 4 and d[4] else none for _, d in new]
-        table.risk_at[rows] = [float("nan") if len(d) < 6 or d[5] is None else float(d[5]) for _, d in new]
-        for k, d in new:
-            if len(d) > 6 and d[6]:
-                table.pending.add(k, d[6])
+    """Put stored states (key -> JSON) into `table`, those of keys it does not hold yet, through
+    `EntityTable.put_many` (which grows the arrays once); each state keeps JSON's lists as decoded,
+    without `entity_from_json`'s conversion to tuples."""
+    new = {k: from_json(v) for k, v in texts.items() if k not in table.index}
+    nan = float("nan")
+    table.put_many({k: EntityState(float(d[0]), d[1], d[2], d[3], *((d[4], nan if d[5] is None else float(d[5]), d[6])
+                                                                     if len(d) > 4 else ()))
+                    for k, d in new.items()})
 
 
 def dump(state: HistoryState, keys: Mapping[str, Sequence[str]]) -> Iterator[tuple[str, str, float, str | bytes]]:
