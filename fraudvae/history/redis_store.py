@@ -75,7 +75,6 @@ class RedisStore:
         # optimistic transaction settles what other processes and hosts do meanwhile
         self._turn = threading.Lock()
         self._release = self.client.register_script(RELEASE)
-        self.locked = 0  # requests that took the writer lock after conflicts (a measure of contention)
         self._guard(self._ensure_seeded)
 
     def _guard(self, fn: Callable[..., T], *args: object) -> T:
@@ -121,8 +120,6 @@ class RedisStore:
         try:
             while True:
                 if conflicts >= OPTIMISTIC_TRIES and self.client.set(lock, token, nx=True, px=LOCK_MS):
-                    if not took:
-                        self.locked += 1
                     took = True
                 with self.client.pipeline(transaction=True) as pipe:
                     try:
