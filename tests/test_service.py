@@ -374,6 +374,32 @@ def test_a_bad_query_parameter_is_a_422_naming_it(client: TestClient, rows: list
     assert r.json()["error"]["field"] == field and field in r.json()["error"]["message"]
 
 
+def test_a_key_given_twice_is_found_however_the_body_is_written(client: TestClient, rows: list[dict]) -> None:
+    """The fast proof that no key repeats counts the keys in the body; each way a repeat could hide
+    from that count is refused all the same, and bodies that only look unusual are scored."""
+    two = rows[:2]
+
+    def refused(body: str, key: str, where: str) -> None:
+        r = client.post("/score", content=body, headers=JSON)
+        assert r.status_code == 422 and f"{key!r}" in r.text and where in r.text, r.text
+
+    # transaction 0 gives no id but 'amount' twice: as many keys as two transactions with ids
+    first = json.dumps({k: v for k, v in two[0].items() if k != "transaction_id"})
+    refused('{"transactions": [' + first.replace('"amount":', '"amount": 1, "amount":', 1) + ", "
+            + json.dumps(two[1]) + "]}", "amount", "transaction 0")
+    # a key written with a space before its colon escapes the count; a repeat makes it up
+    body = json.dumps({"transactions": two})
+    refused(body.replace('"hour":', '"hour" :', 1).replace('"amount":', '"amount": 1, "amount":', 1),
+            "amount", "transaction 0")
+    refused('{"transactions": [], "transactions": ' + json.dumps(two) + "}", "transactions", "more than once")
+    spaced = body.replace('"hour":', '"hour" :')
+    extra = json.dumps({"transactions": [{**r, "note": {"a": 1}} for r in two]})
+    odd = json.dumps({"transactions": [{**r, "merchant_category": ":grocery"} for r in two]})
+    no_id = json.dumps({"transactions": [{k: v for k, v in r.items() if k != "transaction_id"} for r in two]})
+    for fine in (spaced, extra, odd, no_id, '{"transactions": [' + first + "]}"):
+        assert client.post("/score", content=fine, headers=JSON).status_code == 200, fine
+
+
 def test_a_key_or_parameter_given_twice_is_a_422_naming_it(client: TestClient, rows: list[dict]) -> None:
     body = json.dumps({"transactions": rows[:3]})
     dup = body.replace('"amount":', '"amount":99999999,"amount":', 1)

@@ -290,7 +290,9 @@ def test_the_embedded_stores_log_is_checkpointed_off_the_requests_path(model: Pa
         return wal.stat().st_size
 
     first = burst("a")  # unchecked, each burst adds as much again (5.1 MB after the second here)
-    assert burst("b") < 1.5 * first and burst("c") < 1.5 * first
+    # a checkpoint that a busy machine delays lets one burst grow the log a little: five bursts
+    # unchecked would make it five times as large
+    assert max(burst(tag) for tag in "bcde") < 2 * first
 
 
 def test_the_embedded_store_computes_again_what_another_worker_changed_meanwhile(model: Path, tmp_path: Path) -> None:
