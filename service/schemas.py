@@ -114,43 +114,49 @@ class RequestDecoder:
                 except TypeError:
                     raise _surrogate_error(loaded) from None
         rows = request.transactions
-        if self._maybe_repeated_key(body, rows):
-            _check_repeated_keys(body)
-        # outside strings a flat request has one '[' and a '{' per row plus one: more, and it nests
-        if body.count(b"[") + body.count(b"{") > len(rows) + 2 and (depth := json_depth(body)) > MAX_JSON_DEPTH:
-            raise _too_deep(depth)
+        fields = list(zip(*map(astuple, rows), strict=True))  # row tuples to columns, in C
+        ids = list(fields[self.id_index]) if rows else []
+        if not self._plain(body, ids):
+            if self._maybe_repeated_key(body, len(rows)):
+                _check_repeated_keys(body)
+            # outside strings a flat request has one '[' and a '{' per row plus one: more, and it nests
+            if body.count(b"[") + body.count(b"{") > len(rows) + 2 and (depth := json_depth(body)) > MAX_JSON_DEPTH:
+                raise _too_deep(depth)
         if not rows:
             raise ServiceError(422, "'transactions' is empty: send at least one transaction", field="transactions")
         if len(rows) > self.max_rows:
             raise ServiceError(413, f"{len(rows)} transactions in one request; at most {self.max_rows} allowed",
                                field="transactions")
-        fields = list(zip(*map(astuple, rows), strict=True))  # row tuples to columns, in C
         columns = {name: list(fields[i]) for i, name in enumerate(self.names)}
-        return Batch(columns, list(fields[self.id_index]), len(rows))
+        return Batch(columns, ids, len(rows))
 
 
-    def _maybe_repeated_key(self, body: bytes, rows: list) -> bool:
-        """Whether some object might give a key twice (`{"amount": 1, "amount": 2}`: the parser keeps
-        the last, silently). False only when proven, and fast for the bodies clients send.
+    def _plain(self, body: bytes, ids: list) -> bool:
+        """Whether the body provably holds nothing but the model's fields, each once in each
+        transaction: then no key repeats (`{"amount": 1, "amount": 2}`, which the parser would read
+        as 2, silently) and nothing nests. A proof by counting keys, fast for the bodies clients send.
 
-        First a proof by counting keys: without a backslash every '"' delimits a string, so a key
-        is a '"' right before a ':' (a string that starts with ':' counts too: the count is never
-        short), unless whitespace stands before the colon (then the next test decides). msgspec has
-        checked that each transaction gives every required field, and an id decoded as not null
-        shows its key; when the keys counted are no more than those plus 'transactions', no object
-        holds any key twice. Otherwise each field's key is counted in the body: every column is
-        a required field, so a key that appears at most once per transaction cannot repeat (a key
-        written with escapes could hide, so a body with one takes the exact check, as does one that
-        names 'transactions' twice)."""
-        if b"\\" not in body:
-            raw = np.frombuffer(body, dtype=np.uint8)
-            before = raw[np.flatnonzero(raw == ord(":")) - 1]
-            if not (before <= ord(" ")).any():  # JSON's whitespace, the only bytes <= ' ' outside strings
-                ids = sum(1 for i in map(self.get_id, rows) if i is not None) if self.id_optional else 0
-                if int(np.count_nonzero(before == ord('"'))) <= 1 + len(rows) * len(self.names) + ids:
-                    return False
-        return (b"\\u" in body or body.count(b'"transactions"') > 1
-                or any(body.count(key) > len(rows) for key in self.keys))
+        Without a backslash every '"' delimits a string, so a key is a '"' right before a ':' (a
+        string that starts with ':' counts too: the count is never short), unless whitespace stands
+        before the colon (no proof then). msgspec has checked that each transaction gives every
+        required field, and an id decoded as not null shows its key: when the keys counted are no
+        more than those plus 'transactions', each object holds exactly those, once."""
+        if b"\\" in body:
+            return False
+        raw = np.frombuffer(body, dtype=np.uint8)
+        before = raw[np.flatnonzero(raw == ord(":")) - 1]
+        if (before <= ord(" ")).any():  # JSON's whitespace, the only bytes <= ' ' outside strings
+            return False
+        given = len(ids) - ids.count(None) if self.id_optional else 0
+        return int(np.count_nonzero(before == ord('"'))) <= 1 + len(ids) * len(self.names) + given
+
+    def _maybe_repeated_key(self, body: bytes, rows: int) -> bool:
+        """Whether some object of a body that is not `_plain` might give a key twice. Each field's
+        key is counted in the body: every column is a required field, so a key that appears at most
+        once per transaction cannot repeat (a key written with escapes could hide, so a body with
+        one takes the exact check, as does one that names 'transactions' twice)."""
+        return b"\\u" in body or body.count(b'"transactions"') > 1 or any(body.count(key) > rows for key in self.keys)
+
 
 class _Repeated(dict):
     """A JSON object that gave `key` more than once."""
