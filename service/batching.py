@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 
 from fraudvae import Encoded, FraudVAE, FraudVAEError, Scores
@@ -35,12 +35,17 @@ class Batch:
     columns: dict[str, list]
     ids: list
     n: int
+    encoded: Encoded | None = None  # the model's inputs, when the endpoint has encoded them already
+
+    def encode(self, detector: FraudVAE) -> Batch:
+        """The batch with its rows encoded (raises the library's error for a bad value)."""
+        return replace(self, encoded=detector.encode_columns(self.columns, self.n))
 
     @staticmethod
     def concat(parts: list[Batch]) -> Batch:
-        """Several requests' rows as one batch, in order."""
+        """Several requests' rows as one batch, in order (not encoded)."""
         if len(parts) == 1:
-            return parts[0]
+            return replace(parts[0], encoded=None)
         columns = {name: list(chain.from_iterable(p.columns[name] for p in parts)) for name in parts[0].columns}
         return Batch(columns, list(chain.from_iterable(p.ids for p in parts)), sum(p.n for p in parts))
 
@@ -136,28 +141,34 @@ class Batcher:
                     job.future.set_result(outcome)
 
     def _score_batch(self, parts: list[Batch]) -> list[Scores | Exception]:
-        """Runs in the scoring thread. One result per request: its `Scores` or its error."""
+        """Runs in the scoring thread. One result per request: its `Scores` or its error. Requests
+        the endpoint has encoded (large ones) are encoded already; the rest are encoded together."""
         errors: list[Exception | None] = [None] * len(parts)
-        try:
-            whole = Batch.concat(parts)
-            encoded: Encoded | None = self.detector.encode_columns(whole.columns, whole.n)
-        except FraudVAEError:  # some request is bad: find which, keep the others
-            pieces = []
-            for i, p in enumerate(parts):
-                try:
-                    pieces.append(self.detector.encode_columns(p.columns, p.n))
-                except FraudVAEError as e:
-                    errors[i] = e
-            encoded = Encoded.concat(pieces) if pieces else None
-        scores = self.detector.score_encoded(encoded) if encoded is not None else None
-        out: list[Scores | Exception] = []
+        raw = [i for i, p in enumerate(parts) if p.encoded is None]
+        pieces: list[Encoded] = []
+        order: list[int] = []  # the requests whose rows `pieces` hold, in order
+        if raw:
+            try:
+                whole = Batch.concat([parts[i] for i in raw])
+                pieces.append(self.detector.encode_columns(whole.columns, whole.n))
+                order += raw
+            except FraudVAEError:  # some request is bad: find which, keep the others
+                for i in raw:
+                    try:
+                        pieces.append(self.detector.encode_columns(parts[i].columns, parts[i].n))
+                        order.append(i)
+                    except FraudVAEError as e:
+                        errors[i] = e
+        for i, p in enumerate(parts):
+            if p.encoded is not None:
+                pieces.append(p.encoded)
+                order.append(i)
+        scores = self.detector.score_encoded(Encoded.concat(pieces)) if pieces else None
+        out: list[Scores | Exception | None] = list(errors)
         start = 0
-        for p, error in zip(parts, errors, strict=True):
-            if error is not None:
-                out.append(error)
-                continue
-            if scores is None:  # pragma: no cover (no error means its rows were encoded and scored)
+        for i in order:
+            if scores is None:  # pragma: no cover (a request with rows to score has scores)
                 raise AssertionError("a request without an error has no scores")
-            out.append(scores.take(slice(start, start + p.n)))
-            start += p.n
-        return out
+            out[i] = scores.take(slice(start, start + parts[i].n))
+            start += parts[i].n
+        return [o if o is not None else AssertionError("a request got no result") for o in out]
