@@ -78,7 +78,9 @@ class RequestDecoder:
         self.id_optional = self.id_field not in self.names
         # a struct's fields in order (astuple): the columns, then the id when it is no column
         self.id_index = len(self.names) if self.id_optional else self.names.index(self.id_field)
-        transaction = msgspec.defstruct("Transaction", fields, rename=rename)
+        # gc=False: a transaction holds only scalars (no cycle), so the collector need not track
+        # a thousand of them per request
+        transaction = msgspec.defstruct("Transaction", fields, rename=rename, gc=False)
         request = msgspec.defstruct("ScoreRequest", [("transactions", list[transaction])])  # type: ignore[valid-type]
         self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(request)
         # each field's key as it appears in a body (for spotting a key given twice in a transaction)
