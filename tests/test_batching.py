@@ -19,7 +19,8 @@ def batch_of(df: pd.DataFrame, det: FraudVAE) -> Batch:
 
 
 def test_concurrent_requests_share_a_pass_and_get_their_own_rows(fitted: FraudVAE, data: pd.DataFrame) -> None:
-    parts = [data.iloc[i * 7:(i + 1) * 7] for i in range(12)]
+    cuts = np.cumsum([0] + [4 + i for i in range(12)])  # requests of different sizes
+    parts = [data.iloc[cuts[i]:cuts[i + 1]] for i in range(12)]
     bad = batch_of(parts[5], fitted)
     bad.columns["amount"][3] = "lots"  # request 5 is bad at its row 3
     sizes = []
@@ -28,7 +29,9 @@ def test_concurrent_requests_share_a_pass_and_get_their_own_rows(fitted: FraudVA
         b = Batcher(fitted, max_batch_rows=1000, max_wait_s=0.05, max_queue_rows=10_000,
                     on_batch=lambda rows, requests, s: sizes.append(requests))
         b.start()
-        jobs = [b.score(bad if i == 5 else batch_of(p, fitted)) for i, p in enumerate(parts)]
+        # large requests come encoded by the endpoint (every third here), the rest are encoded together
+        jobs = [b.score(bad if i == 5 else batch_of(p, fitted).encode(fitted) if i % 3 == 0 else batch_of(p, fitted))
+                for i, p in enumerate(parts)]
         out = await asyncio.gather(*jobs, return_exceptions=True)
         await b.stop()
         return out
