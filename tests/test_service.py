@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from fraudvae import FraudVAE
 from fraudvae_service.app import create_app
+from fraudvae_service.schemas import PROOF_BYTES
 from fraudvae_service.settings import Settings
 
 JSON = {"content-type": "application/json"}
@@ -376,8 +377,10 @@ def test_a_bad_query_parameter_is_a_422_naming_it(client: TestClient, rows: list
 
 def test_a_key_given_twice_is_found_however_the_body_is_written(client: TestClient, rows: list[dict]) -> None:
     """The fast proof that no key repeats counts the keys in the body; each way a repeat could hide
-    from that count is refused all the same, and bodies that only look unusual are scored."""
-    two = rows[:2]
+    from that count is refused all the same, and bodies that only look unusual are scored (bodies of
+    a dozen rows: the proof is tried from `PROOF_BYTES` on)."""
+    two = rows[:12]
+    assert len(json.dumps({"transactions": two})) > PROOF_BYTES
 
     def refused(body: str, key: str, where: str) -> None:
         r = client.post("/score", content=body, headers=JSON)
@@ -386,7 +389,7 @@ def test_a_key_given_twice_is_found_however_the_body_is_written(client: TestClie
     # transaction 0 gives no id but 'amount' twice: as many keys as two transactions with ids
     first = json.dumps({k: v for k, v in two[0].items() if k != "transaction_id"})
     refused('{"transactions": [' + first.replace('"amount":', '"amount": 1, "amount":', 1) + ", "
-            + json.dumps(two[1]) + "]}", "amount", "transaction 0")
+            + json.dumps(two[1:])[1:-1] + "]}", "amount", "transaction 0")
     # a key written with a space before its colon escapes the count; a repeat makes it up
     body = json.dumps({"transactions": two})
     refused(body.replace('"hour":', '"hour" :', 1).replace('"amount":', '"amount": 1, "amount":', 1),
@@ -396,7 +399,7 @@ def test_a_key_given_twice_is_found_however_the_body_is_written(client: TestClie
     extra = json.dumps({"transactions": [{**r, "note": {"a": 1}} for r in two]})
     odd = json.dumps({"transactions": [{**r, "merchant_category": ":grocery"} for r in two]})
     no_id = json.dumps({"transactions": [{k: v for k, v in r.items() if k != "transaction_id"} for r in two]})
-    for fine in (spaced, extra, odd, no_id, '{"transactions": [' + first + "]}"):
+    for fine in (spaced, extra, odd, no_id, '{"transactions": [' + first + ", " + json.dumps(two[1:])[1:-1] + "]}"):
         assert client.post("/score", content=fine, headers=JSON).status_code == 200, fine
 
 
