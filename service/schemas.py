@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -75,7 +74,6 @@ class RequestDecoder:
             rename["row_id"] = self.id_field
         self.id_attr = next(k for k, v in rename.items() if v == self.id_field)
         self.attr_of = {v: k for k, v in rename.items()}
-        self.get_id = attrgetter(self.id_attr)
         self.id_optional = self.id_field not in self.names
         # a struct's fields in order (astuple): the columns, then the id when it is no column
         self.id_index = len(self.names) if self.id_optional else self.names.index(self.id_field)
@@ -132,7 +130,6 @@ class RequestDecoder:
                                field="transactions")
         columns = {name: list(fields[i]) for i, name in enumerate(self.names)}
         return Batch(columns, ids, len(rows))
-
 
     def _plain(self, body: bytes, ids: list) -> bool:
         """Whether the body provably holds nothing but the model's fields, each once in each
