@@ -213,8 +213,11 @@ def _json_flags(values: list, name: str, spec: BinarySpec) -> np.ndarray:
 
 def _json_keys(values: list, name: str) -> list[str | None]:
     """Record values of a categorical column as category keys (see `_key`)."""
-    if set(map(type, values)) == {str}:
+    types = set(map(type, values))
+    if types == {str}:
         return list(map(str.strip, values))
+    if types <= {int, type(None)}:  # integer ids (not booleans: their type is bool): their digits
+        return [None if v is None else str(v) for v in values]
     keys = []
     for i, v in enumerate(values):
         if v is not None and (not isinstance(v, _KEY_TYPES) or (type(v) is float and not np.isfinite(v))):

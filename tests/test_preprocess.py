@@ -149,3 +149,6 @@ def test_typed_and_file_values_read_the_same_and_typed_ones_strictly():
     assert np.isnan(read.numbers(pd.Series(["1,5", None]), "x", decimal=",")).tolist() == [False, True]
     with pytest.raises(SchemaError, match="record 0, column 'x'"):
         read.numbers(["1.5"], "x", typed=True)  # text is a number in a file, not in typed JSON
+    # the keys of whole columns of one type equal those read value by value (a mixed column)
+    for values in ([7, -3, 0, None, 2**70], [" a ", "b"], [True, False, None], [1.0, 2.5, None]):
+        assert read.keys(values, "c", typed=True) == read.keys([*values, "z"], "c", typed=True)[:-1], values
