@@ -415,3 +415,10 @@ def test_a_key_or_parameter_given_twice_is_a_422_naming_it(client: TestClient, r
     assert client.post("/score", content=named, headers=JSON).status_code == 200
     r = client.post("/score?explain=true&explain=false", content=body, headers=JSON)
     assert r.status_code == 422 and "explain" in r.text
+
+
+def test_the_young_generation_is_collected_less_often_while_serving_and_as_before_after(model_dir: Path) -> None:
+    before = gc.get_threshold()
+    with TestClient(create_app(Settings(model=model_dir, gc_young=12_345))) as c:
+        assert c.get("/readyz").status_code == 200 and gc.get_threshold() == (12_345, *before[1:])
+    assert gc.get_threshold() == before
