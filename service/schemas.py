@@ -73,7 +73,6 @@ class RequestDecoder:
             fields.append(("row_id", ID_TYPE, None))
             rename["row_id"] = self.id_field
         self.id_attr = next(k for k, v in rename.items() if v == self.id_field)
-        self.attr_of = {v: k for k, v in rename.items()}
         self.id_optional = self.id_field not in self.names
         # a struct's fields in order (astuple): the columns, then the id when it is no column
         self.id_index = len(self.names) if self.id_optional else self.names.index(self.id_field)

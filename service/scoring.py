@@ -138,21 +138,20 @@ class ScoreEndpoint:
         try:
             body = await self._read_body(receive)
             big = encoding == "gzip" or len(body) > OFF_LOOP_BYTES  # big work off the event loop: others keep going
-            # without history a large request is encoded as soon as it is decoded, while its values are
-            # in the cache (small ones are encoded in the batch, together)
-            early = state.history is None
             if big:
-                batch = await asyncio.to_thread(self._decode, state, body, encoding, early)
+                batch = await asyncio.to_thread(self._decode, state.decoder, body, encoding)
             else:
-                batch = self._decode(state, body, encoding, early)
+                batch = self._decode(state.decoder, body, encoding)
             if state.history is not None:  # history features, applied in the shared store
                 batch.columns.update(await state.history.apply(batch))
                 self.store_calls += 1
                 if self.store_calls % ENTITIES_EVERY == 1:
                     state.metrics.on_entities(await asyncio.to_thread(state.history.store.entities))
-                if batch.n >= ENCODE_EARLY_ROWS:
-                    det = state.detector
-                    batch = await asyncio.to_thread(batch.encode, det) if big else batch.encode(det)
+            # a large request is encoded here, as soon as its columns are complete, while its values are
+            # in the cache (small ones are encoded in the batch, together)
+            if batch.n >= ENCODE_EARLY_ROWS:
+                det = state.detector
+                batch = await asyncio.to_thread(batch.encode, det) if big else batch.encode(det)
         finally:
             state.batcher.arriving -= 1
         scores = await state.batcher.score(batch)
@@ -176,11 +175,10 @@ class ScoreEndpoint:
                 results[i]["reasons"] = [r.to_dict() for r in row]
         return dumps({"model_version": det.version_, "threshold": det.threshold_.value, "results": results})
 
-    def _decode(self, state: Ready, body: bytes, encoding: str, encode: bool) -> Batch:
+    def _decode(self, decoder: RequestDecoder, body: bytes, encoding: str) -> Batch:
         if encoding == "gzip":
             body = gunzip(body, self.rt.settings.max_body_bytes)
-        batch = state.decoder.decode(body)
-        return batch.encode(state.detector) if encode and batch.n >= ENCODE_EARLY_ROWS else batch
+        return decoder.decode(body)
 
     async def _read_body(self, receive: Any) -> bytes:
         """The whole body, within the size limit, the time limit (408) and the budget of bytes being
