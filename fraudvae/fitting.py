@@ -81,7 +81,8 @@ def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int,
     train_rows, val_rows = normal.iloc[train_at], normal.iloc[val_at]
 
     pre = Preprocessor.fit(train_rows, schema, PreprocessConfig(
-        min_category_count=p.min_category_count, point_mass_share=p.point_mass_share))
+        min_category_count=p.min_category_count, point_mass_share=p.point_mass_share,
+        atoms=tuple(entity_state.spec.atoms()) if entity_state is not None else ()))
     model_config = ModelConfig.default(pre.n_numeric, len(pre.binary_owners), tuple(pre.cardinalities),
                                        p.hidden, p.latent_dim, p.members, p.prior_components)
     torch.manual_seed(p.seed)
@@ -216,14 +217,16 @@ def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: 
     if unknown:
         raise DataError(f"--drop {unknown[0]!r} is neither a column of the data nor a history feature "
                         f"(those are {', '.join(spec.names())})", column=unknown[0])
-    columns, dropped = list(schema.columns), dict(schema.dropped)
+    columns, dropped, atoms = list(schema.columns), dict(schema.dropped), set(spec.atoms())
     for name, role in spec.features():
         x = features[name]
         if name in drop:
             dropped[name] = "dropped on request"
             continue
         ok = x[np.isfinite(x)]
-        if ok.size == 0 or np.all(ok == ok[0]):
+        if name in atoms and ok.size and np.all(ok == 0):  # nothing out of the ordinary in training: then
+            columns.append(Column(name, role))  # anything out of it later is news (a point mass of all rows)
+        elif ok.size == 0 or np.all(ok == ok[0]):
             dropped[name] = "history feature without information here (constant)"
         else:
             columns.append(Column(name, role))

@@ -12,7 +12,9 @@ value below the training range (a refund in an amount column) scores by how far 
 count that is mostly 0, a fee that is mostly the standard one) gets a point mass: an indicator
 "at that value", and the Gaussian only for the other values (a density cannot describe an atom;
 fitted as one, its variance collapses onto the atom and every other value looks extreme). Rare
-training categories and categories never seen in training share one "other" bucket.
+training categories and categories never seen in training share one "other" bucket. Columns named
+in ``atoms`` (history features whose 0 means "nothing out of the ordinary") get their point mass
+whenever it holds ``ATOM_SHARE`` of the rows, whatever ``point_mass_share`` says.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from fraudvae.specs import BinarySpec, CategoricalSpec, NumericSpec, TimeSpec
 from fraudvae.values import clock_features, clock_keys, decimal_mark, json_datetimes
 
 OTHER, MISSING = 0, 1  # reserved category indices; the training vocabulary starts at 2
+ATOM_SHARE = 0.05  # a declared atom (`PreprocessConfig.atoms`) holding this share of the rows is a point mass
 CLIP = 1e3  # scaled numbers are clipped here so that any finite input gives a finite score
 
 
@@ -44,6 +47,7 @@ class PreprocessConfig:
     max_categories: int = 100  # per column, the most frequent ones; the rest go to "other"
     log_skew: float = 2.0  # non-negative columns skewed beyond this are modelled on a log scale
     point_mass_share: float | None = None  # a numeric value held by at least this share of rows is a point mass
+    atoms: tuple[str, ...] = ()  # columns whose commonest value is a point mass whenever it holds ATOM_SHARE of rows
 
 
 class Preprocessor:
@@ -64,14 +68,15 @@ class Preprocessor:
             ok = x[np.isfinite(x)]
             if ok.size == 0:  # the schema saw values, but not among the training normals
                 ok = np.zeros(1)
-            atom, share = _point_mass(ok, config.point_mass_share)
-            rest = ok if atom is None else ok[ok != atom]  # what the Gaussian describes
+            declared = name in config.atoms
+            atom, share = _point_mass(ok, ATOM_SHARE if declared else config.point_mass_share, declared)
+            rest = ok if atom is None or (ok == atom).all() else ok[ok != atom]  # what the Gaussian describes
             with np.errstate(over="ignore", invalid="ignore"):
                 log = bool(ok.min() >= 0 and _skew(rest) > config.log_skew)
                 t = np.log1p(rest) if log else rest
                 spec = NumericSpec(log, float(np.mean(t)), float(np.std(t)) or 1.0, float(np.median(t)),
                                    bool(np.isnan(x).any()), atom, share, decimal,
-                                   float(ok.min()), float(ok.max()), _decimals(ok))
+                                   float(ok.min()), float(ok.max()), _decimals(ok), atom is not None)
             _check_scalable(df[name], name, x, spec)
             numeric[name] = spec
         for name in schema.names("binary"):
@@ -191,7 +196,8 @@ class Preprocessor:
         with np.errstate(over="ignore", invalid="ignore"):
             num = np.clip((t - p["center"]) / p["scale"], -CLIP, CLIP).astype(np.float32)
         # an imputed number is not evidence (a missing indicator is), nor is the point mass's value
-        # (its indicator is); a gap's point-mass indicator is unknown: the training share stands in
+        # (its indicator is); a gap's point-mass indicator is unknown: the training share stands in (its
+        # term masked below, in models fitted since `NumericSpec.gap_says_nothing`)
         observed = [~gap & ~at_atom]
         flags: dict[tuple[str, str], np.ndarray] = {}
         for j, name in enumerate(self.numeric):
@@ -204,9 +210,12 @@ class Preprocessor:
         layout = self.flag_layout()
         flag_matrix = (np.stack([flags[key] for key in layout], axis=1).astype(np.float32) if layout
                        else np.zeros((n, 0), np.float32))
-        # a binary column's own term is not evidence where its value was a gap
-        observed.append(np.stack([~flags[("missing", name)] if kind == "value" else np.ones(n, bool)
-                                  for kind, name in layout], axis=1) if layout else np.ones((n, 0), bool))
+        # a binary column's own term is not evidence where its value was a gap, nor (in models that
+        # say so) a point mass's indicator where the number was a gap
+        quiet = {("point_mass", name) for name, s in self.numeric.items() if s.gap_says_nothing}
+        observed.append(np.stack([~flags[("missing", name)] if kind == "value" or (kind, name) in quiet
+                                  else np.ones(n, bool) for kind, name in layout], axis=1)
+                        if layout else np.ones((n, 0), bool))
         features = self.category_features()
         cat = np.zeros((n, len(features)), dtype=np.int64)
         cat_observed = np.ones((n, len(features)), bool)
@@ -286,14 +295,15 @@ def _decimals(x: np.ndarray, most: int = 6) -> int | None:
     return None
 
 
-def _point_mass(x: np.ndarray, share: float | None) -> tuple[float | None, float | None]:
+def _point_mass(x: np.ndarray, share: float | None, declared: bool = False) -> tuple[float | None, float | None]:
     """The most frequent value and its share, when it holds at least `share` of `x` and other
-    values exist (a column of one or two values is not modelled as a number); else (None, None)."""
+    values exist (a column of one or two values is not modelled as a number), or it is `declared`
+    (a history feature's "nothing out of the ordinary", which may be all there was); else (None, None)."""
     if share is None:
         return None, None
     values, counts = np.unique(x, return_counts=True)
     i = int(np.argmax(counts))
-    if len(values) < 3 or counts[i] < share * len(x):
+    if (len(values) < 3 and not declared) or counts[i] < share * len(x):
         return None, None
     return float(values[i]), float(counts[i] / len(x))
 

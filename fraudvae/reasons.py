@@ -21,6 +21,7 @@ import pandas as pd
 
 from fraudvae import readers as read
 from fraudvae.encoded import Encoded
+from fraudvae.history.spec import ORDINARY
 from fraudvae.preprocess import MISSING, OTHER, Preprocessor
 from fraudvae.values import clock_features
 
@@ -90,10 +91,14 @@ def explain_rows(pre: Preprocessor, enc: Encoded, data: pd.DataFrame | Mapping[s
     for q, (r, name, nats) in enumerate(pairs):
         low = high = None
         likely: tuple[tuple[str, float], ...] = ()
+        atom = math.nan  # how likely the column's point mass was, when it has one
         if name in pre.numeric:
             expect_text, low, high = _numeric(pre, name, expected, q, numeric_at[name], binary_at)
-            if low <= raw[name][r] <= high:  # inside its typical range: not what makes the row unusual
-                continue
+            if pre.numeric[name].point_mass is not None:
+                atom = float(expected.p_binary[q, binary_at[("point_mass", name)]])
+            off_atom = atom >= 0.5 and raw[name][r] != pre.numeric[name].point_mass  # off its likely point mass
+            if low <= raw[name][r] <= high and not off_atom:  # inside its typical range: not what makes the
+                continue  # row unusual
         elif name in pre.binary:
             expect_text, likely = _binary(pre, name, expected.p_binary[q, binary_at[("value", name)]])
             if likely[0][0] == shown[name][r]:
@@ -110,14 +115,25 @@ def explain_rows(pre: Preprocessor, enc: Encoded, data: pd.DataFrame | Mapping[s
             days, likely_days = _likely(t.weekday, expected.p_categories[category_at[(name, "weekday")]][q], t.missing)
             expect_text, likely = f"{hours}; {days}", likely_hours + likely_days
         reason = Reason(name, shown[name][r], expect_text, nats, low, high, likely)
-        out[r].append(_in_words(reason, raw.get(name, np.full(r + 1, np.nan))[r]) if name in history else reason)
+        out[r].append(_in_words(reason, raw.get(name, np.full(r + 1, np.nan))[r], atom) if name in history
+                      else reason)
     return out
 
 
-def _in_words(r: Reason, x: float) -> Reason:
-    """A history feature's reason as a reviewer reads it (see `fraudvae.history` for the features)."""
+def _in_words(r: Reason, x: float, atom: float = math.nan) -> Reason:
+    """A history feature's reason as a reviewer reads it (see `fraudvae.history` for the features);
+    `atom`: how likely the model found the feature's "nothing out of the ordinary" (0), when it has one."""
     entity, _, what = r.column.partition(": ")
     low, high = r.low, r.high
+    likely = f" ({atom:.0%} likely)" if np.isfinite(atom) else ""
+    if what.startswith("amount beyond "):  # the spreads beyond ORDINARY of the usual
+        window, side = what.split()[2], "above" if x >= 0 else "below"
+        return replace(r, column=f"{entity}: amount", value=f"{abs(x) + ORDINARY:.1f} spreads {side} its {window} "
+                       f"usual" if x else f"within {ORDINARY:g} spreads of its {window} usual",
+                       expected=f"typical within {ORDINARY:g} spreads{likely}")
+    if what.startswith("tx in ") and what.endswith(" above pace"):
+        return replace(r, column=entity, value=f"{x:.1f} more transactions in the last {what.split()[2]} than its "
+                       f"pace allows", expected=f"typical none more{likely}")
     if what.startswith("amount vs ") and low is not None and high is not None:
         window = what.split()[2]
         side = "above" if x >= 0 else "below"

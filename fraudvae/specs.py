@@ -20,17 +20,21 @@ class NumericSpec:
     min: float | None = None  # training range and precision, for `Preprocessor.inverse` only
     max: float | None = None
     decimals: int | None = None
+    # a gap's point-mass indicator says nothing (its term is masked, as the number's is); False, as models
+    # saved before this was added have it: the training share stands in as the indicator's target
+    gap_says_nothing: bool = False
 
     def to_dict(self) -> dict:
-        return {"log": self.log, "center": self.center, "scale": self.scale, "fill": self.fill,
-                "indicator": self.indicator, "spike": self.point_mass, "spike_share": self.point_mass_share,
-                "decimal": self.decimal, "min": self.min, "max": self.max, "decimals": self.decimals}
+        d = {"log": self.log, "center": self.center, "scale": self.scale, "fill": self.fill,
+             "indicator": self.indicator, "spike": self.point_mass, "spike_share": self.point_mass_share,
+             "decimal": self.decimal, "min": self.min, "max": self.max, "decimals": self.decimals}
+        return d | ({"spike_gap_masked": True} if self.gap_says_nothing else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> NumericSpec:
         return cls(bool(d["log"]), float(d["center"]), float(d["scale"]), float(d["fill"]), bool(d["indicator"]),
                    d.get("spike"), d.get("spike_share"), d.get("decimal", "."), d.get("min"), d.get("max"),
-                   d.get("decimals"))
+                   d.get("decimals"), bool(d.get("spike_gap_masked", False)))
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def test_labels_not_known_yet_change_nothing() -> None:
     # and a file without its label column has no confirmations, but still its other features
     bare = derive(s, df.drop(columns="is_fraud"), HistoryState.empty(s))
     assert np.all(bare[FRAUDS_7D][np.isfinite(bare[FRAUDS_7D])] == 0)
-    np.testing.assert_array_equal(bare["terminal_id: tx in 1d"], base["terminal_id: tx in 1d"])
+    np.testing.assert_array_equal(bare["terminal_id: tx in 1d above pace"], base["terminal_id: tx in 1d above pace"])
 
 
 @pytest.mark.parametrize("cut_day", [13.5, 16.0, 22.0])

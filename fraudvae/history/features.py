@@ -40,7 +40,7 @@ import pandas as pd
 from fraudvae import readers as read
 from fraudvae.errors import SchemaError
 from fraudvae.history.risk import labels_of, risk
-from fraudvae.history.spec import CLIP, MIN_COVER, MIN_SPREAD, PRIOR_WEIGHT, HistorySpec
+from fraudvae.history.spec import CLIP, MIN_COVER, MIN_SPREAD, ORDINARY, PRIOR_WEIGHT, HistorySpec, window_label
 from fraudvae.history.state import REF_CENTRE, REF_SPREAD, SQUARES, TOTAL, WEIGHT, EntityTable, HistoryState
 from fraudvae.schema import where
 from fraudvae.specs import TimeSpec
@@ -180,11 +180,34 @@ def _entity(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, x: np.
             if first.any():  # no history to compare with: gaps, which say nothing (or what training's gaps cost)
                 f = i[first]
                 counts[f], since[f], z[f], new[f] = np.nan, np.nan, np.nan, np.nan
-    out = {}
+    if spec.excess:
+        return _beyond_ordinary(spec, e, counts, z, new)
     cols = [counts[:, k] for k in range(len(windows))] + [since] + [z[:, k] for k in range(len(long))] \
         + [new[:, k] for k in range(len(novelty))]
-    for name, col in zip(names, cols, strict=True):
-        out[name] = col
+    return dict(zip(names, cols, strict=True))
+
+
+def _beyond_ordinary(spec: HistorySpec, e: str, counts: np.ndarray, z: np.ndarray,
+                     new: np.ndarray) -> dict[str, np.ndarray]:
+    """The features of `HistorySpec.excess`, each 0 when nothing is out of the ordinary: each shorter
+    window's count beyond what the entity's pace (its count in the longest window) leads one to expect
+    there, less ORDINARY Poisson deviations of that; the amount's spreads beyond ORDINARY of the usual
+    (signed); novelty as it is. The pace itself and the time since the previous transaction are no
+    inputs: they say what kind of entity it is, not that anything happened, and as inputs they added
+    noise to every row's score (bench/RESULTS.md)."""
+    windows = np.asarray(spec.windows)
+    longest = counts[:, int(np.argmax(windows))]
+    out = {}
+    for k, w in enumerate(spec.windows):
+        if w in spec.paced:
+            expected = longest * (w / windows.max())
+            out[f"{e}: tx in {window_label(w)} above pace"] = np.maximum(
+                counts[:, k] - expected - ORDINARY * np.sqrt(expected + 1.0), 0.0)
+    for k, w in enumerate(spec.long_windows):
+        beyond = np.maximum(np.abs(z[:, k]) - ORDINARY, 0.0)
+        out[f"{e}: amount beyond {window_label(w)} usual"] = np.sign(z[:, k]) * beyond
+    for k, c in enumerate(spec.novelty_of(e)):
+        out[f"{e}: new {c}"] = new[:, k]
     return out
 
 

@@ -19,6 +19,7 @@ PRIOR_WEIGHT = 3.0  # a new entity's usual amount is the population's, worth thi
 MIN_SPREAD = 0.05  # the smallest spread of an entity's signed-log amount (5%): equal amounts are no certainty
 MIN_COVER = 0.1  # a count on a history younger than its window is scaled up by at most 10x
 CLIP = 2.0  # a transaction moves its entity's usual by at most this many spreads (a fraud run cannot drag it)
+ORDINARY = 2.0  # spreads of the usual, and Poisson deviations of a count, that are no news (`HistorySpec.excess`)
 RISK_MIN_WINDOW = 86400.0  # confirmed frauds are counted over a window of a day or more
 LABEL_FIELDS = ("label_column", "label_delay", "label_time_column", "label_time_unit", "label_time_format",
                 "label_windows")
@@ -88,6 +89,10 @@ class HistorySpec:
     label_time_unit: str | None = None
     label_time_format: str | None = None
     label_windows: tuple[float, ...] = ()  # the window(s) confirmed frauds are counted over (`risk_window`)
+    # features as what is beyond the ordinary (0 for most rows: a point mass the model learns as one, see
+    # `atoms`): the amount's spreads beyond ORDINARY of the usual, each shorter window's count beyond the
+    # entity's own pace. False: the raw deviation and counts, as models saved before this was added have it
+    excess: bool = True
 
     def on_scale(self, amounts: np.ndarray) -> np.ndarray:
         """Amounts on the scale their usual and spread are kept on."""
@@ -105,6 +110,24 @@ class HistorySpec:
         """The windows an entity's confirmed frauds are counted over (none without labels)."""
         return self.label_windows if self.label_column is not None else ()
 
+    @property
+    def paced(self) -> tuple[float, ...]:
+        """The windows whose count is kept as its excess over the entity's pace in the longest one
+        (with `excess`: every window but the longest)."""
+        return tuple(w for w in self.windows if w < max(self.windows)) if self.excess else ()
+
+    def atoms(self) -> list[str]:
+        """The derived columns whose 0 means "nothing out of the ordinary" and is common: modelled
+        as a point mass plus a spread (`PreprocessConfig.atoms`), so most rows pay nothing for them."""
+        if not self.excess:
+            return []
+        out = []
+        for e in self.entities:
+            out += [f"{e}: tx in {window_label(w)} above pace" for w in self.paced]
+            out += [f"{e}: amount beyond {window_label(w)} usual" for w in self.long_windows]
+            out += self.risk_names(e)
+        return out
+
     def novelty_of(self, entity: str) -> tuple[str, ...]:
         return tuple(c for c in self.novelty if c != entity)
 
@@ -112,9 +135,13 @@ class HistorySpec:
         """(name, role) of every derived column, in order: what the model reads besides the file's."""
         out: list[tuple[str, str]] = []
         for e in self.entities:
-            out += [(f"{e}: tx in {window_label(w)}", "numeric") for w in self.windows]
-            out.append((f"{e}: hours since previous", "numeric"))
-            out += [(f"{e}: amount vs {window_label(w)} usual", "numeric") for w in self.long_windows]
+            if self.excess:
+                out += [(f"{e}: tx in {window_label(w)} above pace", "numeric") for w in self.paced]
+            else:
+                out += [(f"{e}: tx in {window_label(w)}", "numeric") for w in self.windows]
+                out.append((f"{e}: hours since previous", "numeric"))
+            out += [(f"{e}: amount {'beyond' if self.excess else 'vs'} {window_label(w)} usual", "numeric")
+                    for w in self.long_windows]
             out += [(f"{e}: new {c}", "binary") for c in self.novelty_of(e)]
             out += [(name, "numeric") for name in self.risk_names(e)]
         return out
@@ -145,6 +172,8 @@ class HistorySpec:
         if self.label_column is None:  # a specification without labels keeps the key it had before labels existed
             for name in LABEL_FIELDS:
                 del d[name]
+        if not self.excess:  # nor one saved before the excess features
+            del d["excess"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
@@ -158,7 +187,8 @@ class HistorySpec:
                    label_delay=None if d.get("label_delay") is None else float(d["label_delay"]),
                    label_time_column=d.get("label_time_column"), label_time_unit=d.get("label_time_unit"),
                    label_time_format=d.get("label_time_format"),
-                   label_windows=tuple(float(w) for w in d.get("label_windows", ())))
+                   label_windows=tuple(float(w) for w in d.get("label_windows", ())),
+                   excess=bool(d.get("excess", False)))
 
 
 def risk_window(windows: tuple[float, ...], delay: float) -> float:
