@@ -21,6 +21,10 @@ Per entity column E and row:
   order-free), shrunk towards the population's median and spread with the weight of 3 transactions;
 - ``E: new C``: 1 when the row's value of column C was not among the entity's recent distinct
   values (at most 64, the most recent kept), else 0.
+These are the raw features, which models saved before `HistorySpec.excess` keep. Models fitted since
+read what is beyond the ordinary (`_beyond_ordinary`): ``E: tx in W above pace`` for each window
+but the longest, ``E: amount beyond W usual`` and the novelty flags; no pace, no time since the
+previous transaction.
 An entity's first transaction has no history to be compared with: its features for that entity
 are gaps, which say nothing (unless training had such gaps, when they cost what they cost there),
 so a new card is judged on the row's own columns: never certain fraud for being new, and a fraud
