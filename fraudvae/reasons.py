@@ -131,6 +131,9 @@ def _in_words(r: Reason, x: float, atom: float = math.nan) -> Reason:
         return replace(r, column=f"{entity}: amount", value=f"{abs(x) + ORDINARY:.1f} spreads {side} its {window} "
                        f"usual" if x else f"within {ORDINARY:g} spreads of its {window} usual",
                        expected=f"typical within {ORDINARY:g} spreads{likely}")
+    if what.startswith("amounts beyond usual in "):  # the run window's amounts beyond the usual, beyond chance
+        return replace(r, column=entity, value=f"{x:.1f} more of its amounts beyond its usual in the last "
+                       f"{what.split()[-1]} than chance explains", expected=f"typical none more{likely}")
     if what.startswith("tx in ") and what.endswith(" above pace"):
         return replace(r, column=entity, value=f"{x:.1f} more transactions in the last {what.split()[2]} than its "
                        f"pace allows", expected=f"typical none more{likely}")

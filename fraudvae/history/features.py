@@ -44,7 +44,15 @@ import pandas as pd
 from fraudvae import readers as read
 from fraudvae.errors import SchemaError
 from fraudvae.history.risk import labels_of, risk
-from fraudvae.history.spec import CLIP, MIN_COVER, MIN_SPREAD, ORDINARY, PRIOR_WEIGHT, HistorySpec, window_label
+from fraudvae.history.spec import (
+    CLIP,
+    MIN_COVER,
+    MIN_SPREAD,
+    ORDINARY,
+    PRIOR_WEIGHT,
+    HistorySpec,
+    window_label,
+)
 from fraudvae.history.state import REF_CENTRE, REF_SPREAD, SQUARES, TOTAL, WEIGHT, EntityTable, HistoryState
 from fraudvae.schema import where
 from fraudvae.specs import TimeSpec
@@ -129,7 +137,8 @@ def _entity(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, x: np.
             keys: dict[str, list[str | None]], order: np.ndarray, n: int, start: float) -> dict[str, np.ndarray]:
     risky = set(spec.risk_names(e))
     names = [name for name, _ in spec.features() if name.startswith(f"{e}: ") and name not in risky]
-    windows, long = np.asarray(spec.windows), np.asarray(spec.long_windows)
+    windows, long = np.asarray(spec.count_windows), np.asarray(spec.long_windows)
+    run = spec.run_window is not None  # the last count is the run window's amounts beyond the usual
     novelty = spec.novelty_of(e)
     counts = np.full((n, len(windows)), np.nan)
     since = np.full(n, np.nan)
@@ -157,7 +166,7 @@ def _entity(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, x: np.
             age = np.maximum(tt - start, 0.0)[:, None]
             counts[i] = now / np.maximum(-np.expm1(-age / windows), MIN_COVER)
             since[i] = np.where(first, np.nan, dt / 3600.0)
-            table.counts[a] = now + 1.0
+            counts_after = now + 1.0
             table.last[a] = np.where(first, tt, np.fmax(last, tt))
             if len(long) and x is not None:
                 st = table.amount[a]  # (rows, long windows, fields) as of `last`
@@ -179,6 +188,9 @@ def _entity(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, x: np.
                 ok = np.isfinite(xx)
                 table.amount[a] = np.stack([w + ok, total + np.where(ok, clipped, 0.0),
                                             squares + np.where(ok, clipped * clipped, 0.0), ref_c, ref_s], axis=-1)
+                if run:  # this amount joins the run when beyond the usual (a first one has no usual of its own)
+                    counts_after[:, -1] = now[:, -1] + ((z[i][:, -1] > ORDINARY) & ~first)
+            table.counts[a] = counts_after
             for j, c in enumerate(novelty):
                 _novelty(table, a, i, keys[c], new[:, j], j, spec.max_values)
             if first.any():  # no history to compare with: gaps, which say nothing (or what training's gaps cost)
@@ -204,15 +216,21 @@ def _beyond_ordinary(spec: HistorySpec, e: str, counts: np.ndarray, z: np.ndarra
     out = {}
     for k, w in enumerate(spec.windows):
         if w in spec.paced:
-            expected = longest * (w / windows.max())
-            out[f"{e}: tx in {window_label(w)} above pace"] = np.maximum(
-                counts[:, k] - expected - ORDINARY * np.sqrt(expected + 1.0), 0.0)
+            out[f"{e}: tx in {window_label(w)} above pace"] = _above(counts[:, k], longest * (w / windows.max()))
     for k, w in enumerate(spec.long_windows):
         beyond = np.maximum(np.abs(z[:, k]) - ORDINARY, 0.0)
         out[f"{e}: amount beyond {window_label(w)} usual"] = np.sign(z[:, k]) * beyond
+    for name in spec.run_names(e):  # earlier amounts beyond the usual in the run window, beyond chance
+        made = counts[:, spec.windows.index(spec.run_window)]  # (both counts scaled up alike while young)
+        out[name] = _above(counts[:, -1], spec.by_chance * made)
     for k, c in enumerate(spec.novelty_of(e)):
         out[f"{e}: new {c}"] = new[:, k]
     return out
+
+
+def _above(count: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """A count's excess over what was expected, less ORDINARY Poisson deviations of that (0 if none)."""
+    return np.maximum(count - expected - ORDINARY * np.sqrt(expected + 1.0), 0.0)
 
 
 def _rank_within(rows: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ MIN_SPREAD = 0.05  # the smallest spread of an entity's signed-log amount (5%): 
 MIN_COVER = 0.1  # a count on a history younger than its window is scaled up by at most 10x
 CLIP = 2.0  # a transaction moves its entity's usual by at most this many spreads (a fraud run cannot drag it)
 ORDINARY = 2.0  # spreads of the usual, and Poisson deviations of a count, that are no news (`HistorySpec.excess`)
+BY_CHANCE = 0.025  # the share of amounts beyond ORDINARY spreads of the usual by chance, until fitted (`by_chance`)
 RISK_MIN_WINDOW = 86400.0  # confirmed frauds are counted over a window of a day or more
 LABEL_FIELDS = ("label_column", "label_delay", "label_time_column", "label_time_unit", "label_time_format",
                 "label_windows")
@@ -93,6 +94,9 @@ class HistorySpec:
     # `atoms`): the amount's spreads beyond ORDINARY of the usual, each shorter window's count beyond the
     # entity's own pace. False: the raw deviation and counts, as models saved before this was added have it
     excess: bool = True
+    # the share of amounts beyond ORDINARY spreads of their entity's usual in the training file: what
+    # chance gives in an entity's run of them (`run_window`; fitted, `fraudvae.fitting.with_history`)
+    by_chance: float = BY_CHANCE
 
     def on_scale(self, amounts: np.ndarray) -> np.ndarray:
         """Amounts on the scale their usual and spread are kept on."""
@@ -116,6 +120,20 @@ class HistorySpec:
         (with `excess`: every window but the longest)."""
         return tuple(w for w in self.windows if w < max(self.windows)) if self.excess else ()
 
+    @property
+    def run_window(self) -> float | None:
+        """With `excess` and an amount's usual: the window over which the entity's amounts beyond the
+        usual are counted (a compromised card's run of large purchases), the shortest of at least 7 days."""
+        if not (self.excess and self.long_windows):
+            return None
+        return min(w for w in self.windows if w >= LONG_WINDOW)
+
+    @property
+    def count_windows(self) -> tuple[float, ...]:
+        """The time constants of an entity's decayed counts: one per window, then the run window's
+        count of amounts beyond the usual, when there is one (`EntityTable.counts`)."""
+        return self.windows + (() if self.run_window is None else (self.run_window,))
+
     def atoms(self) -> list[str]:
         """The derived columns whose 0 means "nothing out of the ordinary" and is common: modelled
         as a point mass plus a spread (`PreprocessConfig.atoms`), so most rows pay nothing for them."""
@@ -125,6 +143,7 @@ class HistorySpec:
         for e in self.entities:
             out += [f"{e}: tx in {window_label(w)} above pace" for w in self.paced]
             out += [f"{e}: amount beyond {window_label(w)} usual" for w in self.long_windows]
+            out += self.run_names(e)
             out += self.risk_names(e)
         return out
 
@@ -142,9 +161,15 @@ class HistorySpec:
                 out.append((f"{e}: hours since previous", "numeric"))
             out += [(f"{e}: amount {'beyond' if self.excess else 'vs'} {window_label(w)} usual", "numeric")
                     for w in self.long_windows]
+            out += [(name, "numeric") for name in self.run_names(e)]
             out += [(f"{e}: new {c}", "binary") for c in self.novelty_of(e)]
             out += [(name, "numeric") for name in self.risk_names(e)]
         return out
+
+    def run_names(self, entity: str) -> list[str]:
+        """The entity's earlier amounts beyond its usual, more than chance explains (`run_window`)."""
+        w = self.run_window
+        return [] if w is None else [f"{entity}: amounts beyond usual in {window_label(w)}"]
 
     def risk_names(self, entity: str) -> list[str]:
         """The confirmed-fraud features of an entity column (`fraudvae.history.risk`)."""
@@ -173,7 +198,7 @@ class HistorySpec:
             for name in LABEL_FIELDS:
                 del d[name]
         if not self.excess:  # nor one saved before the excess features
-            del d["excess"]
+            del d["excess"], d["by_chance"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
@@ -188,7 +213,7 @@ class HistorySpec:
                    label_time_column=d.get("label_time_column"), label_time_unit=d.get("label_time_unit"),
                    label_time_format=d.get("label_time_format"),
                    label_windows=tuple(float(w) for w in d.get("label_windows", ())),
-                   excess=bool(d.get("excess", False)))
+                   excess=bool(d.get("excess", False)), by_chance=float(d.get("by_chance", BY_CHANCE)))
 
 
 def risk_window(windows: tuple[float, ...], delay: float) -> float:

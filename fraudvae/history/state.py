@@ -34,7 +34,7 @@ class EntityState:
     """One entity's history, as of its latest transaction `last` (seconds)."""
 
     last: float
-    counts: tuple[float, ...]  # decayed transaction counts, one per window
+    counts: tuple[float, ...]  # decayed transaction counts, one per window (`HistorySpec.count_windows`)
     # per long window: decayed weight, sum and sum of squares of the clipped amounts, and the centre and
     # spread they are clipped against (the usual before the latest time's transactions; see features)
     amount: tuple[tuple[float, ...], ...] = ()
@@ -250,7 +250,7 @@ class HistoryState:
 
     @classmethod
     def empty(cls, spec: HistorySpec) -> HistoryState:
-        return cls(spec, {e: EntityTable(len(spec.windows), len(spec.long_windows), len(spec.novelty_of(e)),
+        return cls(spec, {e: EntityTable(len(spec.count_windows), len(spec.long_windows), len(spec.novelty_of(e)),
                                          len(spec.risk_windows)) for e in spec.entities})
 
     def copy(self) -> HistoryState:
@@ -288,7 +288,7 @@ class HistoryState:
             raise ValueError(f"the saved history is not {FORMAT}")
         if d["spec_key"] != spec.key():
             raise ValueError("the saved history belongs to another history specification")
-        tables = {e: EntityTable.from_dict(d["tables"][e], len(spec.windows), len(spec.long_windows),
+        tables = {e: EntityTable.from_dict(d["tables"][e], len(spec.count_windows), len(spec.long_windows),
                                            len(spec.novelty_of(e)), len(spec.risk_windows)) for e in spec.entities}
         for t in tables.values():
             if not (np.isfinite(t.counts).all() and np.isfinite(t.amount).all() and np.isfinite(t.risk).all()):
