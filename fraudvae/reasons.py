@@ -91,12 +91,12 @@ def explain_rows(pre: Preprocessor, enc: Encoded, data: pd.DataFrame | Mapping[s
     for q, (r, name, nats) in enumerate(pairs):
         low = high = None
         likely: tuple[tuple[str, float], ...] = ()
-        atom = math.nan  # how likely the column's point mass was, when it has one
+        atom = math.nan  # the training rows' share at the column's point mass, when it has one
         if name in pre.numeric:
             expect_text, low, high = _numeric(pre, name, expected, q, numeric_at[name], binary_at)
-            if pre.numeric[name].point_mass is not None:
-                atom = float(expected.p_binary[q, binary_at[("point_mass", name)]])
-            off_atom = atom >= 0.5 and raw[name][r] != pre.numeric[name].point_mass  # off its likely point mass
+            s = pre.numeric[name]
+            atom = math.nan if s.point_mass_share is None else s.point_mass_share
+            off_atom = atom >= 0.5 and raw[name][r] != s.point_mass  # off the point mass most rows were at
             if low <= raw[name][r] <= high and not off_atom:  # inside its typical range: not what makes the
                 continue  # row unusual
         elif name in pre.binary:
@@ -122,20 +122,23 @@ def explain_rows(pre: Preprocessor, enc: Encoded, data: pd.DataFrame | Mapping[s
 
 def _in_words(r: Reason, x: float, atom: float = math.nan) -> Reason:
     """A history feature's reason as a reviewer reads it (see `fraudvae.history` for the features);
-    `atom`: how likely the model found the feature's "nothing out of the ordinary" (0), when it has one."""
+    `atom`: the share of training rows at the feature's "nothing out of the ordinary" (0), when it has one."""
     entity, _, what = r.column.partition(": ")
     low, high = r.low, r.high
-    likely = f" ({atom:.0%} likely)" if np.isfinite(atom) else ""
+    likely = ""
+    if np.isfinite(atom):  # 99.7% is not said as 100%
+        likely = f" for {atom:.0%} of transactions" if atom < 0.99 or atom == 1.0 else \
+            f" for {math.floor(atom * 1000) / 10:.1f}% of transactions"
     if what.startswith("amount beyond "):  # the spreads beyond ORDINARY of the usual
         window, side = what.split()[2], "above" if x >= 0 else "below"
         return replace(r, column=f"{entity}: amount", value=f"{abs(x) + ORDINARY:.1f} spreads {side} its {window} "
                        f"usual" if x else f"within {ORDINARY:g} spreads of its {window} usual",
                        expected=f"typical within {ORDINARY:g} spreads{likely}")
     if what.startswith("amounts beyond usual in "):  # the run window's amounts beyond the usual, beyond chance
-        return replace(r, column=entity, value=f"{x:.1f} more of its amounts beyond its usual in the last "
+        return replace(r, column=entity, value=f"{x:.2g} more of its amounts beyond its usual in the last "
                        f"{what.split()[-1]} than chance explains", expected=f"typical none more{likely}")
     if what.startswith("tx in ") and what.endswith(" above pace"):
-        return replace(r, column=entity, value=f"{x:.1f} more transactions in the last {what.split()[2]} than its "
+        return replace(r, column=entity, value=f"{x:.2g} more transactions in the last {what.split()[2]} than its "
                        f"pace allows", expected=f"typical none more{likely}")
     if what.startswith("amount vs ") and low is not None and high is not None:
         window = what.split()[2]
