@@ -77,7 +77,7 @@ def explain_rows(pre: Preprocessor, enc: Encoded, data: pd.DataFrame | Mapping[s
     the model expected (a number inside its typical range, a category or flag that is the likeliest):
     a reason says what is unusual. `expect` runs the decoder (`Scorer.expectations`). Columns named in
     `history` (history features) are said in words: "CUSTOMER_ID: amount 8.1 spreads above its 30d
-    usual (typical -1.6 to +1.9)"."""
+    usual (typical within 2 spreads for 97% of transactions)"."""
     pairs = [(r, str(name), float(nats)) for r in range(len(columns))
              for name, nats in zip(columns[r], excess[r], strict=True) if np.isfinite(nats)]
     expected = conditional(pre, enc.take(np.array([r for r, _, _ in pairs], dtype=np.int64)),
