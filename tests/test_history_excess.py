@@ -87,3 +87,10 @@ def test_the_features_are_point_masses_and_a_never_seen_burst_is_kept() -> None:
 def test_fit_learns_the_share_chance_gives() -> None:
     m = FraudVAE(entity_columns=("card_id",), epochs=1, seed=0).fit(steady())
     assert 0.05 < m.history_.spec.by_chance < 0.11  # lognormal amounts: more beyond 2 spreads above than 2.5%
+
+
+def test_one_window_keeps_its_count() -> None:
+    s = spec(windows=(3600.0,))
+    assert s.names() == ["card_id: tx in 1h"] and s.run_window is None
+    f = derive(s, steady(), HistoryState.empty(s))
+    assert np.nanmax(f["card_id: tx in 1h"]) > 0

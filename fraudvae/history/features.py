@@ -217,6 +217,8 @@ def _beyond_ordinary(spec: HistorySpec, e: str, counts: np.ndarray, z: np.ndarra
     for k, w in enumerate(spec.windows):
         if w in spec.paced:
             out[f"{e}: tx in {window_label(w)} above pace"] = _above(counts[:, k], longest * (w / windows.max()))
+    if len(windows) == 1:  # one window (`--windows 1h`): no pace to compare with, the count itself
+        out[f"{e}: tx in {window_label(spec.windows[0])}"] = counts[:, 0]
     for k, w in enumerate(spec.long_windows):
         beyond = np.maximum(np.abs(z[:, k]) - ORDINARY, 0.0)
         out[f"{e}: amount beyond {window_label(w)} usual"] = np.sign(z[:, k]) * beyond

@@ -158,6 +158,8 @@ class HistorySpec:
         for e in self.entities:
             if self.excess:
                 out += [(f"{e}: tx in {window_label(w)} above pace", "numeric") for w in self.paced]
+                if len(self.windows) == 1:  # no pace to compare with: the count itself
+                    out.append((f"{e}: tx in {window_label(self.windows[0])}", "numeric"))
             else:
                 out += [(f"{e}: tx in {window_label(w)}", "numeric") for w in self.windows]
                 out.append((f"{e}: hours since previous", "numeric"))
