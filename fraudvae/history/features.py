@@ -49,7 +49,6 @@ from fraudvae.history.spec import (
     MIN_COVER,
     MIN_SPREAD,
     ORDINARY,
-    PACE_MARGIN,
     PRIOR_WEIGHT,
     HistorySpec,
     window_label,
@@ -208,7 +207,7 @@ def _beyond_ordinary(spec: HistorySpec, e: str, counts: np.ndarray, z: np.ndarra
                      new: np.ndarray) -> dict[str, np.ndarray]:
     """The features of `HistorySpec.excess`, each 0 when nothing is out of the ordinary: each shorter
     window's count beyond what the entity's pace (its count in the longest window) leads one to expect
-    there, less PACE_MARGIN Poisson deviations of that; the amount's spreads beyond ORDINARY of the usual
+    there, less ORDINARY Poisson deviations of that; the amount's spreads beyond ORDINARY of the usual
     (signed); novelty as it is. The pace itself and the time since the previous transaction are no
     inputs: they say what kind of entity it is, not that anything happened, and as inputs they added
     noise to every row's score (bench/RESULTS.md)."""
@@ -217,8 +216,7 @@ def _beyond_ordinary(spec: HistorySpec, e: str, counts: np.ndarray, z: np.ndarra
     out = {}
     for k, w in enumerate(spec.windows):
         if w in spec.paced:
-            expected = longest * (w / windows.max())
-            out[f"{e}: tx in {window_label(w)} above pace"] = _above(counts[:, k], expected, PACE_MARGIN)
+            out[f"{e}: tx in {window_label(w)} above pace"] = _above(counts[:, k], longest * (w / windows.max()))
     if len(windows) == 1:  # one window (`--windows 1h`): no pace to compare with, the count itself
         out[f"{e}: tx in {window_label(spec.windows[0])}"] = counts[:, 0]
     for k, w in enumerate(spec.long_windows):
@@ -232,9 +230,9 @@ def _beyond_ordinary(spec: HistorySpec, e: str, counts: np.ndarray, z: np.ndarra
     return out
 
 
-def _above(count: np.ndarray, expected: np.ndarray, margin: float = ORDINARY) -> np.ndarray:
+def _above(count: np.ndarray, expected: np.ndarray) -> np.ndarray:
     """A count's excess over what was expected, less ORDINARY Poisson deviations of that (0 if none)."""
-    return np.maximum(count - expected - margin * np.sqrt(expected + 1.0), 0.0)
+    return np.maximum(count - expected - ORDINARY * np.sqrt(expected + 1.0), 0.0)
 
 
 def _rank_within(rows: np.ndarray) -> np.ndarray:

@@ -20,9 +20,6 @@ MIN_SPREAD = 0.05  # the smallest spread of an entity's signed-log amount (5%): 
 MIN_COVER = 0.1  # a count on a history younger than its window is scaled up by at most 10x
 CLIP = 2.0  # a transaction moves its entity's usual by at most this many spreads (a fraud run cannot drag it)
 ORDINARY = 2.0  # spreads of the usual, and Poisson deviations of a count, that are no news (`HistorySpec.excess`)
-# a count above its pace is news beyond this many Poisson deviations: transactions cluster within days and
-# weeks (more spread than Poisson), and at 2 a day's normal swings outranked real frauds (bench/RESULTS.md)
-PACE_MARGIN = 3.0
 BY_CHANCE = 0.025  # the share of amounts beyond ORDINARY spreads of the usual by chance, until fitted (`by_chance`)
 RISK_MIN_WINDOW = 86400.0  # confirmed frauds are counted over a window of a day or more
 LABEL_FIELDS = ("label_column", "label_delay", "label_time_column", "label_time_unit", "label_time_format",
