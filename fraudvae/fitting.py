@@ -8,7 +8,6 @@ trained with early stopping on the validation rows, and the threshold calibrated
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -171,7 +170,6 @@ def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: 
         find_amount_column,
         parse_window,
         seconds,
-        window_label,
     )
     from fraudvae.history.spec import DEFAULT_WINDOWS
     from fraudvae.values import decimal_mark
@@ -210,16 +208,8 @@ def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: 
     state = HistoryState.empty(spec)
     if earlier is not None:
         derive(spec, earlier, state)
-    features = derive(spec, df, state)
-    if spec.run_window is not None:  # what share of amounts lies beyond the usual by chance, here: then again
-        beyond = np.concatenate([features[f"{e}: amount beyond {window_label(max(spec.windows))} usual"]
-                                 for e in spec.entities])
-        beyond = beyond[np.isfinite(beyond)]
-        spec = replace(spec, by_chance=float(np.mean(beyond > 0)) if beyond.size else spec.by_chance)
-        state = HistoryState.empty(spec)
-        if earlier is not None:
-            derive(spec, earlier, state)
-        features = derive(spec, df, state)
+    features = derive(spec, df, state, fit_chance=True)  # the share of amounts beyond the usual by chance, here
+    spec = state.spec
     state.prune(HORIZON * max(spec.windows))  # bounded: entities gone quiet for long start afresh
     t = seconds(spec, df)
     cut = min(state.start + max(spec.windows), float(np.median(t)))

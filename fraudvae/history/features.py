@@ -35,8 +35,9 @@ A row whose entity is missing gets gaps for that entity's features and changes n
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -93,10 +94,14 @@ def _strptime(values: Sequence, fmt: str) -> np.ndarray | None:
     return np.array([((t - EPOCH) // MICROSECOND * 1000) / 1e9 for t in times if t is not None])
 
 
-def derive(spec: HistorySpec, data: Data, state: HistoryState, typed: bool = False) -> dict[str, np.ndarray]:
+def derive(spec: HistorySpec, data: Data, state: HistoryState, typed: bool = False,
+           fit_chance: bool = False) -> dict[str, np.ndarray]:
     """The history features of the rows of `data` (a frame, or columns of JSON values with `typed`),
     in their input order, as `spec.names()` -> (n,) float arrays; `state` is advanced through them
-    (pass a copy to leave it as it was). Raises `SchemaError` for a missing or bad time column."""
+    (pass a copy to leave it as it was). With `fit_chance` (fitting), the share of amounts beyond
+    their entity's usual in these rows becomes `by_chance` first, and `state.spec` the specification
+    with it (the state itself does not depend on it). Raises `SchemaError` for a missing or bad time
+    column."""
     missing = [c for c in spec.columns() if c not in data]
     if missing:
         raise SchemaError(f"missing column(s) the model's history needs: {', '.join(map(repr, missing))}",
@@ -112,8 +117,14 @@ def derive(spec: HistorySpec, data: Data, state: HistoryState, typed: bool = Fal
     out: dict[str, np.ndarray] = {}
     if n and not np.isfinite(state.start):
         state.start = float(t.min())
-    for e in spec.entities:
-        out.update(_entity(spec, e, state.tables[e], t, x, keys, order, n, state.start))
+    raw = {e: _entity(spec, e, state.tables[e], t, x, keys, order, n, state.start) for e in spec.entities}
+    if fit_chance and spec.run_window is not None:  # what share of amounts lies beyond the usual by chance, here
+        z = np.concatenate([r.z[:, -1] for r in raw.values()])
+        z = z[np.isfinite(z)]
+        if z.size:
+            spec = state.spec = replace(spec, by_chance=float(np.mean(z > ORDINARY)))
+    for e, r in raw.items():
+        out.update(_beyond_ordinary(spec, e, r) if spec.excess else _raw(spec, e, r))
     end = float(np.nanmax([state.end, t.max()])) if n else state.end  # the clock after these rows
     if spec.risk_windows and n:  # confirmed frauds: labels known before each row, the rest left pending
         y, known = labels_of(spec, data, t, typed)
@@ -134,9 +145,7 @@ def _keys(data: Data, column: str, typed: bool) -> list[str | None]:
 
 
 def _entity(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, x: np.ndarray | None,
-            keys: dict[str, list[str | None]], order: np.ndarray, n: int, start: float) -> dict[str, np.ndarray]:
-    risky = set(spec.risk_names(e))
-    names = [name for name, _ in spec.features() if name.startswith(f"{e}: ") and name not in risky]
+            keys: dict[str, list[str | None]], order: np.ndarray, n: int, start: float) -> Raw:
     windows, long = np.asarray(spec.count_windows), np.asarray(spec.long_windows)
     run = spec.run_window is not None  # the last count is the run window's amounts beyond the usual
     novelty = spec.novelty_of(e)
@@ -196,37 +205,50 @@ def _entity(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, x: np.
             if first.any():  # no history to compare with: gaps, which say nothing (or what training's gaps cost)
                 f = i[first]
                 counts[f], since[f], z[f], new[f] = np.nan, np.nan, np.nan, np.nan
-    if spec.excess:
-        return _beyond_ordinary(spec, e, counts, z, new)
-    cols = [counts[:, k] for k in range(len(windows))] + [since] + [z[:, k] for k in range(len(long))] \
-        + [new[:, k] for k in range(len(novelty))]
+    return Raw(counts, since, z, new)
+
+
+class Raw(NamedTuple):
+    """An entity column's per-row history, before it becomes features: decayed counts per
+    `HistorySpec.count_windows` (scaled up while the history is young), hours since the previous
+    transaction, the amount's distance from the usual in spreads per long window, novelty flags."""
+
+    counts: np.ndarray
+    since: np.ndarray
+    z: np.ndarray
+    new: np.ndarray
+
+
+def _raw(spec: HistorySpec, e: str, r: Raw) -> dict[str, np.ndarray]:
+    """The features of models saved before `HistorySpec.excess`: the counts, the hours since the
+    previous transaction, the distance from the usual and novelty, as they are."""
+    names = [name for name, _ in spec.features() if name.startswith(f"{e}: ") and name not in spec.risk_names(e)]
+    cols = [*r.counts.T, r.since, *r.z.T, *r.new.T]
     return dict(zip(names, cols, strict=True))
 
 
-def _beyond_ordinary(spec: HistorySpec, e: str, counts: np.ndarray, z: np.ndarray,
-                     new: np.ndarray) -> dict[str, np.ndarray]:
+def _beyond_ordinary(spec: HistorySpec, e: str, r: Raw) -> dict[str, np.ndarray]:
     """The features of `HistorySpec.excess`, each 0 when nothing is out of the ordinary: each shorter
     window's count beyond what the entity's pace (its count in the longest window) leads one to expect
     there, less ORDINARY Poisson deviations of that; the amount's spreads beyond ORDINARY of the usual
     (signed); novelty as it is. The pace itself and the time since the previous transaction are no
     inputs: they say what kind of entity it is, not that anything happened, and as inputs they added
     noise to every row's score (bench/RESULTS.md)."""
+    counts, z = r.counts, r.z
     windows = np.asarray(spec.windows)
     longest = counts[:, int(np.argmax(windows))]
-    out = {}
-    for k, w in enumerate(spec.windows):
-        if w in spec.paced:
-            out[f"{e}: tx in {window_label(w)} above pace"] = _above(counts[:, k], longest * (w / windows.max()))
+    paced = [k for k, w in enumerate(spec.windows) if w in spec.paced]
+    out = {name: _above(counts[:, k], longest * (windows[k] / windows.max()))
+           for name, k in zip(spec.paced_names(e), paced, strict=True)}
     if len(windows) == 1:  # one window (`--windows 1h`): no pace to compare with, the count itself
         out[f"{e}: tx in {window_label(spec.windows[0])}"] = counts[:, 0]
-    for k, w in enumerate(spec.long_windows):
-        beyond = np.maximum(np.abs(z[:, k]) - ORDINARY, 0.0)
-        out[f"{e}: amount beyond {window_label(w)} usual"] = np.sign(z[:, k]) * beyond
+    for k, name in enumerate(spec.amount_names(e)):
+        out[name] = np.sign(z[:, k]) * np.maximum(np.abs(z[:, k]) - ORDINARY, 0.0)
     for name in spec.run_names(e):  # earlier amounts beyond the usual in the run window, beyond chance
         made = counts[:, spec.windows.index(spec.run_window)]  # (both counts scaled up alike while young)
         out[name] = _above(counts[:, -1], spec.by_chance * made)
     for k, c in enumerate(spec.novelty_of(e)):
-        out[f"{e}: new {c}"] = new[:, k]
+        out[f"{e}: new {c}"] = r.new[:, k]
     return out
 
 

@@ -141,9 +141,7 @@ class HistorySpec:
             return []
         out = []
         for e in self.entities:
-            out += [f"{e}: tx in {window_label(w)} above pace" for w in self.paced]
-            out += [f"{e}: amount beyond {window_label(w)} usual" for w in self.long_windows]
-            out += self.run_names(e)
+            out += self.paced_names(e) + self.amount_names(e) + self.run_names(e)
             # not the confirmed frauds (`risk_names`): as a Gaussian on a count that is 0 for almost every
             # normal row, one confirmed fraud weighs heavily, which finds compromised terminals; as a point
             # mass it weighed little (on the Handbook, scenario 2 in the top 1% .33 against .61, bench/RESULTS.md)
@@ -157,18 +155,25 @@ class HistorySpec:
         out: list[tuple[str, str]] = []
         for e in self.entities:
             if self.excess:
-                out += [(f"{e}: tx in {window_label(w)} above pace", "numeric") for w in self.paced]
+                out += [(name, "numeric") for name in self.paced_names(e)]
                 if len(self.windows) == 1:  # no pace to compare with: the count itself
                     out.append((f"{e}: tx in {window_label(self.windows[0])}", "numeric"))
             else:
                 out += [(f"{e}: tx in {window_label(w)}", "numeric") for w in self.windows]
                 out.append((f"{e}: hours since previous", "numeric"))
-            out += [(f"{e}: amount {'beyond' if self.excess else 'vs'} {window_label(w)} usual", "numeric")
-                    for w in self.long_windows]
-            out += [(name, "numeric") for name in self.run_names(e)]
+            out += [(name, "numeric") for name in self.amount_names(e) + self.run_names(e)]
             out += [(f"{e}: new {c}", "binary") for c in self.novelty_of(e)]
             out += [(name, "numeric") for name in self.risk_names(e)]
         return out
+
+    def paced_names(self, entity: str) -> list[str]:
+        """The entity's counts above its pace, one per window of `paced` (none without `excess`)."""
+        return [f"{entity}: tx in {window_label(w)} above pace" for w in self.paced]
+
+    def amount_names(self, entity: str) -> list[str]:
+        """The entity's amount against its usual, one per long window: beyond it with `excess`, else vs it."""
+        return [f"{entity}: amount {'beyond' if self.excess else 'vs'} {window_label(w)} usual"
+                for w in self.long_windows]
 
     def run_names(self, entity: str) -> list[str]:
         """The entity's earlier amounts beyond its usual, more than chance explains (`run_window`)."""
