@@ -212,7 +212,7 @@ class Preprocessor:
                        else np.zeros((n, 0), np.float32))
         # a binary column's own term is not evidence where its value was a gap, nor (in models that
         # say so) a point mass's indicator where the number was a gap
-        quiet = {("point_mass", name) for name, s in self.numeric.items() if s.gap_says_nothing}
+        quiet = self._quiet()
         observed.append(np.stack([~flags[("missing", name)] if kind == "value" or (kind, name) in quiet
                                   else np.ones(n, bool) for kind, name in layout], axis=1)
                         if layout else np.ones((n, 0), bool))
@@ -246,6 +246,12 @@ class Preprocessor:
             self._vectors = {k: np.array([getattr(s, k) for s in specs], dtype=bool if k == "log" else float)
                              for k in ("log", "center", "scale", "fill", "point_mass", "point_mass_share")}
         return self._vectors
+
+    def _quiet(self) -> set[tuple[str, str]]:
+        """The point-mass indicators whose term a gap masks (`NumericSpec.gap_says_nothing`), once."""
+        if "_quiet_flags" not in self.__dict__:
+            self._quiet_flags = {("point_mass", n) for n, s in self.numeric.items() if s.gap_says_nothing}
+        return self._quiet_flags
 
     def _index(self, name: str, part: str | None, vocabulary: tuple[str, ...]) -> dict[str | None, int]:
         """Category key -> model index for one feature (None: missing; the vocabulary starts at 2)."""
