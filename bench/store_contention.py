@@ -1,7 +1,8 @@
 """Two workers on one history state store, without HTTP or scoring: each a process applying
 requests of `--rows` transactions (the first worker `--large` rows, when given) as fast as it can
 for `--seconds`, over `--cards` cards, every transaction a new id. Prints each worker's rows,
-failed calls and p99 call time, and the total rows/s: how the store's concurrency control holds
+failed calls, p99 call time and rows computed again (another worker changed their cards meanwhile),
+and the total rows/s: how the store's concurrency control holds
 up (lost tries, starved large requests, work done under the write lock).
 
     python bench/store_contention.py [--store sqlite|redis] [--cards 2000] [--rows 100] [--large 800]
@@ -49,7 +50,7 @@ def worker(where: dict, model: str, wid: int, rows: int, cards: int, seconds: fl
             failed += 1
         times.append(time.perf_counter() - t)
         i += 1
-    q.put((wid, rows, done, failed, len(times), float(np.percentile(times, 99)) * 1000))
+    q.put((wid, rows, done, failed, len(times), float(np.percentile(times, 99)) * 1000, getattr(store, "redone", 0)))
 
 
 def main() -> int:
@@ -88,8 +89,9 @@ def main() -> int:
     finally:
         if redis is not None:
             redis.terminate()
-    for wid, rows, done, failed, calls, p99 in results:
-        print(f"worker {wid} ({rows}-row requests): {done:,} rows in {calls} calls, {failed} failed, p99 {p99:.1f} ms")
+    for wid, rows, done, failed, calls, p99, redone in results:
+        print(f"worker {wid} ({rows}-row requests): {done:,} rows in {calls} calls, {failed} failed, p99 {p99:.1f} ms, "
+              f"{redone:,} rows computed again")
     print(f"total {sum(r[2] for r in results) / a.seconds:,.0f} rows/s ({a.store}, {a.cards:,} cards)")
     print("reproduce: python bench/store_contention.py " + " ".join(sys.argv[1:]))
     return 0

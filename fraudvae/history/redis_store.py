@@ -1,5 +1,5 @@
 """The history state store in Redis (``FRAUDVAE_STATE_URL=redis://host:port/db``), for services on
-several hosts: the same contract and arithmetic as `store.SQLiteStore` (`store.compute`).
+several hosts: the same contract and arithmetic as `store.SQLiteStore` (`request.compute`).
 
 Keys, under ``fraudvae:<specification key>:``: ``e:<column>:<entity>`` an entity's state (JSON, with
 a TTL of three longest windows: the store stays bounded; with labels, its pending labels too),
@@ -30,9 +30,10 @@ from typing import Any, TypeVar, cast
 from fraudvae.errors import StateStoreError
 from fraudvae.history import stored
 from fraudvae.history.labels import LabelBatch, LabelOutcome, plan, record_ttl
+from fraudvae.history.request import Snapshot, compute, redo, request_keys, unchanged
 from fraudvae.history.spec import HistorySpec
 from fraudvae.history.state import HistoryState
-from fraudvae.history.store import ID_TTL_FACTOR, compute, request_keys
+from fraudvae.history.store import ID_TTL_FACTOR
 from fraudvae.history.stored import entity_from_json, entity_json, from_json, to_json, with_pending
 
 log = logging.getLogger("fraudvae.history")
@@ -70,6 +71,7 @@ class RedisStore:
         self.prefix = f"fraudvae:{spec.key()}:"
         self.client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
         self.reseeded = 0  # times the store was found empty and seeded again (a metric)
+        self.redone = 0  # rows computed again because another request changed their entities meanwhile
         self.entity_ttl = int(3 * max(spec.windows))  # an entity's state outlives three longest windows unseen
         # this process's requests take turns (its threads would only retry one another); the
         # optimistic transaction settles what other processes and hosts do meanwhile
@@ -147,6 +149,7 @@ class RedisStore:
         rid = sorted({str(i) for i in ids if i is not None}) if ids is not None else []
         meta = self.prefix + "meta"
         longest = max(self.spec.windows)
+        tried: list = []  # the last try's snapshot and result
 
         def body(pipe: Any, got: list) -> object:
             values, seen = got[: len(entity_keys)], got[len(entity_keys):]
@@ -154,13 +157,21 @@ class RedisStore:
             if seeded is None:  # emptied (Redis restarted without persistence): seed again, then retry
                 self._reseed_if_empty()
                 return _RETRY
-            load: dict[str, dict[str, bytes]] = {e: {} for e in keys}
+            load: dict[str, dict[str, str | bytes]] = {e: {} for e in keys}
             for (e, k, _), v in zip(entity_keys, values, strict=True):
                 if v is not None:
                     load[e][k] = v
-            known = {i: from_json(v) for i, v in zip(rid, seen, strict=True) if v is not None}
-            out, state, fresh, records = compute(self.spec, columns, n, ids, load, float(start or "nan"),
-                                                 float(end or "nan"), known)
+            known: dict[str, list] = {i: from_json(v) for i, v in zip(rid, seen, strict=True) if v is not None}
+            now: Snapshot = (load, float(start or "nan"), float(end or "nan"), known)
+            if tried:  # an earlier try lost to another request: compute again only what it changed
+                result = tried[1]
+                if not unchanged(self.spec, tried[0], now):
+                    result, again = redo(self.spec, columns, n, ids, tried[0], now, result)
+                    self.redone += again
+            else:
+                result = compute(self.spec, columns, n, ids, *now)
+            tried[:] = [now, result]
+            out, state, fresh, records = result
             pipe.multi()
             if fresh:
                 for e, k, _, text in stored.dump(state, keys):

@@ -10,13 +10,13 @@ store with nothing for a specification is seeded from the model's saved end-of-t
 fresh service answers as `fraudvae score` would on the same transactions.
 
 The features of a request come from `derive` itself on a `HistoryState` holding just the request's
-entities, loaded from the store: the same arithmetic as a file, row for row.
+entities, loaded from the store (`fraudvae.history.request`): the same arithmetic as a file, row for
+row.
 """
 
 from __future__ import annotations
 
 import fcntl
-import math
 import os
 import sqlite3
 import threading
@@ -24,20 +24,18 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, TypeAlias
+from typing import Protocol
 
 import numpy as np
 
-from fraudvae import readers as read
 from fraudvae.errors import StateStoreError
 from fraudvae.history import checkpoint, stored
-from fraudvae.history.features import derive
-from fraudvae.history.labels import LabelBatch, LabelOutcome, Record, plan, record_ttl, tx_records
+from fraudvae.history.labels import LabelBatch, LabelOutcome, Record, plan, record_ttl
+from fraudvae.history.request import Snapshot, compute, redo, request_keys, unchanged
 from fraudvae.history.spec import HistorySpec
 from fraudvae.history.state import HistoryState
 from fraudvae.history.stored import entity_from_json, entity_json, from_json, to_json, with_pending
 
-Snapshot: TypeAlias = tuple[dict[str, dict[str, "str | bytes"]], float, float, dict[str, list]]
 BUSY_TIMEOUT_S = 10.0  # how long a write waits for another worker's transaction before the store is called unavailable
 ID_TTL_FACTOR = 1.0  # a transaction id is remembered for this many times the longest window (retries come sooner)
 
@@ -58,6 +56,7 @@ def open_state_store(spec: HistorySpec, seed: HistoryState, url: str | None = No
 class StateStore(Protocol):
     spec: HistorySpec
     reseeded: int  # times the store was found empty for `spec` while serving and seeded again
+    redone: int  # rows computed again because another request changed their entities meanwhile
 
     def apply(self, columns: Mapping[str, Sequence], n: int, ids: Sequence | None) -> dict[str, list[float | None]]:
         """The history features of `n` transactions given column-wise (JSON values), computed from the
@@ -78,61 +77,6 @@ class StateStore(Protocol):
         ...
 
 
-def compute(spec: HistorySpec, columns: Mapping[str, Sequence], n: int, ids: Sequence | None,
-            load: Mapping[str, Mapping[str, str | bytes]], start: float, end: float, known: Mapping[str, list]
-            ) -> tuple[dict[str, list[float | None]], HistoryState, list[int], dict[str, list]]:
-    """The features of a request and the state after it: `load` holds the stored states of its
-    entities (entity column -> key -> `stored` JSON), `known` the features of ids applied before. Returns
-    the features (rows in order), the state to store back, which rows were applied (new ids,
-    each once: an id twice in one request counts once) and, for a specification with labels, the
-    transaction record (`fraudvae.history.labels`) of each new id, for labels posted later."""
-    names = spec.names()
-    fresh, first_of = [], {}
-    for i in range(n):
-        rid = None if ids is None or ids[i] is None else str(ids[i])
-        if rid is not None and (rid in known or rid in first_of):
-            continue
-        if rid is not None:
-            first_of[rid] = i
-        fresh.append(i)
-    state = HistoryState.empty(spec)
-    state.start, state.end = start, end
-    for e, texts in load.items():
-        stored.load(state.tables[e], texts)
-    wanted = spec.columns() + [c for c in spec.optional_columns() if c in columns]
-    sub = {c: [columns[c][i] for i in fresh] for c in wanted}
-    feats = derive(spec, sub, state, typed=True) if fresh else {name: np.zeros(0) for name in names}
-    records = tx_records(spec, sub, [ids[i] for i in fresh]) if spec.risk_windows and ids is not None and fresh \
-        else {}
-    out: dict[str, list[float | None]] = {}
-    for name in names:  # a gap (NaN) as None, column by column
-        f = feats[name]
-        values: list[float | None] = list(f.tolist())
-        if not np.isfinite(f).all():
-            values = [v if v is not None and math.isfinite(v) else None for v in values]
-        if len(fresh) == n:
-            out[name] = values
-        else:
-            out[name] = [None] * n
-            for j, i in enumerate(fresh):
-                out[name][i] = values[j]
-    applied = set(fresh)
-    for i in range(n):
-        rid = None if ids is None or ids[i] is None else str(ids[i])
-        if rid is None or i in applied:
-            continue
-        values = known[rid] if rid in known else [out[name][first_of[rid]] for name in names]
-        for name, v in zip(names, values, strict=True):
-            out[name][i] = v
-    return out, state, fresh, records
-
-
-def request_keys(spec: HistorySpec, columns: Mapping[str, Sequence]) -> dict[str, list[str]]:
-    """The distinct entity keys of a request, per entity column."""
-    return {e: sorted({k for k in read.keys(list(columns[e]), e, typed=True) if k is not None})
-            for e in spec.entities}
-
-
 class SQLiteStore:
     """The embedded store: `path` (a SQLite file, WAL mode) shared by the workers of one host. Each
     request is one ``BEGIN IMMEDIATE`` transaction: workers take turns per request, so no update is
@@ -144,6 +88,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._applied = 0
         self.reseeded = 0  # a file the service opened cannot be emptied under it
+        self.redone = 0  # rows computed again because another worker changed their entities meanwhile
         # requests take turns on a lock the kernel hands over at once: SQLite's own busy handler
         # polls with sleeps of up to 100 ms, which set the tail latency under concurrency
         self._turn = threading.Lock()
@@ -207,7 +152,8 @@ class SQLiteStore:
     def apply(self, columns: Mapping[str, Sequence], n: int, ids: Sequence | None) -> dict[str, list[float | None]]:
         """Optimistically: the request's states are read (a WAL snapshot, no lock) and its features
         computed outside the write lock, which is then held only to read them again and write; when
-        another worker changed what the computation read meanwhile, it is done again under the lock.
+        another worker changed what the computation read meanwhile, the rows of the entities it
+        changed are computed again under the lock (`request.redo`).
         Two workers' requests for other entities thus compute at once (the computation was 61% of a
         100-row request's time under the lock)."""
         keys = request_keys(self.spec, columns)
@@ -222,8 +168,9 @@ class SQLiteStore:
             result = compute(self.spec, columns, n, ids, *seen)
             with self._transaction() as db:
                 now = self._snapshot(db, keys, rid)
-                if not self._same(seen, now):
-                    result = compute(self.spec, columns, n, ids, *now)
+                if not unchanged(self.spec, seen, now):
+                    result, again = redo(self.spec, columns, n, ids, seen, now, result)
+                    self.redone += again
                 out, state, fresh, records = result
                 if fresh:
                     rows = [(self.key, e, k, last, text) for e, k, last, text in stored.dump(state, keys)]
@@ -231,7 +178,7 @@ class SQLiteStore:
                     db.executemany("INSERT OR IGNORE INTO tx VALUES (?, ?, ?, ?)",
                                    [(self.key, i, r[0], to_json(r)) for i, r in records.items()])
                     # the clock as other requests left it: a computation from before they ran is
-                    # still the one from now (`_same`) but knew an earlier end
+                    # still the one from now (`unchanged`) but knew an earlier end
                     self._set_meta(db, "start", repr(float(np.nanmin([state.start, now[1]]))))
                     self._set_meta(db, "end", repr(float(np.nanmax([state.end, now[2]]))))
                     if ids is not None:
@@ -261,12 +208,6 @@ class SQLiteStore:
             q = f"SELECT id, features FROM seen WHERE spec = ? AND id IN ({','.join('?' * len(part))})"
             known.update({i: from_json(f) for i, f in db.execute(q, (self.key, *part))})
         return load, start, end, known
-
-    def _same(self, before: Snapshot, now: Snapshot) -> bool:
-        """Whether a computation from `before` is the one from `now`: the same states, ids and start
-        (where the windows' coverage begins) and, with labels, the same end (which labels are due)."""
-        return (before[0] == now[0] and before[3].keys() == now[3].keys() and _same_float(before[1], now[1])
-                and (not self.spec.risk_windows or _same_float(before[2], now[2])))
 
     def _expire(self, db: sqlite3.Connection, end: float) -> None:
         """Forget entities unseen for 3 longest windows and ids older than one: the store stays bounded."""
@@ -309,10 +250,6 @@ class SQLiteStore:
     def entities(self) -> int:
         row = self._connection().execute("SELECT COUNT(*) FROM entity WHERE spec = ?", (self.key,)).fetchone()
         return int(row[0])
-
-
-def _same_float(a: float, b: float) -> bool:
-    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
