@@ -259,6 +259,8 @@ def _above(count: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 def _rank_within(rows: np.ndarray) -> np.ndarray:
     """For rows in time order, each one's position among its entity's rows (0 for the first)."""
+    if len(rows) < 2 or len(set(rows.tolist())) == len(rows):  # a request's rows are mostly one per entity
+        return np.zeros(len(rows), dtype=np.int64)
     g = np.argsort(rows, kind="stable")
     sr = rows[g]
     start = np.r_[0, np.flatnonzero(np.diff(sr)) + 1]

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -102,25 +103,25 @@ class HistorySpec:
         """Amounts on the scale their usual and spread are kept on."""
         return amounts if self.scale == "linear" else signed_log(amounts)
 
-    @property
+    @cached_property
     def long_windows(self) -> tuple[float, ...]:
         """The window the amount's usual is kept over: the longest, when it is at least 7 days (a
         shorter usual follows a run of frauds; one usual per entity keeps the features few)."""
         longest = max(self.windows)
         return (longest,) if self.amount_column and longest >= LONG_WINDOW else ()
 
-    @property
+    @cached_property
     def risk_windows(self) -> tuple[float, ...]:
         """The windows an entity's confirmed frauds are counted over (none without labels)."""
         return self.label_windows if self.label_column is not None else ()
 
-    @property
+    @cached_property
     def paced(self) -> tuple[float, ...]:
         """The windows whose count is kept as its excess over the entity's pace in the longest one
         (with `excess`: every window but the longest)."""
         return tuple(w for w in self.windows if w < max(self.windows)) if self.excess else ()
 
-    @property
+    @cached_property
     def run_window(self) -> float | None:
         """With `excess` and an amount's usual: the window over which the entity's amounts beyond the
         usual are counted (a compromised card's run of large purchases), the shortest of at least 7 days."""
@@ -128,7 +129,7 @@ class HistorySpec:
             return None
         return min(w for w in self.windows if w >= LONG_WINDOW)
 
-    @property
+    @cached_property
     def count_windows(self) -> tuple[float, ...]:
         """The time constants of an entity's decayed counts: one per window, then the run window's
         count of amounts beyond the usual, when there is one (`EntityTable.counts`)."""
@@ -152,6 +153,11 @@ class HistorySpec:
 
     def features(self) -> list[tuple[str, str]]:
         """(name, role) of every derived column, in order: what the model reads besides the file's."""
+        return list(self._features)
+
+    @cached_property
+    def _features(self) -> tuple[tuple[str, str], ...]:
+        # a spec is frozen: its derived names and windows are worked out once (every request reads them)
         out: list[tuple[str, str]] = []
         for e in self.entities:
             if self.excess:
@@ -164,7 +170,7 @@ class HistorySpec:
             out += [(name, "numeric") for name in self.amount_names(e) + self.run_names(e)]
             out += [(f"{e}: new {c}", "binary") for c in self.novelty_of(e)]
             out += [(name, "numeric") for name in self.risk_names(e)]
-        return out
+        return tuple(out)
 
     def paced_names(self, entity: str) -> list[str]:
         """The entity's counts above its pace, one per window of `paced` (none without `excess`)."""
@@ -185,7 +191,11 @@ class HistorySpec:
         return [f"{entity}: frauds known in {window_label(w)}" for w in self.risk_windows]
 
     def names(self) -> list[str]:
-        return [name for name, _ in self.features()]
+        return list(self._names)
+
+    @cached_property
+    def _names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self._features)
 
     def columns(self) -> list[str]:
         """The columns of the data the history reads: the clock, the entities, the amount, the novelty ones."""

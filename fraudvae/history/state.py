@@ -81,11 +81,11 @@ class EntityTable:
         return np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
 
     def _grow(self, n: int) -> None:
-        self.last = np.r_[self.last, np.full(n, np.nan)]
-        self.counts = np.vstack([self.counts, np.zeros((n, self.counts.shape[1]))])
+        self.last = np.concatenate([self.last, np.full(n, np.nan)])
+        self.counts = np.concatenate([self.counts, np.zeros((n, self.counts.shape[1]))])
         self.amount = np.concatenate([self.amount, np.zeros((n, *self.amount.shape[1:]))])
         self.risk = np.concatenate([self.risk, np.zeros((n, *self.risk.shape[1:]))])
-        self.risk_at = np.r_[self.risk_at, np.full(n, np.nan)]
+        self.risk_at = np.concatenate([self.risk_at, np.full(n, np.nan)])
         for col in self.seen:
             col += [{} for _ in range(n)]
 
