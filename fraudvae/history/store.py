@@ -37,6 +37,10 @@ from fraudvae.history.state import HistoryState
 from fraudvae.history.stored import entity_from_json, entity_json, from_json, to_json, with_pending
 
 BUSY_TIMEOUT_S = 10.0  # how long a write waits for another worker's transaction before the store is called unavailable
+# an entity's state written in place (INSERT OR REPLACE deletes the row and inserts it at the table's end:
+# twice the pages written to the log at each commit; a 100-row request's COMMIT 0.83-0.93 -> 0.57-0.61 ms)
+UPSERT_ENTITY = ("INSERT INTO entity VALUES (?, ?, ?, ?, ?) "
+                 "ON CONFLICT (spec, col, key) DO UPDATE SET last = excluded.last, state = excluded.state")
 ID_TTL_FACTOR = 1.0  # a transaction id is remembered for this many times the longest window (retries come sooner)
 
 
@@ -144,7 +148,7 @@ class SQLiteStore:
     def _seed(self, db: sqlite3.Connection, seed: HistoryState) -> None:
         rows = [(self.key, e, k, last, text)
                 for e, k, last, text in stored.dump(seed, {e: t.keys for e, t in seed.tables.items()})]
-        db.executemany("INSERT OR REPLACE INTO entity VALUES (?, ?, ?, ?, ?)", rows)
+        db.executemany(UPSERT_ENTITY, rows)
         self._set_meta(db, "start", repr(seed.start))
         self._set_meta(db, "end", repr(seed.end))
         self._set_meta(db, "seeded", repr(time.time()))
@@ -174,7 +178,7 @@ class SQLiteStore:
                 out, state, fresh, records = result
                 if fresh:
                     rows = [(self.key, e, k, last, text) for e, k, last, text in stored.dump(state, keys)]
-                    db.executemany("INSERT OR REPLACE INTO entity VALUES (?, ?, ?, ?, ?)", rows)
+                    db.executemany(UPSERT_ENTITY, rows)
                     db.executemany("INSERT OR IGNORE INTO tx VALUES (?, ?, ?, ?)",
                                    [(self.key, i, r[0], to_json(r)) for i, r in records.items()])
                     # the clock as other requests left it: a computation from before they ran is
@@ -234,7 +238,7 @@ class SQLiteStore:
                         if row is not None:  # an entity forgotten since (quiet for long) has no history to add to
                             s = with_pending(entity_from_json(row[0]), items)
                             rows.append((self.key, e, k, s.last, entity_json(s)))
-                db.executemany("INSERT OR REPLACE INTO entity VALUES (?, ?, ?, ?, ?)", rows)
+                db.executemany(UPSERT_ENTITY, rows)
                 db.executemany("UPDATE tx SET record = ? WHERE spec = ? AND id = ?",
                                [(to_json(r), self.key, i) for i, r in changed.items()])
         except sqlite3.Error as e:
