@@ -59,6 +59,20 @@ def load(table: EntityTable, texts: Mapping[str, str | bytes]) -> None:
     `EntityTable.put_many` (which grows the arrays once); each state keeps JSON's lists as decoded,
     without `entity_from_json`'s conversion to tuples."""
     new = {k: from_json(v) for k, v in texts.items() if k not in table.index}
+    if not new:
+        return
+    if not table.risk.shape[1]:  # straight into the arrays (no `EntityState` per entity: the request's path)
+        states = list(new.values())
+        rows = table.rows(list(new))
+        table.last[rows] = [d[0] for d in states]
+        table.counts[rows] = [d[1] for d in states]
+        if table.amount.shape[1]:
+            table.amount[rows] = [d[2] for d in states]
+        at = rows.tolist()
+        for j, col in enumerate(table.seen):
+            for i, d in zip(at, states, strict=True):
+                col[i] = dict.fromkeys(d[3][j]) if j < len(d[3]) else {}
+        return
     nan = float("nan")
     table.put_many({k: EntityState(float(d[0]), d[1], d[2], d[3], *((d[4], nan if d[5] is None else float(d[5]), d[6])
                                                                      if len(d) > 4 else ()))
