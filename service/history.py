@@ -28,10 +28,12 @@ Features = dict[str, list[float | None]]
 
 
 class StoreQueue:
-    def __init__(self, store: StateStore, max_rows: int, on_call: Callable[[float, bool], None] | None = None,
+    def __init__(self, store: StateStore, max_rows: int, on_call: Callable[[float, bool, int], None] | None = None,
                  on_reseed: Callable[[int], None] | None = None) -> None:
         self.store, self.max_rows = store, max_rows
-        self.on_call = on_call  # (seconds, failed) after each store call: metrics
+        # (seconds, failed, rows computed again because another worker changed their entities) after each
+        # store call: metrics
+        self.on_call = on_call
         self.on_reseed = on_reseed  # (times) the store was found empty and seeded again: metrics
         self._reseeded = store.reseeded
         self._jobs: deque[tuple[Batch, asyncio.Future]] = deque()
@@ -77,15 +79,15 @@ class StoreQueue:
             self._draining = None
 
     def _call(self, batch: Batch) -> Features:
-        t = time.perf_counter()
+        t, redone = time.perf_counter(), self.store.redone
         try:
             features = self.store.apply(batch.columns, batch.n, batch.ids)
         except Exception:
             if self.on_call is not None:
-                self.on_call(time.perf_counter() - t, True)
+                self.on_call(time.perf_counter() - t, True, 0)
             raise
         if self.on_call is not None:
-            self.on_call(time.perf_counter() - t, False)
+            self.on_call(time.perf_counter() - t, False, self.store.redone - redone)
         if self.store.reseeded != self._reseeded and self.on_reseed is not None:
             self.on_reseed(self.store.reseeded - self._reseeded)
         self._reseeded = self.store.reseeded

@@ -59,6 +59,9 @@ class Metrics:
                                        registry=own)
         self.store_errors = Counter("fraudvae_state_store_errors", "history state store failures (answered 503)",
                                     registry=own)
+        self.store_redone = Counter("fraudvae_state_store_rows_recomputed", "rows whose history features were "
+                                    "computed again because another worker changed their entities meanwhile "
+                                    "(contention on the same cards)", registry=own)
         self.store_reseeds = Counter("fraudvae_state_store_reseeds", "times the history state store was found empty "
                                      "for this model (Redis restarted without persistence) and seeded again from the "
                                      "model's saved state", registry=own)
@@ -105,10 +108,12 @@ class Metrics:
         if self.shadow_backlog is not None and self.backlog is not None:
             self.shadow_backlog.set(self.backlog())
 
-    def on_store(self, seconds: float, failed: bool) -> None:
+    def on_store(self, seconds: float, failed: bool, redone: int = 0) -> None:
         self.store_seconds.observe(seconds)
         if failed:
             self.store_errors.inc()
+        if redone:
+            self.store_redone.inc(redone)
 
     def on_reseeds(self, n: int) -> None:
         self.store_reseeds.inc(n)

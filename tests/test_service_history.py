@@ -61,6 +61,7 @@ def test_online_equals_offline_on_the_embedded_store(model: Path, split, tmp_pat
         metrics = c.get("/metrics").text
         assert r.status_code == 200 and "fraudvae_state_store_seconds_count" in metrics
         assert "fraudvae_state_store_entities 30.0" in metrics
+        assert "fraudvae_state_store_rows_recomputed_total 0.0" in metrics  # one client: nothing overtaken
 
 
 def test_a_retried_transaction_gets_its_answer_and_counts_once(model: Path, split, tmp_path: Path) -> None:
@@ -202,7 +203,7 @@ def test_concurrent_requests_share_store_calls_and_a_bad_one_fails_alone(model: 
                                       for b in requests), return_exceptions=True)
 
     async def both() -> list:
-        queue = StoreQueue(store, 4096, lambda seconds, failed: calls.append(failed))
+        queue = StoreQueue(store, 4096, lambda seconds, failed, redone: calls.append(failed))
         first = await run(queue, bodies[:20])  # twenty single-row requests at once: one store call
         assert calls == [False]
         second = await run(queue, bodies[20:])  # a bad one among them: refused together, then one by one
@@ -322,5 +323,6 @@ def test_the_embedded_store_computes_again_what_another_worker_changed_meanwhile
     a._snapshot = between
     assert a.apply(second[0], 1, second[1]) == expected
     assert len(calls) == 2  # read, then read again under the lock and found changed
+    assert (a.redone, b.redone) == (1, 0)  # counted (`fraudvae_state_store_rows_recomputed_total`)
     third = ({**first[0], "when": ["2024-06-01 12:10:00"]}, ["third-0"])
     assert a.apply(third[0], 1, third[1]) == want.apply(third[0], 1, third[1])  # nothing was lost
