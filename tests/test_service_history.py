@@ -326,3 +326,31 @@ def test_the_embedded_store_computes_again_what_another_worker_changed_meanwhile
     assert (a.redone, b.redone) == (1, 0)  # counted (`fraudvae_state_store_rows_recomputed_total`)
     third = ({**first[0], "when": ["2024-06-01 12:10:00"]}, ["third-0"])
     assert a.apply(third[0], 1, third[1]) == want.apply(third[0], 1, third[1])  # nothing was lost
+
+
+def test_redis_writes_each_state_and_id_with_its_expiry_and_an_id_once(model: Path, split, redis_server) -> None:
+    """The writes of a request go as one script call per kind (`SET_MANY`): every entity state and
+    every id still gets its own expiry (the store stays bounded), and an id applied before is kept
+    as it was (NX: a retry never rewrites the first answer)."""
+    from fraudvae import open_state_store
+    from fraudvae.history.redis_store import set_many
+
+    _, test = split
+    det = FraudVAE.load(model)
+    store = open_state_store(det.history_.spec, det.history_, url=f"redis://127.0.0.1:{redis_server['port']}/0")
+    rows = records(test.head(6))
+    cols = {c: [r.get(c) for r in rows] for c in rows[0]}
+    first = store.apply(cols, len(rows), cols["tx"])
+    longest = max(det.history_.spec.windows)
+    for card in {str(r["card_id"]) for r in rows}:
+        assert 2.9 * longest < store.client.ttl(store.prefix + f"e:card_id:{card}") <= 3 * longest
+    for tx in cols["tx"]:
+        assert 0.9 * longest < store.client.ttl(store.prefix + f"id:{tx}") <= longest
+    again = store.apply({c: v[:1] for c, v in cols.items()}, 1, cols["tx"][:1])  # a retry: its first answer
+    assert [again[name][0] for name in again] == [first[name][0] for name in first]
+    key = store.prefix + f"id:{cols['tx'][0]}"
+    kept = store.client.get(key)
+    with store.client.pipeline(transaction=True) as pipe:  # what a request that raced the first would write
+        set_many(pipe, {key: b"[1.0]", store.prefix + "id:other": b"[2.0]"}, 60, nx=True)
+        pipe.execute()
+    assert store.client.get(key) == kept and store.client.get(store.prefix + "id:other") == b"[2.0]"
