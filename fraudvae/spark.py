@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,7 +111,6 @@ def _with_history(df: DataFrame, location: str, version: str, ship: bool) -> Dat
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, LongType, StructField, StructType
 
-    from fraudvae.history import HistorySpec
 
     det = _model(location, version, "cpu")
     assert det.history_ is not None
@@ -121,7 +121,7 @@ def _with_history(df: DataFrame, location: str, version: str, ship: bool) -> Dat
     numbered = df.withColumn(ROW, F.monotonically_increasing_id()).localCheckpoint(eager=True)
     needed = [ROW, *spec.columns(), *(c for c in spec.optional_columns() if c in df.columns)]
     for e in spec.entities:
-        one = HistorySpec(**{**spec.__dict__, "entities": (e,)})
+        one = replace(spec, entities=(e,))
         names = one.names()
         schema = StructType([StructField(ROW, LongType(), False), *(StructField(n, DoubleType(), True) for n in names)])
 
