@@ -311,12 +311,13 @@ def test_the_embedded_store_computes_again_what_another_worker_changed_meanwhile
 
     a = open_state_store(det.history_.spec, det.history_, folder=tmp_path / "race")
     b = open_state_store(det.history_.spec, det.history_, folder=tmp_path / "race")
-    snapshot, calls = a._snapshot, []
+    snapshot, calls, race = a._snapshot, [], [True]
 
     def between(*args):  # the other worker commits right after this one read its snapshot
         got = snapshot(*args)
-        if not calls:
+        if race:
             b.apply(first[0], 1, first[1])
+            race.clear()
         calls.append(1)
         return got
 
@@ -326,6 +327,7 @@ def test_the_embedded_store_computes_again_what_another_worker_changed_meanwhile
     assert (a.redone, b.redone) == (1, 0)  # counted (`fraudvae_state_store_rows_recomputed_total`)
     third = ({**first[0], "when": ["2024-06-01 12:10:00"]}, ["third-0"])
     assert a.apply(third[0], 1, third[1]) == want.apply(third[0], 1, third[1])  # nothing was lost
+    assert len(calls) == 3  # nobody else committed: the snapshot was not read again under the lock
 
 
 def test_redis_writes_each_state_and_id_with_its_expiry_and_an_id_once(model: Path, split, redis_server) -> None:

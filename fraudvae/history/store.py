@@ -155,7 +155,8 @@ class SQLiteStore:
 
     def apply(self, columns: Mapping[str, Sequence], n: int, ids: Sequence | None) -> dict[str, list[float | None]]:
         """Optimistically: the request's states are read (a WAL snapshot, no lock) and its features
-        computed outside the write lock, which is then held only to read them again and write; when
+        computed outside the write lock, which is then held only to read them again (unless no other
+        connection committed meanwhile: SQLite's data version) and write; when
         another worker changed what the computation read meanwhile, the rows of the entities it
         changed are computed again under the lock (`request.redo`).
         Two workers' requests for other entities thus compute at once (the computation was 61% of a
@@ -167,11 +168,13 @@ class SQLiteStore:
             db.execute("BEGIN")
             try:
                 seen = self._snapshot(db, keys, rid)
+                version = _data_version(db)
             finally:
                 db.execute("COMMIT")
             result = compute(self.spec, columns, n, ids, *seen)
             with self._transaction() as db:
-                now = self._snapshot(db, keys, rid)
+                # no other connection committed since the snapshot: it is still what the store holds
+                now = seen if _data_version(db) == version else self._snapshot(db, keys, rid)
                 if not unchanged(self.spec, seen, now):
                     result, again = redo(self.spec, columns, n, ids, seen, now, result)
                     self.redone += again
@@ -254,6 +257,12 @@ class SQLiteStore:
     def entities(self) -> int:
         row = self._connection().execute("SELECT COUNT(*) FROM entity WHERE spec = ?", (self.key,)).fetchone()
         return int(row[0])
+
+
+def _data_version(db: sqlite3.Connection) -> int:
+    """SQLite's count of other connections' commits as this connection's transaction sees them: equal
+    at two points of one connection, nothing was committed by another in between."""
+    return int(db.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
