@@ -66,7 +66,8 @@ class Metrics:
                                      "for this model (Redis restarted without persistence) and seeded again from the "
                                      "model's saved state", registry=own)
         self.store_entities = Gauge("fraudvae_state_store_entities", "entities the history state store holds "
-                                    "(counted every 256 requests)", registry=own, multiprocess_mode="max")
+                                    "for this model's history specification (counted at most every 30 s, in the "
+                                    "background)", registry=own, multiprocess_mode="max")
         self.labels = Counter("fraudvae_labels", "labels posted (POST /labels) by outcome: applied (a first label), "
                               "changed (a correction), unchanged (the same again), unknown (no such transaction)",
                               ["outcome"], registry=own)

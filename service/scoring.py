@@ -32,7 +32,9 @@ from .shadow import Shadow
 
 log = logging.getLogger("service")
 JSON_HEADERS = [(b"content-type", b"application/json")]
-ENTITIES_EVERY = 256
+# the entities held are counted at most this often, off the requests' path (a count reads the whole
+# store: SQLite's index, a SCAN of Redis's keys)
+ENTITIES_EVERY_S = 30.0
 ENCODE_EARLY_ROWS = 64  # a request this large is encoded by the endpoint, not in the batch
 
 
@@ -100,7 +102,8 @@ def error_answer(e: ServiceError) -> tuple[int, bytes, list[tuple[bytes, bytes]]
 class ScoreEndpoint:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
-        self.store_calls = 0  # every ENTITIES_EVERY-th store call also counts the entities held
+        self._counted_at = -ENTITIES_EVERY_S  # when the entities held were last counted (monotonic)
+        self._counting: asyncio.Task | None = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         t = time.perf_counter()
@@ -144,9 +147,7 @@ class ScoreEndpoint:
                 batch = self._decode(state.decoder, body, encoding)
             if state.history is not None:  # history features, applied in the shared store
                 batch.columns.update(await state.history.apply(batch))
-                self.store_calls += 1
-                if self.store_calls % ENTITIES_EVERY == 1:
-                    state.metrics.on_entities(await asyncio.to_thread(state.history.store.entities))
+                self._count_entities(state)
             # a large request is encoded here, as soon as its columns are complete, while its values are
             # in the cache (small ones are encoded in the batch, together)
             if batch.n >= ENCODE_EARLY_ROWS:
@@ -174,6 +175,24 @@ class ScoreEndpoint:
             for i, row in zip(flagged, reasons, strict=True):
                 results[i]["reasons"] = [r.to_dict() for r in row]
         return dumps({"model_version": det.version_, "threshold": det.threshold_.value, "results": results})
+
+    def _count_entities(self, state: Ready) -> None:
+        """Refresh the entities-held gauge in the background, at most every ENTITIES_EVERY_S: no request
+        waits for the count, and a count that fails is a warning, never a request's error."""
+        now = time.monotonic()
+        if state.history is None or now - self._counted_at < ENTITIES_EVERY_S or (
+                self._counting is not None and not self._counting.done()):
+            return
+        self._counted_at = now
+        store, metrics = state.history.store, state.metrics
+
+        async def count() -> None:
+            try:
+                metrics.on_entities(await asyncio.to_thread(store.entities))
+            except Exception as e:  # the store's faults reach the requests themselves
+                log.warning("could not count the entities the state store holds: %s", e)
+
+        self._counting = asyncio.get_running_loop().create_task(count(), name="fraudvae-entities")
 
     def _decode(self, decoder: RequestDecoder, body: bytes, encoding: str) -> Batch:
         if encoding == "gzip":

@@ -60,7 +60,7 @@ def test_online_equals_offline_on_the_embedded_store(model: Path, split, tmp_pat
         r = c.post("/score?explain=true", json={"transactions": records(test.tail(3))})
         metrics = c.get("/metrics").text
         assert r.status_code == 200 and "fraudvae_state_store_seconds_count" in metrics
-        assert "fraudvae_state_store_entities 30.0" in metrics
+        assert _eventually(lambda: "fraudvae_state_store_entities 30.0" in c.get("/metrics").text)
         assert "fraudvae_state_store_rows_recomputed_total 0.0" in metrics  # one client: nothing overtaken
 
 
@@ -149,6 +149,8 @@ def test_redis_online_equals_offline_and_a_stopped_redis_is_a_503(model: Path, s
     with TestClient(create_app(Settings(model=model, state_url=url))) as c:
         half = len(rows) // 2
         np.testing.assert_allclose(replay(c, rows[:half], 7), want[:half], rtol=1e-12)
+        # the entities held, counted in the background: the 30 cards, not every key (ids, records)
+        assert _eventually(lambda: "fraudvae_state_store_entities 30.0" in c.get("/metrics").text)
         redis_server["proc"].terminate()
         redis_server["proc"].wait(10)
         r = c.post("/score", json={"transactions": rows[half: half + 1]})
@@ -356,3 +358,12 @@ def test_redis_writes_each_state_and_id_with_its_expiry_and_an_id_once(model: Pa
         set_many(pipe, {key: b"[1.0]", store.prefix + "id:other": b"[2.0]"}, 60, nx=True)
         pipe.execute()
     assert store.client.get(key) == kept and store.client.get(store.prefix + "id:other") == b"[2.0]"
+
+
+def _eventually(holds, seconds: float = 5.0) -> bool:
+    end = time.monotonic() + seconds
+    while not holds():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
