@@ -94,3 +94,26 @@ def test_one_window_keeps_its_count() -> None:
     assert s.names() == ["card_id: tx in 1h"] and s.run_window is None
     f = derive(s, steady(), HistoryState.empty(s))
     assert np.nanmax(f["card_id: tx in 1h"]) > 0
+
+
+def test_transactions_of_one_time_leave_the_same_run_whichever_arrives_first() -> None:
+    """The service applies concurrent requests in the order they reach the store: a burst of one card
+    at one second must leave the same state (its run of amounts beyond the usual included) in any
+    order, as the clipped amounts already did. Models saved before judged each amount against the
+    usual after the burst's earlier ones (the order mattered) and read as they were."""
+    history = steady(n_cards=3, days=20)
+    burst = pd.DataFrame({"card_id": 1, "when": START + pd.Timedelta(days=20, hours=1),
+                          "amount": np.linspace(5.0, 400.0, 40)})
+
+    def state_after(s: HistorySpec, order: np.ndarray) -> np.ndarray:
+        state = HistoryState.empty(s)
+        derive(s, history, state)
+        derive(s, burst.iloc[order].reset_index(drop=True), state)
+        return state.tables["card_id"].counts[state.tables["card_id"].index["1"]]
+
+    rising, falling = np.arange(40), np.arange(40)[::-1]
+    assert spec().run_before_time
+    np.testing.assert_allclose(state_after(spec(), rising), state_after(spec(), falling), rtol=1e-12)
+    old = HistorySpec.from_dict({k: v for k, v in spec().to_dict().items() if k != "run_before_time"})
+    assert not old.run_before_time and old.key() == spec(run_before_time=False).key() != spec().key()
+    assert state_after(old, rising)[-1] != state_after(old, falling)[-1]  # what the fix is for

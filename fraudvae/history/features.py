@@ -197,8 +197,11 @@ def _entity(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, x: np.
                 ok = np.isfinite(xx)
                 table.amount[a] = np.stack([w + ok, total + np.where(ok, clipped, 0.0),
                                             squares + np.where(ok, clipped * clipped, 0.0), ref_c, ref_s], axis=-1)
-                if run:  # this amount joins the run when beyond the usual (a first one has no usual of its own)
-                    counts_after[:, -1] = now[:, -1] + ((z[i][:, -1] > ORDINARY) & ~first)
+                if run:  # this amount joins the run when beyond the usual (a first one has no usual of its own),
+                    # in new models the usual before its time's transactions, as its clipping: transactions of
+                    # one time then leave the same run whichever came first (the service's concurrent requests)
+                    judged = (xx - ref_c) / ref_s if spec.run_before_time else z[i]
+                    counts_after[:, -1] = now[:, -1] + ((judged[:, -1] > ORDINARY) & ~first)
             table.counts[a] = counts_after
             for j, c in enumerate(novelty):
                 _novelty(table, a, i, keys[c], new[:, j], j, spec.max_values)

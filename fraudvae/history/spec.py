@@ -98,6 +98,10 @@ class HistorySpec:
     # the share of amounts beyond ORDINARY spreads of their entity's usual in the training file: what
     # chance gives in an entity's run of them (`run_window`; fitted, `fraudvae.fitting.with_history`)
     by_chance: float = BY_CHANCE
+    # whether an amount joins the run (`run_window`) by its distance from the usual before its time's
+    # transactions (True: the run then does not depend on the order transactions of one time arrive in)
+    # or from the usual after the ones that came first (models saved before this was added)
+    run_before_time: bool = True
 
     def on_scale(self, amounts: np.ndarray) -> np.ndarray:
         """Amounts on the scale their usual and spread are kept on."""
@@ -218,6 +222,8 @@ class HistorySpec:
                 del d[name]
         if not self.excess:  # nor one saved before the excess features
             del d["excess"], d["by_chance"]
+        if not self.run_before_time or not self.excess:  # nor one saved before the run's fix
+            del d["run_before_time"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
@@ -232,7 +238,8 @@ class HistorySpec:
                    label_time_column=d.get("label_time_column"), label_time_unit=d.get("label_time_unit"),
                    label_time_format=d.get("label_time_format"),
                    label_windows=tuple(float(w) for w in d.get("label_windows", ())),
-                   excess=bool(d.get("excess", False)), by_chance=float(d.get("by_chance", BY_CHANCE)))
+                   excess=bool(d.get("excess", False)), by_chance=float(d.get("by_chance", BY_CHANCE)),
+                   run_before_time=bool(d.get("run_before_time", False)))
 
 
 def risk_window(windows: tuple[float, ...], delay: float) -> float:
