@@ -103,7 +103,9 @@ def test_two_workers_lose_no_update_for_one_card(model: Path, tmp_path: Path) ->
     try:
         srv.wait_ready()
         times = ["2024-03-16 12:00:00"] * 60 + ["2024-03-16 12:30:00"]
-        rows = [{"tx": f"new{i}", "card_id": 424242, "when": w, "amount": 10.0 + i, "merchant": "m1"}
+        # amounts from ordinary to far beyond the card's usual, all at one time: the state they leave
+        # (the run of amounts beyond the usual included) must not depend on the order they arrive in
+        rows = [{"tx": f"new{i}", "card_id": 424242, "when": w, "amount": 5.0 + 6.5 * i, "merchant": "m1"}
                 for i, w in enumerate(times)]
         with ThreadPoolExecutor(16) as pool:
             codes = list(pool.map(lambda r: httpx.post(srv.url + "/score", json={"transactions": [r]},
