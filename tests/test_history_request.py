@@ -80,6 +80,7 @@ def test_a_request_is_computed_again_whole_when_an_id_repeats_or_the_clock_start
     now = (changed, *before[1:])
     ids = [f"r{i}" for i in range(len(mine))]
     done = compute(spec, cols, len(mine), ids, *before)
+    assert redo(spec, cols, len(mine), ids, before, before, done) == (done, 0)  # nothing changed: as it was
     assert redo(spec, cols, len(mine), ids, before, now, done)[1] < len(mine)
     twice = [*ids[:-1], ids[0]]
     assert redo(spec, cols, len(mine), twice, before, now, compute(spec, cols, len(mine), twice, *before))[1] \

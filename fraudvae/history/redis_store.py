@@ -30,7 +30,7 @@ from typing import Any, TypeVar, cast
 from fraudvae.errors import StateStoreError
 from fraudvae.history import stored
 from fraudvae.history.labels import LabelBatch, LabelOutcome, plan, record_ttl
-from fraudvae.history.request import Snapshot, compute, redo, request_keys, unchanged
+from fraudvae.history.request import Snapshot, compute, redo, request_keys
 from fraudvae.history.spec import HistorySpec
 from fraudvae.history.state import HistoryState
 from fraudvae.history.store import ID_TTL_FACTOR
@@ -174,10 +174,8 @@ class RedisStore:
             known: dict[str, list] = {i: from_json(v) for i, v in zip(rid, seen, strict=True) if v is not None}
             now: Snapshot = (load, float(start or "nan"), float(end or "nan"), known)
             if tried:  # an earlier try lost to another request: compute again only what it changed
-                result = tried[1]
-                if not unchanged(self.spec, tried[0], now):
-                    result, again = redo(self.spec, columns, n, ids, tried[0], now, result)
-                    self.redone += again
+                result, again = redo(self.spec, columns, n, ids, tried[0], now, tried[1])
+                self.redone += again
             else:
                 result = compute(self.spec, columns, n, ids, *now)
             tried[:] = [now, result]

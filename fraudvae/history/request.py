@@ -104,9 +104,12 @@ def unchanged(spec: HistorySpec, before: Snapshot, now: Snapshot) -> bool:
 def redo(spec: HistorySpec, columns: Mapping[str, Sequence], n: int, ids: Sequence | None, before: Snapshot,
          now: Snapshot, done: Result) -> tuple[Result, int]:
     """`done`, computed from `before`, as `compute` from `now` gives it, and how many rows were
-    computed again: those a change of an entity's stored state between the two reaches (see the
-    module's docstring). The whole request is computed again when what changed reaches every row:
-    other ids, the clock's start (or, with labels, its end), or an id given twice in the request."""
+    computed again: none when nothing the computation read changed (`unchanged`: `done` as it is),
+    else those a change of an entity's stored state between the two reaches (see the module's
+    docstring). The whole request is computed again when what changed reaches every row: other ids,
+    the clock's start (or, with labels, its end), or an id given twice in the request."""
+    if unchanged(spec, before, now):
+        return done, 0
     given = [str(i) for i in ids if i is not None] if ids is not None else []
     if (before[3].keys() != now[3].keys() or not same_float(before[1], now[1]) or not math.isfinite(now[1])
             or (spec.risk_windows and not same_float(before[2], now[2])) or len(set(given)) != len(given)):

@@ -31,7 +31,7 @@ import numpy as np
 from fraudvae.errors import StateStoreError
 from fraudvae.history import checkpoint, stored
 from fraudvae.history.labels import LabelBatch, LabelOutcome, Record, plan, record_ttl
-from fraudvae.history.request import Snapshot, compute, redo, request_keys, unchanged
+from fraudvae.history.request import Snapshot, compute, redo, request_keys
 from fraudvae.history.spec import HistorySpec
 from fraudvae.history.state import HistoryState
 from fraudvae.history.stored import entity_from_json, entity_json, from_json, to_json, with_pending
@@ -175,17 +175,15 @@ class SQLiteStore:
             with self._transaction() as db:
                 # no other connection committed since the snapshot: it is still what the store holds
                 now = seen if _data_version(db) == version else self._snapshot(db, keys, rid)
-                if not unchanged(self.spec, seen, now):
-                    result, again = redo(self.spec, columns, n, ids, seen, now, result)
-                    self.redone += again
-                out, state, fresh, records = result
+                (out, state, fresh, records), again = redo(self.spec, columns, n, ids, seen, now, result)
+                self.redone += again
                 if fresh:
                     rows = [(self.key, e, k, last, text) for e, k, last, text in stored.dump(state, keys)]
                     db.executemany(UPSERT_ENTITY, rows)
                     db.executemany("INSERT OR IGNORE INTO tx VALUES (?, ?, ?, ?)",
                                    [(self.key, i, r[0], to_json(r)) for i, r in records.items()])
                     # the clock as other requests left it: a computation from before they ran is
-                    # still the one from now (`unchanged`) but knew an earlier end
+                    # still the one from now (`request.unchanged`) but knew an earlier end
                     self._set_meta(db, "start", repr(float(np.nanmin([state.start, now[1]]))))
                     self._set_meta(db, "end", repr(float(np.nanmax([state.end, now[2]]))))
                     if ids is not None:
