@@ -127,24 +127,27 @@ class EntityTable:
             col[i] = dict.fromkeys(s.seen[j]) if j < len(s.seen) else {}
             self.shared[j].discard(i)
 
-    def put_many(self, states: dict[str, EntityState]) -> None:
-        """Add entities not in the table yet, their arrays grown once (a request's states from a store)."""
-        new = {k: s for k, s in states.items() if k not in self.index}
-        rows = self.rows(list(new))
+    def put_many(self, keys: list[str], last: Sequence[float], counts: Sequence, amount: Sequence,
+                 seen: Sequence[Sequence[Sequence[str]]], risk: Sequence = (), risk_at: Sequence[float] = (),
+                 pending: Sequence[Sequence[Sequence[float]]] = ()) -> None:
+        """Add entities the table does not hold yet, field by field (`EntityState`'s fields, one item
+        per key; the confirmed-fraud ones for a table with labels), the arrays grown once: a request's
+        states read from a store (`stored.load`)."""
+        rows = self.rows(keys)
         if not len(rows):
             return
-        self.last[rows] = [s.last for s in new.values()]
-        self.counts[rows] = [s.counts for s in new.values()]
+        self.last[rows] = last
+        self.counts[rows] = counts
         if self.amount.shape[1]:
-            self.amount[rows] = [s.amount for s in new.values()]
+            self.amount[rows] = amount
         if self.risk.shape[1]:
-            self.risk[rows] = [s.risk or [(0.0, 0.0)] * self.risk.shape[1] for s in new.values()]
-            self.risk_at[rows] = [s.risk_at for s in new.values()]
-            for k, s in new.items():
-                self.pending.add(k, s.pending)
+            self.risk[rows] = risk
+            self.risk_at[rows] = risk_at
+            for k, p in zip(keys, pending, strict=True):
+                self.pending.add(k, p)
         for j, col in enumerate(self.seen):
-            for i, s in zip(rows.tolist(), new.values(), strict=True):
-                col[i] = dict.fromkeys(s.seen[j]) if j < len(s.seen) else {}
+            for i, s in zip(rows.tolist(), seen, strict=True):
+                col[i] = dict.fromkeys(s[j]) if j < len(s) else {}
 
     def keep(self, rows: np.ndarray) -> None:
         """Keep only `rows` (in that order)."""

@@ -56,27 +56,20 @@ def with_pending(s: EntityState, items: Sequence[tuple[float, float, float]]) ->
 
 def load(table: EntityTable, texts: Mapping[str, str | bytes]) -> None:
     """Put stored states (key -> JSON) into `table`, those of keys it does not hold yet, through
-    `EntityTable.put_many` (which grows the arrays once); each state keeps JSON's lists as decoded,
-    without `entity_from_json`'s conversion to tuples."""
+    `EntityTable.put_many` (which grows the arrays once), field by field as JSON decodes them: no
+    `EntityState` per entity (a state stored before labels existed has none of their fields)."""
     new = {k: from_json(v) for k, v in texts.items() if k not in table.index}
     if not new:
         return
-    if not table.risk.shape[1]:  # straight into the arrays (no `EntityState` per entity: the request's path)
-        states = list(new.values())
-        rows = table.rows(list(new))
-        table.last[rows] = [d[0] for d in states]
-        table.counts[rows] = [d[1] for d in states]
-        if table.amount.shape[1]:
-            table.amount[rows] = [d[2] for d in states]
-        at = rows.tolist()
-        for j, col in enumerate(table.seen):
-            for i, d in zip(at, states, strict=True):
-                col[i] = dict.fromkeys(d[3][j]) if j < len(d[3]) else {}
-        return
-    nan = float("nan")
-    table.put_many({k: EntityState(float(d[0]), d[1], d[2], d[3], *((d[4], nan if d[5] is None else float(d[5]), d[6])
-                                                                     if len(d) > 4 else ()))
-                    for k, d in new.items()})
+    states = list(new.values())
+    labelled: tuple[list, ...] = ()
+    if table.risk.shape[1]:
+        none = [(0.0, 0.0)] * table.risk.shape[1]
+        labelled = ([d[4] if len(d) > 4 and d[4] else none for d in states],
+                    [float("nan") if len(d) <= 4 or d[5] is None else float(d[5]) for d in states],
+                    [d[6] if len(d) > 4 else [] for d in states])
+    table.put_many(list(new), [d[0] for d in states], [d[1] for d in states], [d[2] for d in states],
+                   [d[3] for d in states], *labelled)
 
 
 def dump(state: HistoryState, keys: Mapping[str, Sequence[str]]) -> Iterator[tuple[str, str, float, str | bytes]]:
