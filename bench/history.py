@@ -55,6 +55,17 @@ def assess(test: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
     return out
 
 
+def split(data: str, tmp: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The protocol's training and test rows of the Handbook's file, also written to `tmp` as
+    train.parquet and test.parquet (what `run` fits on and scores)."""
+    df = pd.read_parquet(data)
+    df["TX_DATETIME"] = pd.to_datetime(df.TX_DATETIME)
+    train, test = df[df.TX_DATETIME < TRAIN_END], df[df.TX_DATETIME >= TRAIN_END]
+    train.to_parquet(tmp / "train.parquet", index=False)
+    test.to_parquet(tmp / "test.parquet", index=False)
+    return train, test
+
+
 def run(tmp: Path, tag: str, flags: list[str]) -> tuple[np.ndarray, float]:
     fraudvae = [sys.executable, "-m", "fraudvae"]
     common = ["--label-column", "TX_FRAUD", "--id-column", "TRANSACTION_ID", "--drop", "TX_FRAUD_SCENARIO",
@@ -77,12 +88,8 @@ def main() -> int:
     ap.add_argument("--label-delay", metavar="SPAN",
                     help="also a model with confirmed frauds as history (fit --label-delay SPAN, e.g. 7d)")
     a = ap.parse_args()
-    df = pd.read_parquet(a.data)
-    df["TX_DATETIME"] = pd.to_datetime(df.TX_DATETIME)
-    train, test = df[df.TX_DATETIME < TRAIN_END], df[df.TX_DATETIME >= TRAIN_END]
     tmp = Path(tempfile.mkdtemp())
-    train.to_parquet(tmp / "train.parquet", index=False)
-    test.to_parquet(tmp / "test.parquet", index=False)
+    train, test = split(a.data, tmp)
     print(f"train {len(train):,} rows to {TRAIN_END:%Y-%m-%d}, test {len(test):,} rows "
           f"({int(test.TX_FRAUD.sum())} frauds: " +
           ", ".join(f"scenario {s} {int((test.TX_FRAUD_SCENARIO == s).sum())}" for s in (1, 2, 3)) + ")")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from history import TRAIN_END  # noqa: E402
+from history import run, split  # noqa: E402
 
 from fraudvae import FraudVAE  # noqa: E402
 
@@ -30,16 +29,10 @@ def main() -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--no-labels", action="store_true", help="the model with entities only (issue 30's)")
     a = ap.parse_args()
-    df = pd.read_parquet(a.data)
-    df["TX_DATETIME"] = pd.to_datetime(df.TX_DATETIME)
-    train, test = df[df.TX_DATETIME < TRAIN_END], df[df.TX_DATETIME >= TRAIN_END]
     tmp = Path(tempfile.mkdtemp())
-    train.to_parquet(tmp / "train.parquet", index=False)
-    subprocess.run([sys.executable, "-m", "fraudvae", "fit", str(tmp / "train.parquet"), "--model", str(tmp / "m"),
-                    "--label-column", "TX_FRAUD", "--id-column", "TRANSACTION_ID", "--drop", "TX_FRAUD_SCENARIO",
-                    "--seed", "0", "--quiet", "--time-column", "TX_DATETIME", "--entity-column", "CUSTOMER_ID",
-                    "--entity-column", "TERMINAL_ID", *([] if a.no_labels else ["--label-delay", "7d"])],
-                   check=True, stdout=subprocess.DEVNULL)
+    _, test = split(a.data, tmp)
+    run(tmp, "m", ["--entity-column", "CUSTOMER_ID", "--entity-column", "TERMINAL_ID",
+                   *([] if a.no_labels else ["--label-delay", "7d"])])  # bench/history.py's fit (and score)
     ex = FraudVAE.load(tmp / "m").explain(test.drop(columns=["TX_FRAUD_SCENARIO"]))
     score = ex.sum(axis=1).to_numpy()
     cut = np.sort(score)[-math.ceil(0.01 * len(score))]
