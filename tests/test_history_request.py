@@ -2,6 +2,9 @@
 that another worker's request has since changed, then brought up to date by computing again only
 the rows that change reaches, it equals the computation from the new snapshot."""
 
+import math
+
+import numpy as np
 import pytest
 from test_history_labels import DAY, terminals
 
@@ -89,3 +92,13 @@ def test_a_request_is_computed_again_whole_when_an_id_repeats_or_the_clock_start
     assert redo(spec, cols, len(mine), ids, before, moved, done)[1] == len(mine)
     assert redo(spec, cols, len(mine), ids, before, moved, done)[0][0] == compute(spec, cols, len(mine), ids,
                                                                                   *moved)[0]
+
+
+def test_the_clocks_earliest_and_latest_time_ignore_a_clock_not_started():
+    from fraudvae.history.state import earliest, latest
+
+    nan = float("nan")
+    assert (earliest(3.0, 5.0), latest(3.0, 5.0), earliest(5.0, 3.0), latest(5.0, 3.0)) == (3.0, 5.0, 3.0, 5.0)
+    assert (earliest(nan, 5.0), latest(nan, 5.0), earliest(5.0, nan), latest(5.0, nan)) == (5.0, 5.0, 5.0, 5.0)
+    assert all(map(math.isnan, (earliest(nan, nan), latest(nan, nan))))
+    assert type(latest(1.0, np.float64(2.0))) is float

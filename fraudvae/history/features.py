@@ -54,7 +54,17 @@ from fraudvae.history.spec import (
     HistorySpec,
     window_label,
 )
-from fraudvae.history.state import REF_CENTRE, REF_SPREAD, SQUARES, TOTAL, WEIGHT, EntityTable, HistoryState
+from fraudvae.history.state import (
+    REF_CENTRE,
+    REF_SPREAD,
+    SQUARES,
+    TOTAL,
+    WEIGHT,
+    EntityTable,
+    HistoryState,
+    earliest,
+    latest,
+)
 from fraudvae.schema import where
 from fraudvae.specs import TimeSpec
 from fraudvae.values import ISO_SECONDS, iso_seconds, json_datetimes
@@ -129,7 +139,7 @@ def derive(spec: HistorySpec, data: Data, state: HistoryState, typed: bool = Fal
             spec = state.spec = replace(spec, by_chance=float(np.mean(z > ORDINARY)))
     for e, r in raw.items():
         out.update(_beyond_ordinary(spec, e, r) if spec.excess else _raw(spec, e, r))
-    end = float(np.nanmax([state.end, t.max()])) if n else state.end  # the clock after these rows
+    end = latest(state.end, t.max()) if n else state.end  # the clock after these rows
     if spec.risk_windows and n:  # confirmed frauds: labels known before each row, the rest left pending
         y, known = labels_of(spec, data, t, typed)
         for e in spec.entities:
@@ -138,7 +148,7 @@ def derive(spec: HistorySpec, data: Data, state: HistoryState, typed: bool = Fal
         out.update({name: np.zeros(0) for name in spec.names()})
     if n:
         state.end = end
-        state.start = float(np.nanmin([state.start, t.min()]))
+        state.start = earliest(state.start, t.min())
     return {name: out[name] for name in spec.names()}
 
 

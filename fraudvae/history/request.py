@@ -25,7 +25,7 @@ from fraudvae.history import stored
 from fraudvae.history.features import derive
 from fraudvae.history.labels import tx_records
 from fraudvae.history.spec import HistorySpec
-from fraudvae.history.state import HistoryState
+from fraudvae.history.state import HistoryState, latest
 
 # what a computation reads: entity column -> key -> stored JSON, the clock's start and end, and the
 # features of the request's ids applied before
@@ -121,7 +121,7 @@ def redo(spec: HistorySpec, columns: Mapping[str, Sequence], n: int, ids: Sequen
     if len(rows) == n:
         return compute(spec, columns, n, ids, *now), n
     out, state, fresh, records = done
-    state.end = float(np.nanmax([state.end, now[2]]))  # the clock as `compute` from `now` leaves it
+    state.end = latest(state.end, now[2])  # the clock as `compute` from `now` leaves it
     if not rows:
         return done, 0
     sub = {c: [columns[c][i] for i in rows] for c in columns}

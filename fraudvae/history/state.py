@@ -17,6 +17,7 @@ entity); `HistoryState` holds a table per entity column.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -240,6 +241,17 @@ class Pending:
                 and np.isin(p.labels, (-1.0, 0.0, 1.0)).all() and np.isin(p.counts, (0.0, 1.0)).all()):
             raise ValueError("the saved history's pending labels are not times, keys, labels and counts of one length")
         return p
+
+
+def earliest(a: float, b: float) -> float:
+    """The earlier of two clock times, NaN meaning none (`numpy.nanmin` of the two, without its
+    setup: a request reads and sets the clock a few times, one row or a thousand)."""
+    return float(b if math.isnan(a) else a if math.isnan(b) else min(a, b))
+
+
+def latest(a: float, b: float) -> float:
+    """The later of two clock times, NaN meaning none (`numpy.nanmax` of the two)."""
+    return float(b if math.isnan(a) else a if math.isnan(b) else max(a, b))
 
 
 @dataclass

@@ -26,14 +26,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from fraudvae.errors import StateStoreError
 from fraudvae.history import checkpoint, stored
 from fraudvae.history.labels import LabelBatch, LabelOutcome, Record, plan, record_ttl
 from fraudvae.history.request import Snapshot, compute, redo, request_keys
 from fraudvae.history.spec import HistorySpec
-from fraudvae.history.state import HistoryState
+from fraudvae.history.state import HistoryState, earliest, latest
 from fraudvae.history.stored import entity_from_json, entity_json, from_json, to_json, with_pending
 
 BUSY_TIMEOUT_S = 10.0  # how long a write waits for another worker's transaction before the store is called unavailable
@@ -184,8 +182,8 @@ class SQLiteStore:
                                    [(self.key, i, r[0], to_json(r)) for i, r in records.items()])
                     # the clock as other requests left it: a computation from before they ran is
                     # still the one from now (`request.unchanged`) but knew an earlier end
-                    self._set_meta(db, "start", repr(float(np.nanmin([state.start, now[1]]))))
-                    self._set_meta(db, "end", repr(float(np.nanmax([state.end, now[2]]))))
+                    self._set_meta(db, "start", repr(earliest(state.start, now[1])))
+                    self._set_meta(db, "end", repr(latest(state.end, now[2])))
                     if ids is not None:
                         names = self.spec.names()
                         db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?)",
