@@ -209,23 +209,18 @@ class Preprocessor:
         # (its indicator is); a gap's point-mass indicator is unknown: the training share stands in (its
         # term masked below, in models fitted since `NumericSpec.gap_says_nothing`)
         observed = [~gap & ~at_atom]
-        flags: dict[tuple[str, str], np.ndarray] = {}
-        for j, name in enumerate(self.numeric):
-            flags[("missing", name)] = gap[:, j]
-            flags[("point_mass", name)] = np.where(gap[:, j], p["point_mass_share"][j], at_atom[:, j])
-        for name, s in self.binary.items():
-            v = binary[name]
-            flags[("missing", name)] = np.isnan(v)
-            flags[("value", name)] = np.where(np.isnan(v), s.fill, v)
-        layout = self.flag_layout()
-        flag_matrix = (np.stack([flags[key] for key in layout], axis=1).astype(np.float32) if layout
-                       else np.zeros((n, 0), np.float32))
+        # the 0/1 features (`flag_layout`) picked from every column's at once: numeric gaps, point-mass
+        # indicators (a gap's unknown: the training share stands in), binary gaps, binary values (a
+        # gap's: the fill)
+        b = np.stack([binary[name] for name in self.binary], axis=1) if self.binary else np.zeros((n, 0))
+        b_gap = np.isnan(b)
+        pick, says, gap_at = self._flag_plan()
+        pool = np.concatenate([gap, np.where(gap, p["point_mass_share"], at_atom), b_gap,
+                               np.where(b_gap, p["binary_fill"], b)], axis=1)
+        flag_matrix = pool[:, pick].astype(np.float32)
         # a binary column's own term is not evidence where its value was a gap, nor (in models that
         # say so) a point mass's indicator where the number was a gap
-        quiet = self._quiet()
-        observed.append(np.stack([~flags[("missing", name)] if kind == "value" or (kind, name) in quiet
-                                  else np.ones(n, bool) for kind, name in layout], axis=1)
-                        if layout else np.ones((n, 0), bool))
+        observed.append(np.where(says, pool[:, gap_at] == 0, True))
         features = self.category_features()
         cat = np.zeros((n, len(features)), dtype=np.int64)
         cat_observed = np.ones((n, len(features)), bool)
@@ -255,13 +250,25 @@ class Preprocessor:
             specs = self.numeric.values()
             self._vectors = {k: np.array([getattr(s, k) for s in specs], dtype=bool if k == "log" else float)
                              for k in ("log", "center", "scale", "fill", "point_mass", "point_mass_share")}
+            self._vectors["binary_fill"] = np.array([s.fill for s in self.binary.values()], dtype=float)
         return self._vectors
 
-    def _quiet(self) -> set[tuple[str, str]]:
-        """The point-mass indicators whose term a gap masks (`NumericSpec.gap_says_nothing`), once."""
-        if "_quiet_flags" not in self.__dict__:
-            self._quiet_flags = {("point_mass", n) for n, s in self.numeric.items() if s.gap_says_nothing}
-        return self._quiet_flags
+    def _flag_plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Once: where each 0/1 feature of `flag_layout` lies among `_assemble`'s columns of numeric gaps,
+        point-mass indicators, binary gaps and binary values; whether a gap masks its term (a binary
+        value's, and a point mass's in models with `NumericSpec.gap_says_nothing`); and that gap's column."""
+        if "_flags" not in self.__dict__:
+            k, numeric, binary = len(self.numeric), list(self.numeric), list(self.binary)
+            place = {**{("missing", c): j for j, c in enumerate(numeric)},
+                     **{("point_mass", c): k + j for j, c in enumerate(numeric)},
+                     **{("missing", c): 2 * k + j for j, c in enumerate(binary)},
+                     **{("value", c): 2 * k + len(binary) + j for j, c in enumerate(binary)}}
+            layout = self.flag_layout()
+            says = [kind == "value" or (kind == "point_mass" and self.numeric[c].gap_says_nothing)
+                    for kind, c in layout]
+            self._flags = (np.array([place[f] for f in layout], dtype=np.int64), np.array(says, dtype=bool),
+                           np.array([place[("missing", c)] for _, c in layout], dtype=np.int64))
+        return self._flags
 
     def _index(self, name: str, part: str | None, vocabulary: tuple[str, ...]) -> dict[str | None, int]:
         """Category key -> model index for one feature (None: missing; the vocabulary starts at 2)."""

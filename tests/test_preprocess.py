@@ -152,3 +152,38 @@ def test_typed_and_file_values_read_the_same_and_typed_ones_strictly():
     # the keys of whole columns of one type equal those read value by value (a mixed column)
     for values in ([7, -3, 0, None, 2**70], [" a ", "b"], [True, False, None], [1.0, 2.5, None]):
         assert read.keys(values, "c", typed=True) == read.keys([*values, "z"], "c", typed=True)[:-1], values
+
+
+def test_a_gap_masks_a_binary_value_and_a_point_mass_indicator_but_not_the_gaps_own():
+    """`observed` for the 0/1 features: a binary column's value term and (models since
+    `gap_says_nothing`) a point mass's indicator say nothing where the value was a gap; the missing
+    indicators themselves always count."""
+    rng = np.random.default_rng(3)
+    x = np.where(rng.random(300) < 0.6, 0.0, rng.normal(5, 1, 300))
+    x[::10] = np.nan
+    b = (rng.random(300) < 0.5).astype(object)
+    b[5::10] = None
+    df = pd.DataFrame({"x": x, "b": b, "y": rng.normal(size=300)})
+    pre = Preprocessor.fit(df, infer_schema(df), PreprocessConfig(atoms=("x",)))
+    assert pre.numeric["x"].point_mass == 0.0 and pre.numeric["x"].gap_says_nothing
+    enc = pre.transform(df)
+    layout = pre.flag_layout()
+    assert set(layout) == {("value", "b"), ("missing", "x"), ("missing", "b"), ("point_mass", "x")}
+    flags = dict(zip(layout, enc.binary.T, strict=True))
+    observed = dict(zip(layout, enc.observed[:, len(pre.numeric):len(pre.numeric) + len(layout)].T, strict=True))
+    x_gap, b_gap = np.isnan(x), pd.isna(b)
+    np.testing.assert_array_equal(flags[("missing", "x")], x_gap)
+    np.testing.assert_array_equal(flags[("missing", "b")], b_gap)
+    np.testing.assert_array_equal(flags[("point_mass", "x")][~x_gap], x[~x_gap] == 0.0)
+    assert np.all(flags[("point_mass", "x")][x_gap] == np.float32(pre.numeric["x"].point_mass_share))
+    np.testing.assert_array_equal(flags[("value", "b")][~b_gap], b[~b_gap].astype(bool))
+    np.testing.assert_array_equal(observed[("value", "b")], ~b_gap)
+    np.testing.assert_array_equal(observed[("point_mass", "x")], ~x_gap)
+    assert observed[("missing", "x")].all() and observed[("missing", "b")].all()
+    # a model saved before `gap_says_nothing`: the indicator counts where the number was a gap
+    old = Preprocessor.from_dict(pre.schema, pre.to_dict() | {"numeric": {
+        k: {kk: vv for kk, vv in v.items() if kk != "spike_gap_masked"} for k, v in pre.to_dict()["numeric"].items()}})
+    seen_old = dict(zip(layout, old.transform(df).observed[:, len(pre.numeric):len(pre.numeric) + len(layout)].T,
+                        strict=True))
+    assert seen_old[("point_mass", "x")].all()
+    np.testing.assert_array_equal(seen_old[("value", "b")], ~b_gap)
