@@ -178,8 +178,9 @@ class Preprocessor:
         keys: dict = {name: (None if typed else arrow_keys(data[name])) for name in self.categorical}
         keys = {name: read.keys(data[name], name, typed=typed) if k is None else k for name, k in keys.items()}
         for name, t in self.times.items():
-            at_once = iso_seconds(data[name]) if typed and t.unit is None and t.format == ISO_SECONDS else None
-            fast = json_datetimes(data[name], t.format) if typed and t.unit is None and at_once is None else None
+            strings = typed and t.unit is None  # a request's time strings: read here, not by pandas, when they can be
+            at_once = iso_seconds(data[name]) if strings and t.format == ISO_SECONDS else None
+            fast = json_datetimes(data[name], t.format) if strings and at_once is None else None
             keys[f"{name}.hour"], keys[f"{name}.weekday"] = (
                 clock_keys_of_seconds(at_once) if at_once is not None else clock_keys(fast) if fast is not None
                 else clock_features(read.times(data[name], name, t, typed=typed)))

@@ -111,7 +111,6 @@ def _with_history(df: DataFrame, location: str, version: str, ship: bool) -> Dat
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, LongType, StructField, StructType
 
-
     det = _model(location, version, "cpu")
     assert det.history_ is not None
     spec = det.history_.spec

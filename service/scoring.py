@@ -180,10 +180,10 @@ class ScoreEndpoint:
         """Refresh the entities-held gauge in the background, at most every ENTITIES_EVERY_S: no request
         waits for the count, and a count that fails is a warning, never a request's error."""
         now = time.monotonic()
-        if state.history is None or now - self._counted_at < ENTITIES_EVERY_S or (
-                self._counting is not None and not self._counting.done()):
+        if now - self._counted_at < ENTITIES_EVERY_S or (self._counting is not None and not self._counting.done()):
             return
         self._counted_at = now
+        assert state.history is not None  # called only where the model has history
         store, metrics = state.history.store, state.metrics
 
         async def count() -> None:
