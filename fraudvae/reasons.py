@@ -151,6 +151,10 @@ def _in_words(r: Reason, x: float, atom: float = math.nan) -> Reason:
     if what == "hours since previous" and low is not None and high is not None:
         return replace(r, column=entity, value=f"{x:.2g} hours since its previous transaction",
                        expected=f"typical {max(low, 0):.2g} to {high:.2g}")
+    if what.startswith("fraud share known in ") and low is not None and high is not None:
+        return replace(r, column=entity, value=f"{x:.0%} of its labelled transactions confirmed as fraud "
+                       f"(weighted by how recently known, over {what.split()[4]})",
+                       expected=f"typical {max(low, 0):.0%} to {min(high, 1):.0%}")
     if what.startswith("frauds known in ") and low is not None and high is not None:
         return replace(r, column=entity, value=f"{x:.1f} of its transactions confirmed as fraud (weighted by how "
                        f"recently known, over {what.split()[3]})", expected=f"typical {max(low, 0):.1f} to {high:.1f}")

@@ -1,6 +1,7 @@
 """Confirmed frauds as history (`fraudvae.history.risk`): an entity's frauds known before a row, from
 labels known a delay after their transactions."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,11 @@ def terminals(n: int = 12, days: int = 30, seed: int = 0) -> pd.DataFrame:
 
 def spec(delay: float = 7 * DAY) -> HistorySpec:
     return HistorySpec(("terminal_id",), "when", "amount", label_column="is_fraud", label_delay=delay,
-                       label_windows=(7 * DAY,))
+                       label_windows=(7 * DAY,), risk_measures=("frauds", "share"))
 
 
 FRAUDS_7D = "terminal_id: frauds known in 7d"
+SHARE_7D = "terminal_id: fraud share known in 7d"
 
 
 def test_a_label_counts_only_after_its_delay() -> None:
@@ -94,6 +96,10 @@ def test_a_spec_without_labels_keeps_its_key_and_saved_form() -> None:
     assert "label_column" not in plain.to_dict()
     assert HistorySpec.from_dict(plain.to_dict()) == plain
     assert HistorySpec.from_dict(spec().to_dict()) == spec() and spec().key() != plain.key()
+    saved_before_the_share = spec().to_dict()
+    del saved_before_the_share["risk_measures"]
+    assert HistorySpec.from_dict(saved_before_the_share).risk_measures == ("frauds",)
+    assert replace(spec(), risk_measures=("frauds",)).to_dict() == saved_before_the_share  # its key unchanged
     state = HistoryState.empty(plain)
     derive(plain, terminals(), state)
     assert b'"pending"' not in state.to_json() and b'"risk"' not in state.to_json()
@@ -134,12 +140,12 @@ def test_fit_and_score_use_confirmed_frauds(tmp_path: Path) -> None:
     det = FraudVAE(label_column="is_fraud", id_column="tx", entity_columns=("terminal_id", "card_id"),
                    label_delay="2d", epochs=5, seed=0).fit(train)
     names = det.schema_.names()
-    assert "terminal_id: frauds known in 7d" in names and "is_fraud" not in names
+    assert SHARE_7D in names and FRAUDS_7D not in names and "is_fraud" not in names  # new models read the share
     det.save(tmp_path / "m")
     again = FraudVAE.load(tmp_path / "m")
     whole = derive(det.history_.spec, df, HistoryState.empty(det.history_.spec))
     with_f = again.with_history(test)
-    np.testing.assert_allclose(with_f[FRAUDS_7D].to_numpy(), whole[FRAUDS_7D][len(train):], rtol=1e-12)
+    np.testing.assert_allclose(with_f[SHARE_7D].to_numpy(), whole[SHARE_7D][len(train):], rtol=1e-12)
     # the command line: --labels gives the scores the label column gives
     test.to_csv(tmp_path / "test.csv", index=False)
     test.drop(columns="is_fraud").to_csv(tmp_path / "bare.csv", index=False)
@@ -170,7 +176,7 @@ def test_a_label_time_column_says_when_each_label_became_known() -> None:
     df = df.assign(when=df["when"].dt.strftime("%Y-%m-%d %H:%M:%S"), known=known.dt.strftime("%Y-%m-%d %H:%M:%S"))
     det = FraudVAE(label_column="is_fraud", entity_columns=("terminal_id",), label_time_column="known", epochs=2,
                    seed=0).fit(df)
-    spec = det.history_.spec
+    spec = replace(det.history_.spec, risk_measures=("frauds",))  # the number (the share of one label is 1)
     assert spec.label_time_column == "known" and spec.label_delay is None and "known" not in det.schema_.names()
     assert spec.risk_windows == (30 * DAY,)  # the labels' typical delay, a month, needs the longest window
     f = derive(spec, df, HistoryState.empty(spec))["terminal_id: frauds known in 30d"]
@@ -181,12 +187,53 @@ def test_a_label_time_column_says_when_each_label_became_known() -> None:
     assert np.all(f[at3 & soon] > 0.5) and np.all(f[at3 & soon] < 1.5)  # the first label alone, in time
 
 
+def test_the_fraud_share_means_the_same_at_a_busy_and_a_quiet_terminal() -> None:
+    rng = np.random.default_rng(1)
+    rows = []
+    for term, per_day in ((0, 16.0), (1, 2.0), (2, 8.0)):  # 0 and 1 compromised on days 10 to 18
+        for s in np.sort(rng.uniform(0, 30 * DAY, rng.poisson(per_day * 30))):
+            fraud = int(term < 2 and 10 * DAY <= s < 18 * DAY)
+            rows.append((term, START + pd.Timedelta(seconds=float(s)), 20.0, fraud))
+    df = pd.DataFrame(rows, columns=["terminal_id", "when", "amount", "is_fraud"]).sort_values("when", kind="stable")
+    f = derive(spec(), df, HistoryState.empty(spec()))
+    day = ((df["when"] - START).dt.total_seconds() // DAY).to_numpy()
+    term = df["terminal_id"].to_numpy()
+    share, frauds = f[SHARE_7D], f[FRAUDS_7D]
+    assert np.all((share >= 0) & (share <= 1)) and np.all(share[term == 2] == 0) and np.all(share[frauds == 0] == 0)
+    late = (day >= 20) & (day < 25)  # the compromise's labels known
+    busy, quiet = late & (term == 0), late & (term == 1)
+    assert frauds[busy].mean() > 4 * frauds[quiet].mean()  # the number says how busy the terminal is...
+    assert abs(share[busy].mean() - share[quiet].mean()) < 0.15 and share[busy].mean() > 0.4  # ...the share not
+
+
+def test_a_late_correction_keeps_the_share_a_share() -> None:
+    from fraudvae.history.state import Pending
+
+    df = terminals(days=60)
+    df["is_fraud"] = 0
+    early, late = df[df["when"] < START + pd.Timedelta(days=10)], df[df["when"] >= START + pd.Timedelta(days=55)]
+    for change in (1.0, -1.0):  # a label long known corrected now, to fraud and back from it
+        s, state = spec(), HistoryState.empty(spec())
+        derive(s, early, state)
+        table = state.tables["terminal_id"]
+        when = (late["when"].iloc[0] - pd.Timestamp(0)).total_seconds() - 1.0  # epoch seconds, as the state keeps
+        p = table.pending
+        table.pending = Pending(np.r_[p.at, when], p.keys + ["3"], np.r_[p.labels, change], np.r_[p.counts, 0.0])
+        share = derive(s, late, state)[SHARE_7D]
+        assert np.all((share >= 0) & (share <= 1))
+        at3 = late["terminal_id"].to_numpy() == 3
+        assert (share[at3][0] == 1.0) if change > 0 else np.all(share[at3] == 0)
+
+
 def test_reasons_say_confirmed_frauds_in_words() -> None:
     from fraudvae.reasons import Reason, _in_words
 
     r = _in_words(Reason("TERMINAL_ID: frauds known in 7d", "4.2", "", 12.0, 0.0, 0.4, ()), 4.2)
     assert r.column == "TERMINAL_ID" and "4.2 of its transactions confirmed as fraud" in r.value
     assert "typical 0.0 to 0.4" in r.expected
+    r = _in_words(Reason("TERMINAL_ID: fraud share known in 7d", "0.8", "", 12.0, 0.0, 0.05, ()), 0.8)
+    assert r.column == "TERMINAL_ID" and "80% of its labelled transactions confirmed as fraud" in r.value
+    assert "typical 0% to 5%" in r.expected
 
 
 def test_the_risk_window_spans_the_delay() -> None:

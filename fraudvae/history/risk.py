@@ -5,10 +5,12 @@ A label (the model's label column, 0 or 1; a gap is no label) of a transaction b
 the transaction's time plus the specification's `label_delay`, or at the time in its
 `label_time_column` (never before the transaction itself). It then counts for every entity of its
 transaction. Per entity column E and its risk window W (`HistorySpec.risk_windows`: one, the
-shortest window spanning the delay, `spec.risk_window`), a row gets ``E: frauds known in W``: the
-entity's labels known strictly before the row's time that say fraud, each weighted
-e^(-time since it became known / W). The state also keeps the labels known (weighted alike), the
-denominator of a fraud share, so that a later feature can read it without a new state format.
+shortest window spanning the delay, `spec.risk_window`), the state keeps the entity's labels known
+strictly before the row's time that say fraud and all its labels known, each weighted
+e^(-time since it became known / W). A row gets ``E: fraud share known in W``, the first over the
+second (0 while none is known): unlike the number of frauds, a share means the same at a busy terminal
+as at a quiet one (the Handbook's data, seeds 0-4, in bench/RESULTS.md). Models saved before the
+share read the number, ``E: frauds known in W`` (`HistorySpec.risk_measures`).
 A row never sees its own label (it becomes known after the row) nor one known at or after its
 time. Labels not known by the end of a batch wait in the state (`Pending`) and come due while
 later batches are read: fit then score equals one file, and the state stays bounded by the delay.
@@ -92,6 +94,7 @@ def risk(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, own: list
     windows = np.asarray(spec.risk_windows)
     n = len(t)
     frauds = np.full((n, len(windows)), np.nan)
+    labelled = np.full((n, len(windows)), np.nan)
     present = np.fromiter((k is not None for k in own), dtype=bool, count=n)
     q = np.flatnonzero(present)
     lab = np.flatnonzero(present & np.isfinite(y) & np.isfinite(known))
@@ -123,13 +126,20 @@ def risk(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, own: list
         reads, labels = ~is_label[sel], is_label[sel]
         i = row[sel][reads]
         frauds[i] = now[reads, :, FRAUDS]
+        labelled[i] = now[reads, :, LABELLED]
         if labels.any():
             la = a[labels]
             add = np.stack([np.broadcast_to(value[sel][labels][:, None], (len(la), len(windows))),
                             np.broadcast_to(count[sel][labels][:, None], (len(la), len(windows)))], axis=-1)
             table.risk[la] = now[labels] + add
             table.risk_at[la] = np.fmax(since[labels], when[labels])
-    return dict(zip(spec.risk_names(e), [frauds[:, k] for k in range(len(windows))], strict=True))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # within [0, 1]: a corrected label's change (+1 or -1 frauds, `fraudvae.history.labels`) is weighed
+        # from when it is known, the label it corrects from when that was, so they can part
+        share = np.where(labelled > 0, np.clip(frauds / labelled, 0.0, 1.0), np.where(np.isnan(labelled), np.nan, 0.0))
+    measures = {"frauds": frauds, "share": share}
+    columns = [measures[m][:, k] for k in range(len(windows)) for m in spec.risk_measures]
+    return dict(zip(spec.risk_names(e), columns, strict=True))
 
 
 def with_labels(df: pd.DataFrame, labels: pd.DataFrame, spec: HistorySpec, id_column: str | None

@@ -24,7 +24,10 @@ ORDINARY = 2.0  # spreads of the usual, and Poisson deviations of a count, that 
 BY_CHANCE = 0.025  # the share of amounts beyond ORDINARY spreads of the usual by chance, until fitted (`by_chance`)
 RISK_MIN_WINDOW = 86400.0  # confirmed frauds are counted over a window of a day or more
 LABEL_FIELDS = ("label_column", "label_delay", "label_time_column", "label_time_unit", "label_time_format",
-                "label_windows")
+                "label_windows", "risk_measures")
+# what an entity's confirmed frauds give a row (`fraudvae.history.risk`): "share", the share of its labels known
+# that say fraud; "frauds", their number (models saved before the share had only that)
+RISK_MEASURES = ("share",)
 UNITS = {"w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "min": 60.0, "m": 60.0, "s": 1.0}
 
 
@@ -91,6 +94,7 @@ class HistorySpec:
     label_time_unit: str | None = None
     label_time_format: str | None = None
     label_windows: tuple[float, ...] = ()  # the window(s) confirmed frauds are counted over (`risk_window`)
+    risk_measures: tuple[str, ...] = RISK_MEASURES  # of the confirmed frauds, per window: "share" and/or "frauds"
     # features as what is beyond the ordinary (0 for most rows: a point mass the model learns as one, see
     # `atoms`): the amount's spreads beyond ORDINARY of the usual, each shorter window's count beyond the
     # entity's own pace. False: the raw deviation and counts, as models saved before this was added have it
@@ -191,8 +195,9 @@ class HistorySpec:
         return [] if w is None else [f"{entity}: amounts beyond usual in {window_label(w)}"]
 
     def risk_names(self, entity: str) -> list[str]:
-        """The confirmed-fraud features of an entity column (`fraudvae.history.risk`)."""
-        return [f"{entity}: frauds known in {window_label(w)}" for w in self.risk_windows]
+        """The confirmed-fraud features of an entity column (`fraudvae.history.risk`), window by window."""
+        words = {"frauds": "frauds known", "share": "fraud share known"}
+        return [f"{entity}: {words[m]} in {window_label(w)}" for w in self.risk_windows for m in self.risk_measures]
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -220,6 +225,8 @@ class HistorySpec:
         if self.label_column is None:  # a specification without labels keeps the key it had before labels existed
             for name in LABEL_FIELDS:
                 del d[name]
+        elif self.risk_measures == ("frauds",):  # nor one saved before the fraud share
+            del d["risk_measures"]
         if not self.excess:  # nor one saved before the excess features
             del d["excess"], d["by_chance"]
         if not self.run_before_time or not self.excess:  # nor one saved before the run's fix
@@ -238,6 +245,8 @@ class HistorySpec:
                    label_time_column=d.get("label_time_column"), label_time_unit=d.get("label_time_unit"),
                    label_time_format=d.get("label_time_format"),
                    label_windows=tuple(float(w) for w in d.get("label_windows", ())),
+                   # a labelled specification without the key was saved before the share (a plain one has no use for it)
+                   risk_measures=tuple(d.get("risk_measures", ("frauds",) if d.get("label_column") else RISK_MEASURES)),
                    excess=bool(d.get("excess", False)), by_chance=float(d.get("by_chance", BY_CHANCE)),
                    run_before_time=bool(d.get("run_before_time", False)))
 
