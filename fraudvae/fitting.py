@@ -124,9 +124,8 @@ def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int,
 def label_history(df: pd.DataFrame, p: SimpleNamespace, time_column: str, windows: tuple[float, ...]) -> dict:
     """The label fields of a `HistorySpec` (none without --label-delay or --label-time-column)."""
     from fraudvae import readers as read
-    from fraudvae.history import HistorySpec, parse_window, seconds
-    from fraudvae.history.risk import labels_of
-    from fraudvae.history.spec import risk_window
+    from fraudvae.history import parse_window
+    from fraudvae.history.spec import RISK_MEASURES, risk_window
 
     if p.label_delay is None and p.label_time_column is None:
         return {}
@@ -135,20 +134,14 @@ def label_history(df: pd.DataFrame, p: SimpleNamespace, time_column: str, window
     except ValueError as e:
         raise ConfigError(f"--label-delay: {e}") from None
     out: dict = {"label_column": p.label_column, "label_delay": delay}
-    typical = delay or 0.0
     if p.label_time_column is not None:
         if p.label_time_column not in df.columns:
             raise DataError(f"--label-time-column {p.label_time_column!r} is not a column of the data",
                             column=p.label_time_column)
         unit, fmt = read.time_format(df[p.label_time_column])
         out.update(label_time_column=p.label_time_column, label_time_unit=unit, label_time_format=fmt)
-        if delay is None:  # the typical delay the file shows: the median time from transaction to label
-            spec = HistorySpec(tuple(p.entity_columns), time_column, None, **out)
-            t = seconds(spec, df)
-            _, known = labels_of(spec, df, t)
-            lag = (known - t)[np.isfinite(known)]
-            typical = float(np.median(lag)) if lag.size else 0.0
-    return {**out, "label_windows": (risk_window(windows, typical),)}
+    # the share's window does not depend on the delay (`risk_window`): a file's typical delay is not needed
+    return {**out, "label_windows": (risk_window(windows, delay or 0.0, RISK_MEASURES),)}
 
 
 def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: pd.DataFrame | None,

@@ -12,6 +12,7 @@ from fraudvae import ConfigError, FraudVAE, SchemaError
 from fraudvae.cli import main
 from fraudvae.history import HistorySpec, HistoryState, derive
 from fraudvae.history.risk import with_labels
+from fraudvae.history.spec import risk_window
 
 START = pd.Timestamp("2024-03-01")
 DAY = 86400.0
@@ -140,12 +141,14 @@ def test_fit_and_score_use_confirmed_frauds(tmp_path: Path) -> None:
     det = FraudVAE(label_column="is_fraud", id_column="tx", entity_columns=("terminal_id", "card_id"),
                    label_delay="2d", epochs=5, seed=0).fit(train)
     names = det.schema_.names()
-    assert SHARE_7D in names and FRAUDS_7D not in names and "is_fraud" not in names  # new models read the share
+    share = "terminal_id: fraud share known in 1d"
+    assert share in names and "is_fraud" not in names  # new models read the share, over a day
+    assert not any("frauds known" in name for name in names)
     det.save(tmp_path / "m")
     again = FraudVAE.load(tmp_path / "m")
     whole = derive(det.history_.spec, df, HistoryState.empty(det.history_.spec))
     with_f = again.with_history(test)
-    np.testing.assert_allclose(with_f[SHARE_7D].to_numpy(), whole[SHARE_7D][len(train):], rtol=1e-12)
+    np.testing.assert_allclose(with_f[share].to_numpy(), whole[share][len(train):], rtol=1e-12)
     # the command line: --labels gives the scores the label column gives
     test.to_csv(tmp_path / "test.csv", index=False)
     test.drop(columns="is_fraud").to_csv(tmp_path / "bare.csv", index=False)
@@ -176,9 +179,11 @@ def test_a_label_time_column_says_when_each_label_became_known() -> None:
     df = df.assign(when=df["when"].dt.strftime("%Y-%m-%d %H:%M:%S"), known=known.dt.strftime("%Y-%m-%d %H:%M:%S"))
     det = FraudVAE(label_column="is_fraud", entity_columns=("terminal_id",), label_time_column="known", epochs=2,
                    seed=0).fit(df)
-    spec = replace(det.history_.spec, risk_measures=("frauds",))  # the number (the share of one label is 1)
+    spec = det.history_.spec
     assert spec.label_time_column == "known" and spec.label_delay is None and "known" not in det.schema_.names()
-    assert spec.risk_windows == (30 * DAY,)  # the labels' typical delay, a month, needs the longest window
+    assert spec.risk_windows == (DAY,)  # the share's window: a day, whatever the delay
+    spec = replace(spec, risk_measures=("frauds",), label_windows=(risk_window(spec.windows, 30 * DAY, ("frauds",)),))
+    assert spec.risk_windows == (30 * DAY,)  # the number's: the labels' typical delay, a month, needs the longest
     f = derive(spec, df, HistoryState.empty(spec))["terminal_id: frauds known in 30d"]
     t = pd.to_datetime(df["when"])
     at3 = (df["terminal_id"] == 3).to_numpy()
@@ -236,13 +241,17 @@ def test_reasons_say_confirmed_frauds_in_words() -> None:
     assert "typical 0% to 5%" in r.expected
 
 
-def test_the_risk_window_spans_the_delay() -> None:
-    from fraudvae.history.spec import DEFAULT_WINDOWS, risk_window
+def test_the_risk_window_is_a_day_for_the_share_and_spans_the_delay_for_the_number() -> None:
+    from fraudvae.history.spec import DEFAULT_WINDOWS
 
-    assert risk_window(DEFAULT_WINDOWS, 7 * DAY) == 7 * DAY
-    assert risk_window(DEFAULT_WINDOWS, 2 * DAY) == 7 * DAY
-    assert risk_window(DEFAULT_WINDOWS, 0.0) == DAY  # a day at least
-    assert risk_window(DEFAULT_WINDOWS, 60 * DAY) == 30 * DAY  # none spans it: the longest
+    for delay in (0.0, 2 * DAY, 7 * DAY, 60 * DAY):
+        assert risk_window(DEFAULT_WINDOWS, delay) == DAY  # the share: a day, whatever the delay
+    assert risk_window((3600.0, 7 * DAY), 0.0) == 7 * DAY  # none of a day: the shortest longer one
+    frauds = ("frauds",)
+    assert risk_window(DEFAULT_WINDOWS, 7 * DAY, frauds) == 7 * DAY
+    assert risk_window(DEFAULT_WINDOWS, 2 * DAY, frauds) == 7 * DAY
+    assert risk_window(DEFAULT_WINDOWS, 0.0, frauds) == DAY  # a day at least
+    assert risk_window(DEFAULT_WINDOWS, 60 * DAY, frauds) == 30 * DAY  # none spans it: the longest
 
 def test_evaluate_counts_the_labels_file(tmp_path: Path, capsys) -> None:
     df = terminals(days=40)

@@ -4,8 +4,8 @@ become known a delay after the fact.
 A label (the model's label column, 0 or 1; a gap is no label) of a transaction becomes known at
 the transaction's time plus the specification's `label_delay`, or at the time in its
 `label_time_column` (never before the transaction itself). It then counts for every entity of its
-transaction. Per entity column E and its risk window W (`HistorySpec.risk_windows`: one, the
-shortest window spanning the delay, `spec.risk_window`), the state keeps the entity's labels known
+transaction. Per entity column E and its risk window W (`HistorySpec.risk_windows`: one, chosen by
+`spec.risk_window`: a day for new models), the state keeps the entity's labels known
 strictly before the row's time that say fraud and all its labels known, each weighted
 e^(-time since it became known / W). A row gets ``E: fraud share known in W``, the first over the
 second (0 while none is known): unlike the number of frauds, a share means the same at a busy terminal
