@@ -101,6 +101,8 @@ def test_a_spec_without_labels_keeps_its_key_and_saved_form() -> None:
     del saved_before_the_share["risk_measures"]
     assert HistorySpec.from_dict(saved_before_the_share).risk_measures == ("frauds",)
     assert replace(spec(), risk_measures=("frauds",)).to_dict() == saved_before_the_share  # its key unchanged
+    with pytest.raises(ValueError, match="risk_measures"):
+        HistorySpec.from_dict(spec().to_dict() | {"risk_measures": ["odds"]})
     state = HistoryState.empty(plain)
     derive(plain, terminals(), state)
     assert b'"pending"' not in state.to_json() and b'"risk"' not in state.to_json()

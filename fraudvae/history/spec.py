@@ -246,9 +246,18 @@ class HistorySpec:
                    label_time_format=d.get("label_time_format"),
                    label_windows=tuple(float(w) for w in d.get("label_windows", ())),
                    # a labelled specification without the key was saved before the share (a plain one has no use for it)
-                   risk_measures=tuple(d.get("risk_measures", ("frauds",) if d.get("label_column") else RISK_MEASURES)),
+                   risk_measures=_measures(d.get("risk_measures",
+                                                 ("frauds",) if d.get("label_column") else RISK_MEASURES)),
                    excess=bool(d.get("excess", False)), by_chance=float(d.get("by_chance", BY_CHANCE)),
                    run_before_time=bool(d.get("run_before_time", False)))
+
+
+def _measures(given: list | tuple) -> tuple[str, ...]:
+    """A saved specification's `risk_measures`, checked (a model file is input like any other)."""
+    measures = tuple(given)
+    if not measures or not set(measures) <= {"frauds", "share"}:
+        raise ValueError(f"risk_measures {measures!r}: expected 'frauds' and/or 'share'")
+    return measures
 
 
 def risk_window(windows: tuple[float, ...], delay: float, measures: tuple[str, ...] = RISK_MEASURES) -> float:
