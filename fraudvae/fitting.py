@@ -121,7 +121,7 @@ def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int,
     return model, device, state, scorer, entity_state
 
 
-def label_history(df: pd.DataFrame, p: SimpleNamespace, time_column: str, windows: tuple[float, ...]) -> dict:
+def label_history(df: pd.DataFrame, p: SimpleNamespace, windows: tuple[float, ...]) -> dict:
     """The label fields of a `HistorySpec` (none without --label-delay or --label-time-column)."""
     from fraudvae import readers as read
     from fraudvae.history import parse_window
@@ -193,7 +193,7 @@ def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: 
     spec = HistorySpec(tuple(p.entity_columns), time_column, amount, windows or DEFAULT_WINDOWS,
                        novelty=(*schema.names("categorical"), *p.entity_columns), amount_prior=prior,
                        time_unit=unit, time_format=fmt, decimal=decimal,
-                       **label_history(df, p, time_column, windows or DEFAULT_WINDOWS))
+                       **label_history(df, p, windows or DEFAULT_WINDOWS))
     clash = [n for n in spec.names() if n in df.columns]
     if clash:
         raise DataError(f"column {clash[0]!r} has the name of a history feature: rename it in the file",

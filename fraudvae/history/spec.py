@@ -28,6 +28,7 @@ LABEL_FIELDS = ("label_column", "label_delay", "label_time_column", "label_time_
 # what an entity's confirmed frauds give a row (`fraudvae.history.risk`): "share", the share of its labels known
 # that say fraud; "frauds", their number (models saved before the share had only that)
 RISK_MEASURES = ("share",)
+RISK_WORDS = {"frauds": "frauds known", "share": "fraud share known"}  # each measure's feature name (less the window)
 UNITS = {"w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "min": 60.0, "m": 60.0, "s": 1.0}
 
 
@@ -196,8 +197,8 @@ class HistorySpec:
 
     def risk_names(self, entity: str) -> list[str]:
         """The confirmed-fraud features of an entity column (`fraudvae.history.risk`), window by window."""
-        words = {"frauds": "frauds known", "share": "fraud share known"}
-        return [f"{entity}: {words[m]} in {window_label(w)}" for w in self.risk_windows for m in self.risk_measures]
+        return [f"{entity}: {RISK_WORDS[m]} in {window_label(w)}"
+                for w in self.risk_windows for m in self.risk_measures]
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -255,7 +256,7 @@ class HistorySpec:
 def _measures(given: list | tuple) -> tuple[str, ...]:
     """A saved specification's `risk_measures`, checked (a model file is input like any other)."""
     measures = tuple(given)
-    if not measures or not set(measures) <= {"frauds", "share"}:
+    if not measures or not set(measures) <= RISK_WORDS.keys():
         raise ValueError(f"risk_measures {measures!r}: expected 'frauds' and/or 'share'")
     return measures
 
