@@ -297,3 +297,22 @@ def test_stored_states_in_bulk_are_each_entitys_json(labels: bool) -> None:
     for e, ks in keys.items():
         for k in ks:
             assert stored.entity_json(again.tables[e].get(k)) == stored.entity_json(state.tables[e].get(k))
+
+
+def test_the_share_outlives_its_decayed_counts() -> None:
+    """Frauds and labels known decay alike over the window, so the share is their ratio however long
+    ago they became known: still so after a day's window has decayed them below what a double holds
+    (about two years), where the decayed ratio read 0 / 0."""
+    s = HistorySpec(("terminal_id",), "when", "amount", label_column="is_fraud", label_delay=3600.0,
+                    label_windows=(DAY,))
+    days = [0, 1, 2, 800, 801]
+    df = pd.DataFrame({"terminal_id": 7, "when": [START + pd.Timedelta(days=d) for d in days],
+                       "amount": 20.0, "is_fraud": [1, 0, 0, 0, 0]})
+    share = derive(s, df, HistoryState.empty(s))["terminal_id: fraud share known in 1d"]
+    # the fraud known at hour 1 of day 0, the normal one at hour 1 of day 1: weights e^-1 and 1 at day 2
+    expected = np.exp(-1.0) / (np.exp(-1.0) + 1.0)
+    np.testing.assert_allclose(share[:3], [0.0, 1.0, expected], rtol=1e-12)
+    # day 800: the labels of days 0 and 1 weigh e^-799 and e^-798 (beyond a double); day 2's is known too
+    at_800 = np.exp(-2.0) / (np.exp(-2.0) + np.exp(-1.0) + 1.0)
+    np.testing.assert_allclose(share[3], at_800, rtol=1e-12)
+    assert share[4] == 0.0  # the fraud weighs e^-800 against day 800's normal label: nothing a double holds

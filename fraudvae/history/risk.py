@@ -95,6 +95,7 @@ def risk(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, own: list
     n = len(t)
     frauds = np.full((n, len(windows)), np.nan)
     labelled = np.full((n, len(windows)), np.nan)
+    share = np.full((n, len(windows)), np.nan)
     present = np.fromiter((k is not None for k in own), dtype=bool, count=n)
     q = np.flatnonzero(present)
     lab = np.flatnonzero(present & np.isfinite(y) & np.isfinite(known))
@@ -127,19 +128,28 @@ def risk(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, own: list
         i = row[sel][reads]
         frauds[i] = now[reads, :, FRAUDS]
         labelled[i] = now[reads, :, LABELLED]
+        # the share from the counts as last updated, not as decayed to the row's time: frauds and labels decay
+        # alike, so it is the same ratio, and it stays one after the decayed counts underflow to 0 (about two
+        # years without a label at a day's window)
+        share[i] = _share(table.risk[a[reads]])
         if labels.any():
             la = a[labels]
             add = np.stack([np.broadcast_to(value[sel][labels][:, None], (len(la), len(windows))),
                             np.broadcast_to(count[sel][labels][:, None], (len(la), len(windows)))], axis=-1)
             table.risk[la] = now[labels] + add
             table.risk_at[la] = np.fmax(since[labels], when[labels])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # within [0, 1]: a corrected label's change (+1 or -1 frauds, `fraudvae.history.labels`) is weighed
-        # from when it is known, the label it corrects from when that was, so they can part
-        share = np.where(labelled > 0, np.clip(frauds / labelled, 0.0, 1.0), np.where(np.isnan(labelled), np.nan, 0.0))
     measures = {"frauds": frauds, "share": share}
     columns = [measures[m][:, k] for k in range(len(windows)) for m in spec.risk_measures]
     return dict(zip(spec.risk_names(e), columns, strict=True))
+
+
+def _share(counts: np.ndarray) -> np.ndarray:
+    """Frauds known over labels known (`counts`: (..., windows, 2)), 0 where none is known; within [0, 1]: a
+    corrected label's change (+1 or -1 frauds, `fraudvae.history.labels`) is weighed from when it is known,
+    the label it corrects from when that was, so they can part."""
+    frauds, labelled = counts[..., FRAUDS], counts[..., LABELLED]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(labelled > 0, np.clip(frauds / labelled, 0.0, 1.0), 0.0)
 
 
 def with_labels(df: pd.DataFrame, labels: pd.DataFrame, spec: HistorySpec, id_column: str | None
