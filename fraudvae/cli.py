@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "known before it. Scored files' label columns count the same way")
     f.add_argument("--label-time-column", metavar="COL",
                    help="instead of (or with) --label-delay: the time each row's label became known")
+    f.add_argument("--risk-measures", metavar="LIST", default="share",
+                   help="with --label-delay: what each entity's confirmed frauds give a row, comma-separated: share "
+                        "(of its labels known that say fraud; the default), frauds (their number), or share,frauds")
     f.add_argument("--numeric", action="append", default=[], metavar="COL",
                    help="model an integer column named like an identifier as a number all the same")
     f.add_argument("--history", metavar="EARLIER", help="with --entity-column: transactions before the training "

@@ -111,6 +111,7 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
                    windows=tuple(w.strip() for w in a.windows.split(",") if w.strip()) if a.windows else None,
                    numeric=tuple(a.numeric),
                    label_delay=a.label_delay, label_time_column=a.label_time_column,
+                   risk_measures=tuple(m.strip() for m in a.risk_measures.split(",") if m.strip()),
                    **({} if a.validation_fraction is None else {"validation_fraction": a.validation_fraction}),
                    **({} if a.validation is None else {"validation": a.validation}))
     bar = tqdm(desc="training", unit="epoch", disable=a.quiet or rank > 0 or None, leave=False)

@@ -20,6 +20,7 @@ from fraudvae.entities import EntityHistory
 from fraudvae.errors import ConfigError, DataError, ModelFileError, NotFittedError
 from fraudvae.fitted import FittedState
 from fraudvae.history import HistoryState
+from fraudvae.history.spec import RISK_MEASURES
 from fraudvae.inverse import to_columns
 from fraudvae.model import VAE
 from fraudvae.preprocess import OTHER
@@ -64,6 +65,8 @@ class FraudVAE(EntityHistory):
     numeric : integer columns named like identifiers to model as numbers all the same.
     label_delay, label_time_column : confirmed frauds as history (`fraudvae.history.risk`), a label
         known ``label_delay`` (``"7d"``) after its row or at the time in ``label_time_column``.
+    risk_measures : what each entity's confirmed frauds give a row: ``"share"`` (of its labels known,
+        the default), ``"frauds"`` (their number), or both.
     """
 
     def __init__(self, *, hidden: tuple[int, ...] | None = None, latent_dim: int | None = None, members: int = 1,
@@ -77,7 +80,7 @@ class FraudVAE(EntityHistory):
                  point_mass_share: float | None = None, top_k: int = 3, entity_columns: tuple[str, ...] = (),
                  amount_column: str | None = None, windows: tuple[str, ...] | None = None,
                  numeric: tuple[str, ...] = (), label_delay: str | None = None,
-                 label_time_column: str | None = None) -> None:
+                 label_time_column: str | None = None, risk_measures: tuple[str, ...] = RISK_MEASURES) -> None:
         self.hidden = hidden
         self.latent_dim = latent_dim
         self.members = members
@@ -107,6 +110,7 @@ class FraudVAE(EntityHistory):
         self.windows = None if windows is None else tuple(windows)
         self.numeric = tuple(numeric)
         self.label_delay, self.label_time_column = label_delay, label_time_column
+        self.risk_measures = tuple(risk_measures)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, df: pd.DataFrame, progress: Callable[[int, int, dict], None] | None = None,
@@ -270,6 +274,9 @@ class FraudVAE(EntityHistory):
             params.setdefault("prior_components", meta["model_config"].get("prior_components", 0))
             det = cls(**params)
             det.state_ = FittedState.from_dict(meta)
+            spec = det.state_.history
+            if "risk_measures" not in params and spec is not None and spec.label_column is not None:
+                det.risk_measures = spec.risk_measures  # saved before the option: what its labels give, say so
             model = VAE(det.state_.model_config)
             model.load_state_dict(weights)
         except KeyError as e:  # a field the format requires is not there

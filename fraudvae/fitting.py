@@ -125,9 +125,16 @@ def label_history(df: pd.DataFrame, p: SimpleNamespace, windows: tuple[float, ..
     """The label fields of a `HistorySpec` (none without --label-delay or --label-time-column)."""
     from fraudvae import readers as read
     from fraudvae.history import parse_window
-    from fraudvae.history.spec import RISK_MEASURES, risk_window
+    from fraudvae.history.spec import RISK_MEASURES, RISK_WORDS, risk_window
 
+    measures = tuple(dict.fromkeys(p.risk_measures))
+    if not measures or not set(measures) <= RISK_WORDS.keys():
+        raise ConfigError(f"--risk-measures {','.join(map(str, p.risk_measures))!r}: give share, frauds or both "
+                          f"(share,frauds)")
     if p.label_delay is None and p.label_time_column is None:
+        if measures != RISK_MEASURES:
+            raise ConfigError("--risk-measures says what confirmed frauds give each entity: it needs --label-delay or "
+                              "--label-time-column")
         return {}
     try:
         delay = None if p.label_delay is None else parse_window(p.label_delay)
@@ -141,7 +148,7 @@ def label_history(df: pd.DataFrame, p: SimpleNamespace, windows: tuple[float, ..
         unit, fmt = read.time_format(df[p.label_time_column])
         out.update(label_time_column=p.label_time_column, label_time_unit=unit, label_time_format=fmt)
     # the share's window does not depend on the delay (`risk_window`): a file's typical delay is not needed
-    return {**out, "label_windows": (risk_window(windows, delay or 0.0, RISK_MEASURES),)}
+    return {**out, "label_windows": (risk_window(windows, delay or 0.0, measures),), "risk_measures": measures}
 
 
 def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: pd.DataFrame | None,

@@ -316,3 +316,37 @@ def test_the_share_outlives_its_decayed_counts() -> None:
     at_800 = np.exp(-2.0) / (np.exp(-2.0) + np.exp(-1.0) + 1.0)
     np.testing.assert_allclose(share[3], at_800, rtol=1e-12)
     assert share[4] == 0.0  # the fraud weighs e^-800 against day 800's normal label: nothing a double holds
+
+
+def test_the_number_of_frauds_and_the_share_on_request(tmp_path: Path) -> None:
+    """`risk_measures` (`--risk-measures`): the share (the default), the number of frauds known, or both;
+    anything else, or the option without labels as history, is refused. A model saved before the
+    option says what its labels give (the number)."""
+    import hashlib
+    import json
+
+    df = terminals(days=20)
+    kw = {"label_column": "is_fraud", "id_column": "tx", "entity_columns": ("terminal_id",), "label_delay": "2d",
+          "epochs": 2, "seed": 0}
+    both = FraudVAE(**kw, risk_measures=("share", "frauds")).fit(df)
+    risk = [n for n in both.schema_.names() if "known in" in n]
+    assert risk == ["terminal_id: fraud share known in 1d", "terminal_id: frauds known in 1d"]
+    assert FraudVAE.load(both.save(tmp_path / "both")).risk_measures == ("share", "frauds")
+    with pytest.raises(ConfigError, match="share, frauds or both"):
+        FraudVAE(**kw, risk_measures=("rate",)).fit(df)
+    with pytest.raises(ConfigError, match="needs --label-delay"):
+        FraudVAE(**{k: v for k, v in kw.items() if k != "label_delay"}, risk_measures=("frauds",)).fit(df)
+    # the command line; the number alone keeps the window spanning the delay (models saved before the share)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    assert main(["fit", str(tmp_path / "t.csv"), "--model", str(tmp_path / "n"), "--label-column", "is_fraud",
+                 "--id-column", "tx", "--entity-column", "terminal_id", "--time-column", "when", "--label-delay",
+                 "2d", "--risk-measures", "frauds", "--epochs", "2", "--quiet"]) == 0
+    number = FraudVAE.load(tmp_path / "n")
+    assert [n for n in number.schema_.names() if "known in" in n] == ["terminal_id: frauds known in 7d"]
+    meta = json.loads((tmp_path / "n" / "model.json").read_text())
+    del meta["params"]["risk_measures"]  # as a model saved before the option
+    (tmp_path / "n" / "model.json").write_text(json.dumps(meta))
+    manifest = json.loads((tmp_path / "n" / "manifest.json").read_text())
+    manifest["files"]["model.json"] = hashlib.sha256((tmp_path / "n" / "model.json").read_bytes()).hexdigest()
+    (tmp_path / "n" / "manifest.json").write_text(json.dumps(manifest))
+    assert FraudVAE.load(tmp_path / "n").risk_measures == ("frauds",)
