@@ -81,14 +81,8 @@ class FraudVAE(EntityHistory):
                  amount_column: str | None = None, windows: tuple[str, ...] | None = None,
                  numeric: tuple[str, ...] = (), label_delay: str | None = None,
                  label_time_column: str | None = None, risk_measures: tuple[str, ...] = RISK_MEASURES) -> None:
-        self.hidden = hidden
-        self.latent_dim = latent_dim
-        self.members = members
-        self.beta = beta
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.patience = patience
+        self.hidden, self.latent_dim, self.members, self.beta = hidden, latent_dim, members, beta
+        self.epochs, self.batch_size, self.lr, self.patience = epochs, batch_size, lr, patience
         self.validation_fraction = validation_fraction
         self.validation = validation
         self.prior_components = prior_components
@@ -108,9 +102,8 @@ class FraudVAE(EntityHistory):
         self.entity_columns = tuple(entity_columns)
         self.amount_column = amount_column
         self.windows = None if windows is None else tuple(windows)
-        self.numeric = tuple(numeric)
+        self.numeric, self.risk_measures = tuple(numeric), tuple(risk_measures)
         self.label_delay, self.label_time_column = label_delay, label_time_column
-        self.risk_measures = tuple(risk_measures)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, df: pd.DataFrame, progress: Callable[[int, int, dict], None] | None = None,
@@ -274,8 +267,7 @@ class FraudVAE(EntityHistory):
             params.setdefault("prior_components", meta["model_config"].get("prior_components", 0))
             det = cls(**params)
             det.state_ = FittedState.from_dict(meta)
-            spec = det.state_.history
-            if "risk_measures" not in params and spec is not None and spec.label_column is not None:
+            if "risk_measures" not in params and (spec := det.state_.history) is not None and spec.label_column:
                 det.risk_measures = spec.risk_measures  # saved before the option: what its labels give, say so
             model = VAE(det.state_.model_config)
             model.load_state_dict(weights)
