@@ -94,7 +94,6 @@ def risk(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, own: list
     windows = np.asarray(spec.risk_windows)
     n = len(t)
     frauds = np.full((n, len(windows)), np.nan)
-    labelled = np.full((n, len(windows)), np.nan)
     share = np.full((n, len(windows)), np.nan)
     present = np.fromiter((k is not None for k in own), dtype=bool, count=n)
     q = np.flatnonzero(present)
@@ -127,7 +126,6 @@ def risk(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, own: list
         reads, labels = ~is_label[sel], is_label[sel]
         i = row[sel][reads]
         frauds[i] = now[reads, :, FRAUDS]
-        labelled[i] = now[reads, :, LABELLED]
         # the share from the counts as last updated, not as decayed to the row's time: frauds and labels decay
         # alike, so it is the same ratio, and it stays one after the decayed counts underflow to 0 (about two
         # years without a label at a day's window)
