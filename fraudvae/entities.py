@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
-from fraudvae.errors import ConfigError
-from fraudvae.history import derive
+from fraudvae.errors import ConfigError, DataError
+from fraudvae.history import derive, seconds
 
 if TYPE_CHECKING:
     from typing import Self
@@ -31,6 +32,7 @@ class EntityHistory:
         has nothing to advance. Returns self."""
         self.check_fitted()
         if self.history_ is not None:
+            self._check_continues(df)
             derive(self.history_.spec, df, self.history_)
         return self
 
@@ -43,8 +45,25 @@ class EntityHistory:
         self.check_fitted()
         if self.history_ is None or all(name in df.columns for name in self.history_.spec.names()):
             return df
+        self._check_continues(df)
         features = derive(self.history_.spec, df, self.history_.copy())
         return df.assign(**features)
+
+    def _check_continues(self, df: pd.DataFrame) -> None:
+        """Refuse transactions most of which come before the end of the history the model holds: they
+        are in it already (the training file scored again, or an earlier file), and continuing the history
+        through them would count each a second time, making every entity look busier than it is. A few
+        late transactions among later ones are scored against the state as it is (`fraudvae.history`)."""
+        h = self.history_
+        if h is None or not len(df) or not np.isfinite(h.end):
+            return
+        before = int(np.count_nonzero(seconds(h.spec, df) < h.end))
+        if 2 * before > len(df):
+            end = pd.Timestamp(h.end, unit="s").isoformat(sep=" ", timespec="seconds")
+            raise DataError(f"{before:,} of the {len(df):,} transactions come before the end of the history the model "
+                            f"holds ({end}, {h.spec.time_column!r}): they are in it already (the training file, or an "
+                            f"earlier one), and scoring them would count each a second time. Score transactions after "
+                            f"it (with --history for the days in between)", column=h.spec.time_column)
 
     def check_history_columns(self, columns: Mapping[str, list], what: str) -> None:
         """Refuse columns of JSON values (`encode_columns`) without the history features a model with

@@ -202,3 +202,29 @@ def test_reasons_say_the_history_in_words(fitted: FraudVAE, data: pd.DataFrame) 
     texts = [r.text() for r in fitted.reason_codes(pd.concat([test[test["planted"] == 0].iloc[:-1], big]))[-1]]
     assert any(re.fullmatch(r"card_id: amount [\d.]+ spreads above its 30d usual \(typical within 2 spreads "
                             r"for [\d.]+% of transactions\)", t) for t in texts), texts
+
+
+def test_transactions_the_history_holds_already_are_refused(fitted: FraudVAE, data: pd.DataFrame,
+                                                            tmp_path: Path, capsys) -> None:
+    """Scoring the training file again (or an earlier one) would count its transactions a second time on
+    top of the history saved from them: every card would look twice as busy. Most of a file before the
+    end of the model's history is refused, naming the time column; a few late transactions among later
+    ones are scored as such."""
+    when = pd.to_datetime(data["when"])
+    train, later = data[when < START + pd.Timedelta(days=15)], data[when >= START + pd.Timedelta(days=15)]
+    for earlier in (train, pd.concat([train.tail(len(later) + 5), later])):
+        with pytest.raises(DataError, match="come before the end of the history the model holds") as e:
+            fitted.score(earlier)
+        assert e.value.column == "when"
+    with pytest.raises(DataError, match="scoring them would count each a second time"):
+        fitted.replay(train.copy())
+    late = pd.concat([train.tail(3), later])  # three late transactions among the next days'
+    assert np.isfinite(fitted.score(late)["score"]).all()
+    # the command line says it, exit 2, no traceback
+    fitted.save(tmp_path / "m")
+    train.to_csv(tmp_path / "train.csv", index=False)
+    assert main(["score", str(tmp_path / "train.csv"), "--model", str(tmp_path / "m"), "--output",
+                 str(tmp_path / "s.csv"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "transactions come before the end of the history" in err and "Traceback" not in err
+    assert not (tmp_path / "s.csv").exists()
