@@ -55,15 +55,8 @@ class EntityHistory:
         through them would count each a second time, making every entity look busier than it is. A few
         late transactions among later ones are scored against the state as it is (`fraudvae.history`)."""
         h = self.history_
-        if h is None or not len(df) or not np.isfinite(h.end):
-            return
-        before = int(np.count_nonzero(seconds(h.spec, df) < h.end))
-        if 2 * before > len(df):
-            end = pd.Timestamp(h.end, unit="s").isoformat(sep=" ", timespec="seconds")
-            raise DataError(f"{before:,} of the {len(df):,} transactions come before the end of the history the model "
-                            f"holds ({end}, {h.spec.time_column!r}): they are in it already (the training file, or an "
-                            f"earlier one), and scoring them would count each a second time. Score transactions after "
-                            f"it (with --history for the days in between)", column=h.spec.time_column)
+        if h is not None and len(df) and np.isfinite(h.end):
+            check_continues(int(np.count_nonzero(seconds(h.spec, df) < h.end)), len(df), h.spec.time_column, h.end)
 
     def check_history_columns(self, columns: Mapping[str, list], what: str) -> None:
         """Refuse columns of JSON values (`encode_columns`) without the history features a model with
@@ -73,3 +66,14 @@ class EntityHistory:
             raise ConfigError(f"{what}: this model reads the history of entity columns "
                               f"({', '.join(history.spec.entities)}), which needs each entity's earlier "
                               f"transactions; score files with `fraudvae score`, or serve it with a state store")
+
+
+def check_continues(before: int, rows: int, time_column: str, end: float) -> None:
+    """The `DataError` for `rows` transactions `before` of which come before `end`, the end of the
+    model's history, when they are most of them (`EntityHistory._check_continues`; `fraudvae.spark`)."""
+    if 2 * before > rows:
+        at = pd.Timestamp(end, unit="s").isoformat(sep=" ", timespec="seconds")
+        raise DataError(f"{before:,} of the {rows:,} transactions come before the end of the history the model "
+                        f"holds ({at}, {time_column!r}): they are in it already (the training file, or an earlier "
+                        f"one), and scoring them would count each a second time. Score transactions after it (with "
+                        f"--history for the days in between)", column=time_column)

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from fraudvae.errors import ConfigError, DataError
@@ -71,6 +72,7 @@ def score(df: DataFrame, model_dir: str | os.PathLike, *, ship: bool = False, de
         if missing:
             raise SchemaError(f"missing column(s) the model's history needs: {', '.join(map(repr, missing))}",
                               column=missing[0])
+        _check_continues(df, spec, history.end)
         df = _with_history(df, str(path), det.version_, ship)
     det.schema_.check(df.columns)
     version = det.version_
@@ -127,6 +129,27 @@ def _with_history(df: DataFrame, location: str, version: str, ship: bool) -> Dat
         numbered = numbered.join(numbered.select(*needed).groupBy(e).applyInPandas(
             _entity_features(e, one, location, version, ship, name), schema=schema), ROW)
     return numbered.drop(ROW)
+
+
+def _check_continues(df: DataFrame, spec: HistorySpec, end: float) -> None:
+    """Refuse a frame most of whose transactions come before the end of the model's history, as
+    `fraudvae score` does (`fraudvae.entities.check_continues`): one pass counting them."""
+    from pyspark.sql import functions as F
+
+    from fraudvae.entities import check_continues
+    from fraudvae.history import seconds
+
+    if not np.isfinite(end):
+        return
+
+    def count(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            yield pd.DataFrame({"rows": [len(batch)], "before": [int(np.count_nonzero(seconds(spec, batch) < end))]})
+
+    got = df.select(spec.time_column).mapInPandas(count, schema="rows long, before long").agg(
+        F.sum("rows"), F.sum("before")).first()
+    rows, before = (int(got[0] or 0), int(got[1] or 0)) if got is not None else (0, 0)
+    check_continues(before, rows, spec.time_column, end)
 
 
 def _entity_features(e: str, one: HistorySpec, location: str, version: str, ship: bool,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudvae import ConfigError, SchemaError, example_transactions
+from fraudvae import ConfigError, DataError, SchemaError, example_transactions
 from fraudvae.cli import main
 
 pyspark = pytest.importorskip("pyspark", reason="the spark extra is not installed")  # CI installs it
@@ -82,6 +82,10 @@ def test_spark_computes_the_history_as_the_cli_does(spark, tmp_path):
     np.testing.assert_allclose(got["score"], cli["score"], rtol=1e-9)
     with pytest.raises(SchemaError, match="'card_id'"):
         score(df.drop("card_id"), tmp_path / "m")
+    # as the command line, the training rows again are refused: they are in the saved history already
+    train = spark.read.csv(str(tmp_path / "train.csv"), header=True, inferSchema=True)
+    with pytest.raises(DataError, match="come before the end of the history the model holds"):
+        score(train, tmp_path / "m")
 
 
 def test_spark_counts_confirmed_frauds_as_the_cli_does(spark, tmp_path):
