@@ -162,6 +162,7 @@ def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: 
     later; trained on, such rows would make a full window look unusual. They build the history but
     are not trained on, up to half of the rows (`--history EARLIER` gives them their windows)."""
     from fraudvae import readers as read
+    from fraudvae.entities import check_continues
     from fraudvae.history import (
         HistorySpec,
         HistoryState,
@@ -206,8 +207,9 @@ def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: 
         raise DataError(f"column {clash[0]!r} has the name of a history feature: rename it in the file",
                         column=clash[0])
     state = HistoryState.empty(spec)
-    if earlier is not None:
-        derive(spec, earlier, state)
+    if earlier is not None:  # transactions before the training rows: most of them after its end is the same mistake
+        derive(spec, earlier, state)  # as scoring a file the history holds already (`entities.check_continues`)
+        check_continues(int(np.count_nonzero(seconds(spec, df) < state.end)), len(df), time_column, state.end)
     features = derive(spec, df, state, fit_chance=True)  # the share of amounts beyond the usual by chance, here
     spec = state.spec
     state.prune(HORIZON * max(spec.windows))  # bounded: entities gone quiet for long start afresh
