@@ -68,12 +68,16 @@ class EntityHistory:
                               f"transactions; score files with `fraudvae score`, or serve it with a state store")
 
 
-def check_continues(before: int, rows: int, time_column: str, end: float) -> None:
+def check_continues(before: int, rows: int, time_column: str, end: float, fitting: bool = False) -> None:
     """The `DataError` for `rows` transactions `before` of which come before `end`, the end of the
-    model's history, when they are most of them (`EntityHistory._check_continues`; `fraudvae.spark`)."""
+    model's history (`EntityHistory._check_continues`; `fraudvae.spark`) or, `fitting`, of the
+    transactions given with ``--history``, when they are most of them."""
     if 2 * before > rows:
         at = pd.Timestamp(end, unit="s").isoformat(sep=" ", timespec="seconds")
-        raise DataError(f"{before:,} of the {rows:,} transactions come before the end of the history the model "
-                        f"holds ({at}, {time_column!r}): they are in it already (the training file, or an earlier "
-                        f"one), and scoring them would count each a second time. Score transactions after it (with "
-                        f"--history for the days in between)", column=time_column)
+        held, doing, advice = (("--history transactions", "training on", "give --history only transactions from "
+                                "before the training rows") if fitting else
+                               ("history the model holds", "scoring", "the training file scored again does that; "
+                                "score transactions after it, with --history for the days in between"))
+        raise DataError(f"{before:,} of the {rows:,} transactions come before the end of the {held} ({at}, "
+                        f"{time_column!r}): they are in it already, and {doing} them would count each a second time "
+                        f"({advice})", column=time_column)

@@ -209,7 +209,8 @@ def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: 
     state = HistoryState.empty(spec)
     if earlier is not None:  # transactions before the training rows: most of them after its end is the same mistake
         derive(spec, earlier, state)  # as scoring a file the history holds already (`entities.check_continues`)
-        check_continues(int(np.count_nonzero(seconds(spec, df) < state.end)), len(df), time_column, state.end)
+        check_continues(int(np.count_nonzero(seconds(spec, df) < state.end)), len(df), time_column, state.end,
+                        fitting=True)
     features = derive(spec, df, state, fit_chance=True)  # the share of amounts beyond the usual by chance, here
     spec = state.spec
     state.prune(HORIZON * max(spec.windows))  # bounded: entities gone quiet for long start afresh

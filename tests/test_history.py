@@ -218,7 +218,7 @@ def test_transactions_the_history_holds_already_are_refused(fitted: FraudVAE, da
         assert e.value.column == "when"
     with pytest.raises(DataError, match="scoring them would count each a second time"):
         fitted.replay(train.copy())
-    with pytest.raises(DataError, match="come before the end of the history"):  # fit --history: the same mistake
+    with pytest.raises(DataError, match="before the end of the --history transactions"):  # fit: the same mistake
         FraudVAE(id_column="tx", entity_columns=("card_id",), drop=("planted",), epochs=1).fit(train, history=train)
     late = pd.concat([train.tail(3), later])  # three late transactions among the next days'
     assert np.isfinite(fitted.score(late)["score"]).all()
