@@ -125,12 +125,12 @@ def label_history(df: pd.DataFrame, p: SimpleNamespace, windows: tuple[float, ..
     """The label fields of a `HistorySpec` (none without --label-delay or --label-time-column)."""
     from fraudvae import readers as read
     from fraudvae.history import parse_window
-    from fraudvae.history.spec import RISK_MEASURES, RISK_WORDS, risk_window
+    from fraudvae.history.spec import RISK_MEASURES, check_measures, risk_window
 
-    measures = tuple(dict.fromkeys(p.risk_measures))
-    if not measures or not set(measures) <= RISK_WORDS.keys():
-        raise ConfigError(f"--risk-measures {','.join(map(str, p.risk_measures))!r}: give share, frauds or both "
-                          f"(share,frauds)")
+    try:
+        measures = check_measures(p.risk_measures, "--risk-measures")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if p.label_delay is None and p.label_time_column is None:
         if measures != RISK_MEASURES:
             raise ConfigError("--risk-measures says what confirmed frauds give each entity: it needs --label-delay or "
@@ -207,14 +207,13 @@ def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: 
         raise DataError(f"column {clash[0]!r} has the name of a history feature: rename it in the file",
                         column=clash[0])
     state = HistoryState.empty(spec)
+    t = seconds(spec, df)  # the training rows' times (the warm-up below reads them too)
     if earlier is not None:  # transactions before the training rows: most of them after its end is the same mistake
         derive(spec, earlier, state)  # as scoring a file the history holds already (`entities.check_continues`)
-        check_continues(int(np.count_nonzero(seconds(spec, df) < state.end)), len(df), time_column, state.end,
-                        fitting=True)
+        check_continues(int(np.count_nonzero(t < state.end)), len(df), time_column, state.end, fitting=True)
     features = derive(spec, df, state, fit_chance=True)  # the share of amounts beyond the usual by chance, here
     spec = state.spec
     state.prune(HORIZON * max(spec.windows))  # bounded: entities gone quiet for long start afresh
-    t = seconds(spec, df)
     cut = min(state.start + max(spec.windows), float(np.median(t)))
     warmup = t < cut
     unknown = [d for d in drop if d not in spec.names()]

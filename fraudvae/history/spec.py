@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
@@ -247,17 +248,18 @@ class HistorySpec:
                    label_time_format=d.get("label_time_format"),
                    label_windows=tuple(float(w) for w in d.get("label_windows", ())),
                    # a labelled specification without the key was saved before the share (a plain one has no use for it)
-                   risk_measures=_measures(d.get("risk_measures",
+                   risk_measures=check_measures(d.get("risk_measures",
                                                  ("frauds",) if d.get("label_column") else RISK_MEASURES)),
                    excess=bool(d.get("excess", False)), by_chance=float(d.get("by_chance", BY_CHANCE)),
                    run_before_time=bool(d.get("run_before_time", False)))
 
 
-def _measures(given: list | tuple) -> tuple[str, ...]:
-    """A saved specification's `risk_measures`, checked (a model file is input like any other)."""
-    measures = tuple(given)
+def check_measures(given: Iterable, what: str = "risk_measures") -> tuple[str, ...]:
+    """`risk_measures` as given (a saved specification's: a model file is input like any other; or
+    `fit`'s), each once; a `ValueError` naming `what` unless they are "share" and/or "frauds"."""
+    measures = tuple(dict.fromkeys(given))
     if not measures or not set(measures) <= RISK_WORDS.keys():
-        raise ValueError(f"risk_measures {measures!r}: expected 'frauds' and/or 'share'")
+        raise ValueError(f"{what} {','.join(map(str, measures))!r}: give share, frauds or both (share,frauds)")
     return measures
 
 
