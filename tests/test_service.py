@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fraudvae import FraudVAE
 from fraudvae_service.app import create_app
-from fraudvae_service.schemas import PROOF_BYTES
+from fraudvae_service.schemas import PROOF_BYTES, key_counts, key_signatures
 from fraudvae_service.settings import Settings
 
 JSON = {"content-type": "application/json"}
@@ -395,12 +397,46 @@ def test_a_key_given_twice_is_found_however_the_body_is_written(client: TestClie
     refused(body.replace('"hour":', '"hour" :', 1).replace('"amount":', '"amount": 1, "amount":', 1),
             "amount", "transaction 0")
     refused('{"transactions": [], "transactions": ' + json.dumps(two) + "}", "transactions", "more than once")
+    # fields the model does not read take the one-pass count of the model's keys (`key_counts`)
+    noted = json.dumps({"transactions": [{**r, "note": f"n:{i}"} for i, r in enumerate(two)]})
+    refused(noted.replace('"amount":', '"amount": 1, "amount":', 1), "amount", "transaction 0")
+    refused(noted.replace('"note": "n:5"', '"note": "n:5", "hour": 3', 1), "hour", "transaction 5")
     spaced = body.replace('"hour":', '"hour" :')
     extra = json.dumps({"transactions": [{**r, "note": {"a": 1}} for r in two]})
     odd = json.dumps({"transactions": [{**r, "merchant_category": ":grocery"} for r in two]})
     no_id = json.dumps({"transactions": [{k: v for k, v in r.items() if k != "transaction_id"} for r in two]})
-    for fine in (spaced, extra, odd, no_id, '{"transactions": [' + first + ", " + json.dumps(two[1:])[1:-1] + "]}"):
+    whole = '{"transactions": [' + first + ", " + json.dumps(two[1:])[1:-1] + "]}"
+    for fine in (spaced, extra, odd, no_id, noted, whole):
         assert client.post("/score", content=fine, headers=JSON).status_code == 200, fine
+
+
+KEYS = ["amount", "hour", "a_long_key_one_x", "a_long_key_two_x", ":colon", "", "été", "x"]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(st.dictionaries(st.sampled_from(KEYS), st.one_of(st.integers(), st.text(":ab\u00e9 ", max_size=4),
+                                                                  st.dictionaries(st.sampled_from(KEYS), st.integers(),
+                                                                                  max_size=2)),
+                                max_size=6), max_size=5),
+       st.sampled_from([(",", ":"), (", ", ": ")]))
+def test_the_one_pass_key_count_is_never_short(objects: list[dict], separators: tuple[str, str]) -> None:
+    """`key_counts` (the proof for bodies with fields the model does not read) counts each key as
+    often as it is a key in the body, however the values (colons in strings, nested objects) and
+    keys (sharing a length and bytes, opening with a colon, not ASCII) are written; a colon it
+    cannot place (whitespace before it) leaves it to the exact check."""
+    body = json.dumps({"transactions": objects}, separators=separators, ensure_ascii=False).encode()
+    seen: dict[str, int] = {}
+
+    def count(pairs: list) -> dict:
+        for k, _ in pairs:
+            seen[k] = seen.get(k, 0) + 1
+        return dict(pairs)
+
+    json.loads(body, object_pairs_hook=count)
+    assert key_counts(body, key_signatures([json.dumps(k, ensure_ascii=False).encode() for k in KEYS])) \
+        == [seen.get(k, 0) for k in KEYS]
+    if seen:
+        assert key_counts(body.replace(b'":', b'" :', 1), key_signatures([b'"x"'])) is None
 
 
 def test_a_key_or_parameter_given_twice_is_a_422_naming_it(client: TestClient, rows: list[dict]) -> None:
