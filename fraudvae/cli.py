@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--amount-column", metavar="COL", help="the amount compared with each entity's usual (default: "
                                                           "the column named like amount, amt, value, TX_AMOUNT)")
     f.add_argument("--windows", metavar="LIST", help="history windows, comma-separated (default 1h,1d,7d,30d)")
+    f.add_argument("--usual-window", metavar="SPAN", help="the window each entity's usual amount is kept over "
+                   "(default 90d, or the longest window if longer; at least 7d)")
     f.add_argument("--label-delay", metavar="SPAN",
                    help="with --label-column and --entity-column: confirmed frauds become each entity's history, a "
                         "label known this long after its transaction (7d, 48h); each row gets its entities' frauds "

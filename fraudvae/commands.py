@@ -109,6 +109,7 @@ def _fit_in_process(a: argparse.Namespace, rank: int) -> int:
                    beta=a.beta, point_mass_share=a.point_mass_share, device=a.device,
                    entity_columns=tuple(a.entity_column), amount_column=a.amount_column,
                    windows=tuple(w.strip() for w in a.windows.split(",") if w.strip()) if a.windows else None,
+                   usual_window=a.usual_window,
                    numeric=tuple(a.numeric),
                    label_delay=a.label_delay, label_time_column=a.label_time_column,
                    risk_measures=tuple(m.strip() for m in a.risk_measures.split(",") if m.strip()),

@@ -59,9 +59,10 @@ class FraudVAE(EntityHistory):
         this share of training rows gets a point mass (an "at that value" indicator, the Gaussian for
         the other values); off by default (see bench/RESULTS.md for what it changes).
     top_k : how many contributing columns `score` reports per row.
-    entity_columns, amount_column, windows : entities (card, customer, terminal) whose strictly earlier
-        transactions give each row features (`fraudvae.history`; needs a time column), the amount
-        compared with their usual (default: found by name), the windows (default 1h, 1d, 7d, 30d).
+    entity_columns, amount_column, windows, usual_window : entities (card, customer, terminal) whose strictly
+        earlier transactions give each row features (`fraudvae.history`; needs a time column), the amount
+        compared with their usual (default: found by name), the windows (default 1h, 1d, 7d, 30d), the
+        usual's window (default 90d, or the longest window if longer).
     numeric : integer columns named like identifiers to model as numbers all the same.
     label_delay, label_time_column : confirmed frauds as history (`fraudvae.history.risk`), a label
         known ``label_delay`` (``"7d"``) after its row or at the time in ``label_time_column``.
@@ -79,7 +80,7 @@ class FraudVAE(EntityHistory):
                  time_columns: tuple[str, ...] = (), label_check: bool = True, min_category_count: int = 5,
                  point_mass_share: float | None = None, top_k: int = 3, entity_columns: tuple[str, ...] = (),
                  amount_column: str | None = None, windows: tuple[str, ...] | None = None,
-                 numeric: tuple[str, ...] = (), label_delay: str | None = None,
+                 usual_window: str | None = None, numeric: tuple[str, ...] = (), label_delay: str | None = None,
                  label_time_column: str | None = None, risk_measures: tuple[str, ...] = RISK_MEASURES) -> None:
         self.hidden, self.latent_dim, self.members, self.beta = hidden, latent_dim, members, beta
         self.epochs, self.batch_size, self.lr, self.patience = epochs, batch_size, lr, patience
@@ -101,7 +102,7 @@ class FraudVAE(EntityHistory):
         self.top_k = top_k
         self.entity_columns = tuple(entity_columns)
         self.amount_column = amount_column
-        self.windows = None if windows is None else tuple(windows)
+        self.windows, self.usual_window = None if windows is None else tuple(windows), usual_window
         self.numeric, self.risk_measures = tuple(numeric), tuple(risk_measures)
         self.label_delay, self.label_time_column = label_delay, label_time_column
 

@@ -29,7 +29,7 @@ from fraudvae.threshold import calibrate
 from fraudvae.train import train
 
 MIN_NORMAL_ROWS = 20
-HORIZON = 3  # an entity unseen for this many times the longest window is forgotten (its counts are ~5% of one)
+HORIZON = 3  # an entity unseen for this many times its longest time constant is forgotten (its sums are ~5% of one)
 
 
 def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int, int, dict], None] | None = None,
@@ -121,6 +121,22 @@ def fit_state(df: pd.DataFrame, params: dict[str, Any], progress: Callable[[int,
     return model, device, state, scorer, entity_state
 
 
+def usual_window(given: str | None, windows: tuple[float, ...]) -> float:
+    """The amount usual's window: as given (at least 7 days: a shorter usual follows a fraud run), else
+    `USUAL_WINDOW` or the longest window if longer."""
+    from fraudvae.history.spec import LONG_WINDOW, USUAL_WINDOW, parse_window
+
+    if given is None:
+        return max(USUAL_WINDOW, *windows)
+    try:
+        seconds = parse_window(given)
+    except ValueError as e:
+        raise ConfigError(f"--usual-window: {e}") from None
+    if seconds < LONG_WINDOW:
+        raise ConfigError(f"--usual-window {given!r}: give 7d or more (a shorter usual follows a run of frauds)")
+    return seconds
+
+
 def label_history(df: pd.DataFrame, p: SimpleNamespace, windows: tuple[float, ...]) -> dict:
     """The label fields of a `HistorySpec` (none without --label-delay or --label-time-column)."""
     from fraudvae import readers as read
@@ -195,12 +211,13 @@ def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: 
         windows = tuple(sorted(parse_window(w) for w in p.windows)) if p.windows else None
     except ValueError as e:
         raise ConfigError(f"--windows: {e}") from None
+    usual = usual_window(p.usual_window, windows or DEFAULT_WINDOWS)
     unit, fmt = read.time_format(df[time_column])
     decimal = decimal_mark(df[amount]) if amount else "."
     prior = amount_prior(read.numbers(df[amount], amount, decimal)) if amount else (0.0, 1.0)
     spec = HistorySpec(tuple(p.entity_columns), time_column, amount, windows or DEFAULT_WINDOWS,
                        novelty=(*schema.names("categorical"), *p.entity_columns), amount_prior=prior,
-                       time_unit=unit, time_format=fmt, decimal=decimal,
+                       time_unit=unit, time_format=fmt, decimal=decimal, usual_window=usual,
                        **label_history(df, p, windows or DEFAULT_WINDOWS))
     clash = [n for n in spec.names() if n in df.columns]
     if clash:
@@ -213,7 +230,7 @@ def with_history(df: pd.DataFrame, schema: Schema, p: SimpleNamespace, earlier: 
         check_continues(int(np.count_nonzero(t < state.end)), len(df), time_column, state.end, fitting=True)
     features = derive(spec, df, state, fit_chance=True)  # the share of amounts beyond the usual by chance, here
     spec = state.spec
-    state.prune(HORIZON * max(spec.windows))  # bounded: entities gone quiet for long start afresh
+    state.prune(HORIZON * spec.horizon)  # bounded: entities gone quiet for long start afresh
     cut = min(state.start + max(spec.windows), float(np.median(t)))
     warmup = t < cut
     unknown = [d for d in drop if d not in spec.names()]

@@ -55,7 +55,7 @@ def test_the_features_are_named_and_the_entity_is_no_input(fitted: FraudVAE) -> 
     names = fitted.schema_.names()
     assert "card_id" not in names and "card_id" in fitted.schema_.dropped
     for want in ("card_id: tx in 1h above pace", "card_id: tx in 1d above pace", "card_id: tx in 7d above pace",
-                 "card_id: amount beyond 30d usual", "card_id: new merchant"):
+                 "card_id: amount beyond 90d usual", "card_id: new merchant"):
         assert want in names, want
     spec = fitted.history_.spec
     assert spec.time_column == "when" and spec.amount_column == "amount" and spec.entities == ("card_id",)
@@ -200,7 +200,7 @@ def test_reasons_say_the_history_in_words(fitted: FraudVAE, data: pd.DataFrame) 
     big = test[test["planted"] == 0].tail(1)
     big = big.assign(amount=big["amount"] * 20)
     texts = [r.text() for r in fitted.reason_codes(pd.concat([test[test["planted"] == 0].iloc[:-1], big]))[-1]]
-    assert any(re.fullmatch(r"card_id: amount [\d.]+ spreads above its 30d usual \(typical within 2 spreads "
+    assert any(re.fullmatch(r"card_id: amount [\d.]+ spreads above its 90d usual \(typical within 2 spreads "
                             r"for [\d.]+% of transactions\)", t) for t in texts), texts
 
 
@@ -230,3 +230,25 @@ def test_transactions_the_history_holds_already_are_refused(fitted: FraudVAE, da
     err = capsys.readouterr().err
     assert "transactions come before the end of the history" in err and "Traceback" not in err
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_the_usual_amount_has_its_own_window(data: pd.DataFrame) -> None:
+    """The usual is kept over 90 days (or the longest window, if longer) unless `usual_window` says
+    otherwise; a shorter one than 7 days is refused; a specification saved before the option reads
+    its usual over the longest window, under the key it had (its stored states stay its own)."""
+    train = data.head(1500)
+    fit = FraudVAE(id_column="tx", entity_columns=("card_id",), drop=("planted",), epochs=1,
+                   usual_window="30d").fit(train)
+    assert fit.history_.spec.long_windows == (30 * 86400.0,)
+    assert "card_id: amount beyond 30d usual" in fit.schema_.names()
+    longer = FraudVAE(id_column="tx", entity_columns=("card_id",), drop=("planted",), epochs=1,
+                      windows=("1h", "7d", "180d")).fit(train)
+    assert longer.history_.spec.usual_window == 180 * 86400.0 == longer.history_.spec.horizon
+    with pytest.raises(ConfigError, match=r"--usual-window '2d'.*7d or more"):
+        FraudVAE(entity_columns=("card_id",), drop=("planted",), epochs=1, usual_window="2d").fit(train)
+    with pytest.raises(ConfigError, match="--usual-window"):
+        FraudVAE(entity_columns=("card_id",), drop=("planted",), epochs=1, usual_window="soon").fit(train)
+    saved = {k: v for k, v in fit.history_.spec.to_dict().items() if k != "usual_window"}
+    old = HistorySpec.from_dict(saved)
+    assert old.usual_window is None and old.long_windows == (30 * 86400.0,) and old.to_dict() == saved
+    assert old.key() != fit.history_.spec.key() and HistorySpec.from_dict(old.to_dict()).key() == old.key()

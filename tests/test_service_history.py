@@ -351,9 +351,10 @@ def test_redis_writes_each_state_and_id_with_its_expiry_and_an_id_once(model: Pa
     rows = records(test.head(6))
     cols = {c: [r.get(c) for r in rows] for c in rows[0]}
     first = store.apply(cols, len(rows), cols["tx"])
-    longest = max(det.history_.spec.windows)
+    longest, horizon = max(det.history_.spec.windows), det.history_.spec.horizon  # the usual's window: 90 days
+    assert horizon == 90 * 86400 > longest
     for card in {str(r["card_id"]) for r in rows}:
-        assert 2.9 * longest < store.client.ttl(store.prefix + f"e:card_id:{card}") <= 3 * longest
+        assert 2.9 * horizon < store.client.ttl(store.prefix + f"e:card_id:{card}") <= 3 * horizon
     for tx in cols["tx"]:
         assert 0.9 * longest < store.client.ttl(store.prefix + f"id:{tx}") <= longest
     again = store.apply({c: v[:1] for c, v in cols.items()}, 1, cols["tx"][:1])  # a retry: its first answer

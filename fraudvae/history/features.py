@@ -13,9 +13,9 @@ Per entity column E and row:
   history covers so far (1 - e^(-history's age / W), at least 0.1): a 30-day count on the history's
   tenth day means what it will mean a year later;
 - ``E: hours since previous``: gap for a first transaction;
-- ``E: amount vs W usual`` (W the longest window, at least 7 days, with an amount column): the row's
-  amount minus the entity's usual, in spreads (so 3 means the same for a 5-euro and a 500-euro
-  card). The usual is the decayed mean and spread of the entity's earlier amounts, each clipped to
+- ``E: amount vs W usual`` (W `HistorySpec.usual_window`, with an amount column and a window of 7 days
+  or more): the row's amount minus the entity's usual, in spreads (so 3 means the same for a 5-euro
+  and a 500-euro card). The usual is the decayed mean and spread of the entity's earlier amounts, each clipped to
   2 spreads of the usual before its time's transactions (a run of frauds on a card moves it
   little, and what transactions at one time leave is the same in any order: decayed sums are
   order-free), shrunk towards the population's median and spread with the weight of 3 transactions;

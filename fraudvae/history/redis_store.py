@@ -82,7 +82,7 @@ class RedisStore:
         self.client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
         self.reseeded = 0  # times the store was found empty and seeded again (a metric)
         self.redone = 0  # rows computed again because another request changed their entities meanwhile
-        self.entity_ttl = int(3 * max(spec.windows))  # an entity's state outlives three longest windows unseen
+        self.entity_ttl = int(3 * spec.horizon)  # an entity's state outlives three of its longest time constants unseen
         # this process's requests take turns (its threads would only retry one another); the
         # optimistic transaction settles what other processes and hosts do meanwhile
         self._turn = threading.Lock()

@@ -213,9 +213,10 @@ class SQLiteStore:
         return load, start, end, known
 
     def _expire(self, db: sqlite3.Connection, end: float) -> None:
-        """Forget entities unseen for 3 longest windows and ids older than one: the store stays bounded."""
+        """Forget entities unseen for 3 of their longest time constants (`HistorySpec.horizon`) and ids older
+        than the longest window: the store stays bounded."""
         longest = max(self.spec.windows)
-        db.execute("DELETE FROM entity WHERE spec = ? AND last < ?", (self.key, end - 3 * longest))
+        db.execute("DELETE FROM entity WHERE spec = ? AND last < ?", (self.key, end - 3 * self.spec.horizon))
         db.execute("DELETE FROM seen WHERE spec = ? AND at < ?", (self.key, end - ID_TTL_FACTOR * longest))
         db.execute("DELETE FROM tx WHERE spec = ? AND t < ?", (self.key, end - record_ttl(self.spec)))
 
