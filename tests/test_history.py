@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -248,7 +249,23 @@ def test_the_usual_amount_has_its_own_window(data: pd.DataFrame) -> None:
         FraudVAE(entity_columns=("card_id",), drop=("planted",), epochs=1, usual_window="2d").fit(train)
     with pytest.raises(ConfigError, match="--usual-window"):
         FraudVAE(entity_columns=("card_id",), drop=("planted",), epochs=1, usual_window="soon").fit(train)
-    saved = {k: v for k, v in fit.history_.spec.to_dict().items() if k != "usual_window"}
+    saved = {k: v for k, v in fit.history_.spec.to_dict().items() if k not in ("usual_window", "prior_weight")}
     old = HistorySpec.from_dict(saved)
     assert old.usual_window is None and old.long_windows == (30 * 86400.0,) and old.to_dict() == saved
+    assert old.prior_weight == 3.0 and fit.history_.spec.prior_weight == 1.0
     assert old.key() != fit.history_.spec.key() and HistorySpec.from_dict(old.to_dict()).key() == old.key()
+
+
+def test_a_small_spender_is_judged_by_its_own_spread() -> None:
+    """The population's spread, worth `prior_weight` transactions, widens an entity's own: a card
+    that always spends about 10 (the population about 100) is judged by its own spread more with the
+    weight of one transaction than of three, so five times its usual lies further out."""
+    rng = np.random.default_rng(0)
+    n = 200
+    when = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(n) * 8, unit="h")
+    df = pd.DataFrame({"card_id": "a", "when": when.strftime("%Y-%m-%d %H:%M:%S"),
+                       "amount": np.r_[rng.normal(10, 2, n - 1), 50.0]})
+    spec = HistorySpec(("card_id",), "when", "amount", amount_prior=(100.0, 60.0), time_format="%Y-%m-%d %H:%M:%S")
+    name = "card_id: amount beyond 30d usual"
+    beyond = {w: derive(replace(spec, prior_weight=w), df, HistoryState.empty(spec))[name][-1] for w in (1.0, 3.0)}
+    assert spec.prior_weight == 1.0 and beyond[1.0] > 1.3 * beyond[3.0] > 0

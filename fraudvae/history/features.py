@@ -18,7 +18,8 @@ Per entity column E and row:
   and a 500-euro card). The usual is the decayed mean and spread of the entity's earlier amounts, each clipped to
   2 spreads of the usual before its time's transactions (a run of frauds on a card moves it
   little, and what transactions at one time leave is the same in any order: decayed sums are
-  order-free), shrunk towards the population's median and spread with the weight of 3 transactions;
+  order-free), shrunk towards the population's median and spread with the weight of
+  `HistorySpec.prior_weight` transactions (1; 3 in models saved before it);
 - ``E: new C``: 1 when the row's value of column C was not among the entity's recent distinct
   values (at most 64, the most recent kept), else 0.
 These are the raw features, which models saved before `HistorySpec.excess` keep. Models fitted since
@@ -50,7 +51,6 @@ from fraudvae.history.spec import (
     MIN_COVER,
     MIN_SPREAD,
     ORDINARY,
-    PRIOR_WEIGHT,
     HistorySpec,
     window_label,
 )
@@ -196,10 +196,11 @@ def _entity(spec: HistorySpec, e: str, table: EntityTable, t: np.ndarray, x: np.
                 decay = np.exp(-dt[:, None] / long)
                 w, total, squares = st[..., WEIGHT] * decay, st[..., TOTAL] * decay, st[..., SQUARES] * decay
                 # the usual now: the decayed mean and spread, shrunk towards the population's
-                centre = (total + PRIOR_WEIGHT * c0) / (w + PRIOR_WEIGHT)
+                weight = spec.prior_weight  # the population's usual, worth this many transactions
+                centre = (total + weight * c0) / (w + weight)
                 scatter = np.maximum(squares - total * total / np.maximum(w, 1e-300), 0.0)  # w times the variance
                 floor = MIN_SPREAD * (np.abs(centre) if spec.scale == "linear" else 1.0)
-                spread = np.sqrt(np.maximum((scatter + PRIOR_WEIGHT * s0 * s0) / (w + PRIOR_WEIGHT), floor * floor))
+                spread = np.sqrt(np.maximum((scatter + weight * s0 * s0) / (w + weight), floor * floor))
                 xx = x[i][:, None]
                 z[i] = (xx - centre) / spread
                 # a transaction counts clipped to CLIP spreads of the usual before its time's transactions:
