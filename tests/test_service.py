@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from fraudvae import FraudVAE
 from fraudvae_service.app import create_app
-from fraudvae_service.schemas import PROOF_BYTES, key_counts, key_signatures
+from fraudvae_service.keys import key_counts, key_signatures
+from fraudvae_service.schemas import PROOF_BYTES
 from fraudvae_service.settings import Settings
 
 JSON = {"content-type": "application/json"}
