@@ -143,11 +143,12 @@ def main() -> None:
         show("last 64, within 3 MADs, shrunk to the population (weight 3)",
              per_customer(df, last_k(64, True, prior))[test])
         feats = det.with_history(df[test].reset_index(drop=True))
-        beyond = feats["CUSTOMER_ID: amount beyond 30d usual"].to_numpy(float)
-        run = feats["CUSTOMER_ID: amounts beyond usual in 7d"].to_numpy(float)
-        show("the library's 'CUSTOMER_ID: amount beyond 30d usual'", beyond)
+        spec = det.history_.spec
+        amount, run_name = spec.amount_names("CUSTOMER_ID")[0], spec.run_names("CUSTOMER_ID")[0]
+        beyond, run = feats[amount].to_numpy(float), feats[run_name].to_numpy(float)
+        show(f"the library's '{amount}'", beyond)
         for c in (0.5, 1.0, 2.0):
-            show(f"  + {c:g} log1p('CUSTOMER_ID: amounts beyond usual in 7d')", beyond + c * np.log1p(run))
+            show(f"  + {c:g} log1p('{run_name}')", beyond + c * np.log1p(run))
         if a.vae:
             vae_trial(df, det, per_customer(df, last_k(64, True, prior)))
     print("reproduce: python bench/trials/issue30_usual_ceiling.py --data " + a.data
@@ -171,7 +172,7 @@ def vae_trial(df: pd.DataFrame, det: object, robust_z: np.ndarray) -> None:
 
     spec = det.history_.spec  # type: ignore[attr-defined]
     feats = pd.DataFrame(derive(spec, df, HistoryState.empty(spec)))
-    name = "CUSTOMER_ID: amount beyond 30d usual"
+    name = spec.amount_names("CUSTOMER_ID")[0]
     z = np.nan_to_num(robust_z, nan=0.0)
     test = (df.TX_DATETIME >= TRAIN_END).to_numpy()
     for tag, column in (("library's usual", feats[name].to_numpy()),
