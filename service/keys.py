@@ -33,8 +33,9 @@ def key_counts(body: bytes, keys: np.ndarray) -> list[int] | None:
 def key_signatures(keys: list[bytes]) -> np.ndarray:
     """`_signature` of each JSON string (quotes included) without its quotes."""
     buffer = np.frombuffer(b"\0" * 8 + b"".join(keys) + b"\0" * 8, np.uint8)
-    ends = np.cumsum([len(k) for k in keys]) + 8
-    return _signature(buffer, ends - np.array([len(k) for k in keys]) + 1, ends - 1)
+    lengths = np.array([len(k) for k in keys])
+    ends = np.cumsum(lengths) + 8  # each key's end in `buffer`, its closing quote the byte before
+    return _signature(buffer, ends - lengths + 1, ends - 1)
 
 
 _LOW = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)  # the low k bytes
